@@ -1,0 +1,117 @@
+//! Thin adapter over aws-sdk-ecs: client construction and error classification.
+//! Every ECS call the operator makes goes through here (later: batching,
+//! rate limiting and call metrics).
+
+use aws_config::BehaviorVersion;
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+
+use crate::error::{Error, ErrorClass};
+
+/// Loads region, credentials and endpoint through the standard AWS chain
+/// (env, profile, IRSA / EKS Pod Identity, IMDS). `AWS_ENDPOINT_URL` or
+/// `AWS_ENDPOINT_URL_ECS` redirect calls, e.g. to a local ECS emulator.
+pub async fn load_sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_ecs::Client {
+    aws_sdk_ecs::Client::new(sdk)
+}
+
+/// AWS error codes that say "try again later". `ThrottlingException` is not
+/// in ECS's model, so it arrives as an unhandled error carrying only the code.
+const RETRYABLE_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ServerException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InternalFailure",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    // Another update to the same resource is in flight.
+    "UpdateInProgressException",
+    "ResourceInUseException",
+];
+
+pub fn classify_code(code: Option<&str>) -> ErrorClass {
+    match code {
+        Some(c) if RETRYABLE_CODES.contains(&c) => ErrorClass::Retryable,
+        Some(_) => ErrorClass::Terminal,
+        // No code: the request never got a modelled answer.
+        None => ErrorClass::Retryable,
+    }
+}
+
+/// Converts an SDK error into the operator's error, keeping ECS's own message.
+pub fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let (code, message, class) = match &err {
+        SdkError::ServiceError(se) => {
+            let e = se.err();
+            let code = e.code().map(str::to_string);
+            let message = e
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| code.clone().unwrap_or_else(|| e.to_string()));
+            let class = classify_code(code.as_deref());
+            (code, message, class)
+        }
+        SdkError::ConstructionFailure(_) => (
+            None,
+            format!("could not build the request: {err:?}"),
+            ErrorClass::Terminal,
+        ),
+        // Timeouts, dispatch failures (connection refused, DNS) and unparsable
+        // responses are transient from where we stand.
+        _ => (
+            None,
+            aws_sdk_ecs::error::DisplayErrorContext(&err).to_string(),
+            ErrorClass::Retryable,
+        ),
+    };
+    Error::Ecs {
+        operation,
+        code,
+        message,
+        class,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_and_server_errors_retry() {
+        for c in [
+            "ThrottlingException",
+            "ServerException",
+            "RequestLimitExceeded",
+        ] {
+            assert_eq!(classify_code(Some(c)), ErrorClass::Retryable, "{c}");
+        }
+    }
+
+    #[test]
+    fn client_mistakes_are_terminal() {
+        for c in [
+            "ClientException",
+            "InvalidParameterException",
+            "AccessDeniedException",
+            "ClusterNotFoundException",
+        ] {
+            assert_eq!(classify_code(Some(c)), ErrorClass::Terminal, "{c}");
+        }
+    }
+
+    #[test]
+    fn missing_code_is_treated_as_transient() {
+        assert_eq!(classify_code(None), ErrorClass::Retryable);
+    }
+}

@@ -1,0 +1,108 @@
+//! The operator's one error type, classified so the reconcile driver can decide
+//! between "retry with backoff" and "report and wait for a spec change".
+
+/// Whether trying the same thing again later can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Throttling, 5xx, timeouts, conflicts: retry with backoff.
+    Retryable,
+    /// The request itself is wrong (validation, permissions, not found):
+    /// retrying unchanged input fails the same way.
+    Terminal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+
+    /// An ECS call failed. `code` is the AWS error code when ECS sent one.
+    #[error("ECS {operation} failed: {message}")]
+    Ecs {
+        operation: &'static str,
+        code: Option<String>,
+        message: String,
+        class: ErrorClass,
+    },
+
+    #[error("cannot serialize {what}: {message}")]
+    Serialization { what: &'static str, message: String },
+
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Kube(e) => classify_kube(e),
+            Error::Ecs { class, .. } => *class,
+            Error::Serialization { .. } | Error::Config(_) => ErrorClass::Terminal,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.class() == ErrorClass::Retryable
+    }
+
+    /// A short stable label for metrics and condition reasons.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Ecs { .. } => "ecs",
+            Error::Serialization { .. } => "serialization",
+            Error::Config(_) => "config",
+        }
+    }
+}
+
+fn classify_kube(e: &kube::Error) -> ErrorClass {
+    match e {
+        kube::Error::Api(status) => match status.code {
+            // Conflict (stale resourceVersion), rate limiting and server-side trouble pass.
+            409 | 429 | 500..=599 => ErrorClass::Retryable,
+            _ => ErrorClass::Terminal,
+        },
+        // Transport-level problems (connection reset, TLS handshake, timeouts).
+        kube::Error::HyperError(_) | kube::Error::Service(_) => ErrorClass::Retryable,
+        _ => ErrorClass::Terminal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("x", "Reason")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn kube_errors_are_classified_by_status_code() {
+        for code in [409, 429, 500, 503] {
+            assert_eq!(
+                Error::Kube(api_error(code)).class(),
+                ErrorClass::Retryable,
+                "{code}"
+            );
+        }
+        for code in [400, 403, 404, 422] {
+            assert_eq!(
+                Error::Kube(api_error(code)).class(),
+                ErrorClass::Terminal,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_errors_are_terminal() {
+        let e = Error::Config("bad".into());
+        assert!(!e.is_retryable());
+        assert_eq!(e.kind(), "config");
+    }
+}

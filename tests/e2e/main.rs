@@ -1,0 +1,6 @@
+//! End-to-end tests against the real test environment: a kube-apiserver +
+//! etcd built from the official Kubernetes modules and an ECS API endpoint,
+//! all on 127.0.0.1 (see `support` and the `testenv` crate).
+
+mod smoke;
+mod support;
