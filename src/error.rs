@@ -25,6 +25,11 @@ pub enum Error {
         class: ErrorClass,
     },
 
+    /// Deletion cannot finish yet (e.g. the cluster still has services); the
+    /// finalizer stays and the reconcile is retried.
+    #[error("{message}")]
+    DeleteBlocked { reason: String, message: String },
+
     #[error("cannot serialize {what}: {message}")]
     Serialization { what: &'static str, message: String },
 
@@ -37,6 +42,7 @@ impl Error {
         match self {
             Error::Kube(e) => classify_kube(e),
             Error::Ecs { class, .. } => *class,
+            Error::DeleteBlocked { .. } => ErrorClass::Retryable,
             Error::Serialization { .. } | Error::Config(_) => ErrorClass::Terminal,
         }
     }
@@ -45,11 +51,28 @@ impl Error {
         self.class() == ErrorClass::Retryable
     }
 
-    /// A short stable label for metrics and condition reasons.
+    /// The condition reason for this error (PascalCase, stable).
+    pub fn reason(&self) -> String {
+        match self {
+            Error::Ecs {
+                class: ErrorClass::Terminal,
+                ..
+            } => "EcsRejected".into(),
+            Error::Ecs { code: Some(c), .. } if c.contains("Throttl") => "Throttled".into(),
+            Error::Ecs { .. } => "EcsUnavailable".into(),
+            Error::DeleteBlocked { reason, .. } => reason.clone(),
+            Error::Kube(_) => "KubernetesApiError".into(),
+            Error::Serialization { .. } => "InternalError".into(),
+            Error::Config(_) => "InvalidConfiguration".into(),
+        }
+    }
+
+    /// A short stable label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
             Error::Ecs { .. } => "ecs",
+            Error::DeleteBlocked { .. } => "blocked",
             Error::Serialization { .. } => "serialization",
             Error::Config(_) => "config",
         }

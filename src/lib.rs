@@ -6,6 +6,7 @@
 pub mod api;
 pub mod ecs;
 pub mod error;
+pub mod reconcile;
 pub mod telemetry;
 
 pub use error::{Error, ErrorClass};

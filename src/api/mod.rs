@@ -1,6 +1,11 @@
 //! The custom resources users write: one file per kind plus shared types.
 
+pub mod cluster;
+pub mod common;
+pub mod task_definition;
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 use crate::error::Error;
 
@@ -9,8 +14,10 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Every CRD the operator serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    // Kinds are added here as they land (EcsCluster, EcsTaskDefinition, ...).
-    Vec::new()
+    vec![
+        cluster::EcsCluster::crd(),
+        task_definition::EcsTaskDefinition::crd(),
+    ]
 }
 
 /// The CRDs as a multi-document YAML stream, as written to `crds/`.

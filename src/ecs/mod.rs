@@ -2,10 +2,67 @@
 //! Every ECS call the operator makes goes through here (later: batching,
 //! rate limiting and call metrics).
 
+pub mod cluster;
+pub mod limiter;
+pub mod task_definition;
+
+use std::sync::Arc;
+
 use aws_config::BehaviorVersion;
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 
 use crate::error::{Error, ErrorClass};
+use crate::telemetry::Metrics;
+pub use limiter::{Category, Limiter};
+
+/// The one door to ECS: every call is rate-limited per quota category, counted in
+/// `ecs_operator_aws_requests_total{operation,outcome}` and classified on failure.
+#[derive(Debug, Clone)]
+pub struct EcsApi {
+    pub client: aws_sdk_ecs::Client,
+    limiter: Arc<Limiter>,
+    metrics: Arc<Metrics>,
+}
+
+impl EcsApi {
+    pub fn new(client: aws_sdk_ecs::Client, limiter: Limiter, metrics: Arc<Metrics>) -> Self {
+        EcsApi {
+            client,
+            limiter: Arc::new(limiter),
+            metrics,
+        }
+    }
+
+    /// Runs one request (`send` is lazy: nothing goes out before the limiter allows it).
+    pub async fn call<T, E, R>(
+        &self,
+        operation: &'static str,
+        category: Category,
+        send: impl std::future::Future<Output = Result<T, SdkError<E, R>>>,
+    ) -> Result<T, Error>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        self.limiter.acquire(category).await;
+        match send.await {
+            Ok(v) => {
+                self.metrics.aws_request(operation, "success");
+                Ok(v)
+            }
+            Err(e) => {
+                let err = sdk_error(operation, e);
+                let outcome = match &err {
+                    Error::Ecs { code: Some(c), .. } => c.clone(),
+                    _ => "transport".to_string(),
+                };
+                self.metrics.aws_request(operation, &outcome);
+                tracing::debug!(operation, %err, "ECS request failed");
+                Err(err)
+            }
+        }
+    }
+}
 
 /// Loads region, credentials and endpoint through the standard AWS chain
 /// (env, profile, IRSA / EKS Pod Identity, IMDS). `AWS_ENDPOINT_URL` or

@@ -2,5 +2,7 @@
 //! etcd built from the official Kubernetes modules and an ECS API endpoint,
 //! all on 127.0.0.1 (see `support` and the `testenv` crate).
 
+mod cluster;
 mod smoke;
 mod support;
+mod task_definition;

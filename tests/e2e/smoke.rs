@@ -311,7 +311,7 @@ async fn ecs_endpoint_keeps_clusters_and_task_definitions() {
 
 fn operator_command(kubeconfig: &std::path::Path, endpoint: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecs-operator"));
-    cmd.arg("run")
+    cmd.args(["run", "--metrics-addr", "127.0.0.1:0"])
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", std::env::temp_dir())

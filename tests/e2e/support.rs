@@ -102,3 +102,206 @@ impl TestContext {
         format!("{}-{suffix}", self.prefix)
     }
 }
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use tokio::sync::OnceCell;
+
+/// Installs the operator's CRDs (server-side apply, like `kubectl apply --server-side -f crds/`)
+/// once per test binary and waits until they are served.
+pub async fn install_crds(client: &kube::Client) {
+    static DONE: OnceCell<()> = OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let api = Api::<CustomResourceDefinition>::all(client.clone());
+        for crd in ecs_operator::api::crds() {
+            let name = crd.metadata.name.clone().expect("CRD name");
+            api.patch(
+                &name,
+                &PatchParams::apply("ecs-operator-e2e").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("install CRD {name}: {e}"));
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                await_condition(api.clone(), &name, conditions::is_crd_established()),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("CRD {name} not established in 30s"))
+            .unwrap();
+        }
+    })
+    .await;
+}
+
+/// A running `ecs-operator run` process watching one namespace; killed on drop.
+pub struct Operator {
+    child: tokio::process::Child,
+    pub metrics_addr: String,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Fetches /metrics.
+    pub async fn metrics(&self) -> String {
+        let mut s = tokio::net::TcpStream::connect(&self.metrics_addr)
+            .await
+            .expect("connect to metrics");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(
+            format!(
+                "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n",
+                self.metrics_addr
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        body
+    }
+
+    /// Sum of `ecs_operator_aws_requests_total` over operations that write to ECS.
+    pub async fn ecs_writes(&self) -> u64 {
+        sum_metric(
+            &self.metrics().await,
+            "ecs_operator_aws_requests_total",
+            |labels| {
+                !(labels.contains("operation=\"Describe") || labels.contains("operation=\"List"))
+            },
+        )
+    }
+
+    /// Sum of `ecs_operator_reconcile_total` for one kind.
+    pub async fn reconciles(&self, kind: &str) -> u64 {
+        let needle = format!("kind=\"{kind}\"");
+        sum_metric(&self.metrics().await, "ecs_operator_reconcile_total", |l| {
+            l.contains(&needle)
+        })
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+pub fn sum_metric(text: &str, name: &str, filter: impl Fn(&str) -> bool) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let labels = series.strip_prefix(name)?;
+            if !labels.starts_with('{') || !filter(labels) {
+                return None;
+            }
+            value.parse::<f64>().ok().map(|v| v as u64)
+        })
+        .sum()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl TestContext {
+    /// Starts the real operator binary against this test's namespace.
+    pub async fn start_operator(&self, extra_args: &[&str]) -> Operator {
+        install_crds(&self.kube).await;
+        let env = env();
+        let port = free_port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let log = env.run_dir.join(format!("operator-{}.log", self.namespace));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecs-operator"));
+        cmd.arg("run")
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .arg("--metrics-addr")
+            .arg(&metrics_addr)
+            .args(extra_args)
+            .env("KUBECONFIG", &env.kubeconfig)
+            .env("AWS_ENDPOINT_URL", &env.ecs_endpoint)
+            .env("AWS_REGION", testenv::REGION)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "info,ecs_operator=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("start ecs-operator");
+        let op = Operator {
+            child,
+            metrics_addr,
+            log,
+        };
+        // Ready when /metrics answers.
+        for _ in 0..300 {
+            if testenv::http_get_ok(&op.metrics_addr, "/readyz").await {
+                return op;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("operator not ready in 30s; log:\n{}", op.log_text());
+    }
+
+    /// Runs kubectl against the environment; returns (success, stdout+stderr).
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+        use tokio::io::AsyncWriteExt;
+        let mut cmd = tokio::process::Command::new("kubectl");
+        cmd.args(["--namespace", &self.namespace])
+            .args(args)
+            .env("KUBECONFIG", &env().kubeconfig)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl is installed");
+        if let Some(input) = stdin {
+            let mut si = child.stdin.take().unwrap();
+            si.write_all(input.as_bytes()).await.unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
+    /// `kubectl apply -f -` that must succeed.
+    pub async fn apply(&self, yaml: &str) {
+        let (ok, out) = self.kubectl(&["apply", "-f", "-"], Some(yaml)).await;
+        assert!(ok, "kubectl apply failed: {out}\n---\n{yaml}");
+    }
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,223 @@
+//! Types shared by every kind: deletion policy, ownership tags, kstatus conditions.
+
+use std::collections::BTreeMap;
+
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Tag on every ECS object the operator creates: `<namespace>/<name>` of the owning resource.
+pub const OWNER_TAG: &str = "ecs.operator.dev/owner";
+/// Tag on every ECS object the operator creates: UID of the owning resource.
+pub const UID_TAG: &str = "ecs.operator.dev/uid";
+/// Finalizer that keeps a resource until its ECS object is handled per `deletionPolicy`.
+pub const FINALIZER: &str = "ecs.operator.dev/finalizer";
+
+/// What happens to the ECS object when this resource is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete the ECS object (only one this operator created or adopted).
+    #[default]
+    Delete,
+    /// Leave the ECS object in place and remove the operator's ownership tags.
+    Orphan,
+}
+
+/// The ownership tags for a resource.
+pub fn ownership_tags(namespace: &str, name: &str, uid: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (OWNER_TAG.to_string(), format!("{namespace}/{name}")),
+        (UID_TAG.to_string(), uid.to_string()),
+    ])
+}
+
+/// Who holds an existing ECS object, judged by its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// Tagged with this resource's UID.
+    Ours,
+    /// Anything else: untagged, or tagged by another resource (the tag value says which).
+    Foreign { owner: Option<String> },
+}
+
+pub fn ownership(tags: &BTreeMap<String, String>, uid: &str) -> Ownership {
+    if tags.get(UID_TAG).is_some_and(|t| t == uid) {
+        Ownership::Ours
+    } else {
+        Ownership::Foreign {
+            owner: tags.get(OWNER_TAG).cloned(),
+        }
+    }
+}
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
+/// What one reconcile concluded, mapped onto kstatus conditions
+/// (`Ready`, `Reconciling`, `Stalled`) so Flux, Argo CD and `kubectl wait` read health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// The ECS object matches the spec.
+    Ready { reason: String, message: String },
+    /// Work is under way (or waiting for something that will come): Ready=False, Reconciling=True.
+    Progressing { reason: String, message: String },
+    /// Cannot make progress without a change from a person: Ready=False, Stalled=True.
+    Stalled { reason: String, message: String },
+}
+
+impl Health {
+    pub fn ready(reason: &str, message: impl Into<String>) -> Self {
+        Health::Ready {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+    pub fn progressing(reason: &str, message: impl Into<String>) -> Self {
+        Health::Progressing {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+    pub fn stalled(reason: &str, message: impl Into<String>) -> Self {
+        Health::Stalled {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Health::Ready { .. })
+    }
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    // lastTransitionTime moves only when the status flips, as metav1.Condition requires.
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        last_transition_time,
+        observed_generation: generation,
+    }
+}
+
+/// The full condition set for `health`, keeping transition times from `previous`.
+pub fn conditions(
+    health: &Health,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: &Time,
+) -> Vec<Condition> {
+    let c = |t, s, r: &str, m: &str| condition(t, s, r, m, generation, previous, now);
+    match health {
+        Health::Ready { reason, message } => vec![
+            c(READY, true, reason, message),
+            c(RECONCILING, false, reason, ""),
+            c(STALLED, false, reason, ""),
+        ],
+        Health::Progressing { reason, message } => vec![
+            c(READY, false, reason, message),
+            c(RECONCILING, true, reason, message),
+            c(STALLED, false, reason, ""),
+        ],
+        Health::Stalled { reason, message } => vec![
+            c(READY, false, reason, message),
+            c(RECONCILING, false, reason, ""),
+            c(STALLED, true, reason, message),
+        ],
+    }
+}
+
+/// True if the condition of this type is present with status "True".
+pub fn is_condition_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    fn get<'a>(cs: &'a [Condition], t: &str) -> &'a Condition {
+        cs.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn ready_sets_all_three_kstatus_conditions() {
+        let cs = conditions(&Health::ready("Active", "ok"), Some(3), &[], &at(10));
+        assert_eq!(get(&cs, READY).status, "True");
+        assert_eq!(get(&cs, RECONCILING).status, "False");
+        assert_eq!(get(&cs, STALLED).status, "False");
+        assert!(cs.iter().all(|c| c.observed_generation == Some(3)));
+        assert!(cs.iter().all(|c| !c.reason.is_empty()));
+    }
+
+    #[test]
+    fn stalled_carries_reason_and_message() {
+        let cs = conditions(
+            &Health::stalled("NotOwned", "cluster x belongs to y"),
+            Some(1),
+            &[],
+            &at(10),
+        );
+        assert_eq!(get(&cs, READY).status, "False");
+        assert_eq!(get(&cs, STALLED).status, "True");
+        assert_eq!(get(&cs, STALLED).reason, "NotOwned");
+        assert_eq!(get(&cs, STALLED).message, "cluster x belongs to y");
+        assert_eq!(get(&cs, RECONCILING).status, "False");
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_status_is_unchanged() {
+        let first = conditions(&Health::progressing("Creating", "a"), Some(1), &[], &at(10));
+        let second = conditions(
+            &Health::progressing("Creating", "b"),
+            Some(2),
+            &first,
+            &at(20),
+        );
+        assert_eq!(get(&second, READY).last_transition_time, at(10));
+        assert_eq!(get(&second, RECONCILING).last_transition_time, at(10));
+        let third = conditions(&Health::ready("Active", ""), Some(2), &second, &at(30));
+        assert_eq!(get(&third, READY).last_transition_time, at(30));
+        assert_eq!(get(&third, RECONCILING).last_transition_time, at(30));
+        // Stalled stayed False throughout.
+        assert_eq!(get(&third, STALLED).last_transition_time, at(10));
+    }
+
+    #[test]
+    fn ownership_requires_the_uid_tag() {
+        let tags = ownership_tags("ns", "a", "uid-1");
+        assert_eq!(ownership(&tags, "uid-1"), Ownership::Ours);
+        assert_eq!(
+            ownership(&tags, "uid-2"),
+            Ownership::Foreign {
+                owner: Some("ns/a".into())
+            }
+        );
+        assert_eq!(
+            ownership(&BTreeMap::new(), "uid-1"),
+            Ownership::Foreign { owner: None }
+        );
+    }
+}

@@ -1,0 +1,698 @@
+//! Pure planning for `EcsCluster`: (spec, observed ECS cluster) -> actions.
+//! No I/O here; every ECS rule about clusters lives in this file with a test.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::api::cluster::{
+    CapacityProviderStrategyItem, ContainerInsights, EcsClusterSpec, ExecuteCommandConfiguration,
+};
+use crate::api::common::{DeletionPolicy, Health, OWNER_TAG, Ownership, UID_TAG, ownership};
+use crate::ecs::cluster::ObservedCluster;
+
+/// Everything the planner needs to know about the resource itself.
+#[derive(Debug, Clone)]
+pub struct Desired<'a> {
+    pub name: String,
+    pub uid: String,
+    pub spec: &'a EcsClusterSpec,
+    /// Ownership tags for this resource.
+    pub ownership_tags: BTreeMap<String, String>,
+    /// spec.tags keys applied by an earlier reconcile (status.managedTagKeys).
+    pub previously_managed_tag_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Create {
+        name: String,
+        container_insights: Option<ContainerInsights>,
+        execute_command: Option<ExecuteCommandConfiguration>,
+        service_connect_namespace: Option<String>,
+        capacity_providers: Option<Vec<String>>,
+        default_strategy: Option<Vec<CapacityProviderStrategyItem>>,
+        tags: BTreeMap<String, String>,
+    },
+    /// UpdateCluster with only the parts that differ.
+    Update {
+        container_insights: Option<ContainerInsights>,
+        execute_command: Option<ExecuteCommandConfiguration>,
+        service_connect_namespace: Option<String>,
+    },
+    /// PutClusterCapacityProviders: ECS replaces providers and strategy together.
+    PutCapacityProviders {
+        providers: Vec<String>,
+        strategy: Vec<CapacityProviderStrategyItem>,
+    },
+    Tag(BTreeMap<String, String>),
+    Untag(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Create or bring the cluster in line. `changed` names the fields that differ
+    /// (empty with no actions: nothing to do). `adopting`: the cluster is not ours yet.
+    Sync {
+        actions: Vec<Action>,
+        changed: Vec<String>,
+        adopting: bool,
+    },
+    /// Do not touch ECS; report this instead.
+    Refuse(Health),
+}
+
+fn strategy_key(items: &[CapacityProviderStrategyItem]) -> BTreeSet<(String, i32, i32)> {
+    // ECS treats omitted weight/base as 0 and the order as irrelevant.
+    items
+        .iter()
+        .map(|i| {
+            (
+                i.capacity_provider.clone(),
+                i.weight.unwrap_or(0),
+                i.base.unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Cloud Map namespaces can be given by name or ARN; ECS reports an ARN. A name is
+/// taken to match an ARN that ends with it.
+fn same_namespace(desired: &str, observed: &str) -> bool {
+    desired == observed
+        || (!desired.starts_with("arn:") && observed.rsplit(['/', ':']).next() == Some(desired))
+}
+
+fn desired_tags(d: &Desired<'_>) -> BTreeMap<String, String> {
+    let mut t = d.spec.tags.clone();
+    t.extend(d.ownership_tags.clone());
+    t
+}
+
+pub fn plan(d: &Desired<'_>, observed: Option<&ObservedCluster>) -> Plan {
+    let spec = d.spec;
+    let Some(obs) = observed.filter(|o| !o.is_gone()) else {
+        return Plan::Sync {
+            actions: vec![Action::Create {
+                name: d.name.clone(),
+                container_insights: spec.settings.as_ref().and_then(|s| s.container_insights),
+                execute_command: spec
+                    .configuration
+                    .as_ref()
+                    .and_then(|c| c.execute_command_configuration.clone()),
+                service_connect_namespace: spec
+                    .service_connect_defaults
+                    .as_ref()
+                    .map(|s| s.namespace.clone()),
+                capacity_providers: spec.capacity_providers.clone(),
+                default_strategy: spec.default_capacity_provider_strategy.clone(),
+                tags: desired_tags(d),
+            }],
+            changed: vec!["cluster".into()],
+            adopting: false,
+        };
+    };
+
+    let adopting = match ownership(&obs.tags, &d.uid) {
+        Ownership::Ours => false,
+        Ownership::Foreign { .. } if spec.adopt_existing => true,
+        Ownership::Foreign { owner } => {
+            let held = match owner {
+                Some(o) => format!("it is tagged as owned by {o}"),
+                None => "it was not created by ecs-operator".to_string(),
+            };
+            return Plan::Refuse(Health::stalled(
+                "NotOwned",
+                format!(
+                    "ECS cluster {} already exists and {held}; the operator will not touch it. \
+                     Set spec.adoptExisting: true to manage it, or choose another clusterName",
+                    d.name
+                ),
+            ));
+        }
+    };
+
+    let mut actions = Vec::new();
+    let mut changed = Vec::new();
+
+    // UpdateCluster: only what the spec sets (omitted = keep).
+    let mut update_ci = None;
+    if let Some(ci) = spec.settings.as_ref().and_then(|s| s.container_insights)
+        && obs.settings.get("containerInsights").map(String::as_str) != Some(ci.as_str())
+    {
+        update_ci = Some(ci);
+        changed.push("settings.containerInsights".into());
+    }
+    let mut update_exec = None;
+    if let Some(exec) = spec
+        .configuration
+        .as_ref()
+        .and_then(|c| c.execute_command_configuration.as_ref())
+        && obs.execute_command.as_ref() != Some(exec)
+        // ECS returns an empty configuration for one that sets nothing.
+        && !(obs.execute_command.is_none() && *exec == ExecuteCommandConfiguration::default())
+    {
+        update_exec = Some(exec.clone());
+        changed.push("configuration.executeCommandConfiguration".into());
+    }
+    let mut update_sc = None;
+    if let Some(ns) = spec.service_connect_defaults.as_ref().map(|s| &s.namespace)
+        && !obs
+            .service_connect_namespace
+            .as_deref()
+            .is_some_and(|o| same_namespace(ns, o))
+    {
+        update_sc = Some(ns.clone());
+        changed.push("serviceConnectDefaults.namespace".into());
+    }
+    if update_ci.is_some() || update_exec.is_some() || update_sc.is_some() {
+        actions.push(Action::Update {
+            container_insights: update_ci,
+            execute_command: update_exec,
+            service_connect_namespace: update_sc,
+        });
+    }
+
+    // Capacity providers: ECS replaces the list and the default strategy together, so
+    // an omitted half keeps what ECS has.
+    if spec.capacity_providers.is_some() || spec.default_capacity_provider_strategy.is_some() {
+        let providers = spec
+            .capacity_providers
+            .clone()
+            .unwrap_or_else(|| obs.capacity_providers.clone());
+        let strategy = spec
+            .default_capacity_provider_strategy
+            .clone()
+            .unwrap_or_else(|| {
+                // Keep the observed strategy, minus providers that are being removed.
+                obs.default_strategy
+                    .iter()
+                    .filter(|s| providers.contains(&s.capacity_provider))
+                    .cloned()
+                    .collect()
+            });
+        let providers_differ = providers.iter().collect::<BTreeSet<_>>()
+            != obs.capacity_providers.iter().collect::<BTreeSet<_>>();
+        let strategy_differs = strategy_key(&strategy) != strategy_key(&obs.default_strategy);
+        if providers_differ {
+            changed.push("capacityProviders".into());
+        }
+        if strategy_differs {
+            changed.push("defaultCapacityProviderStrategy".into());
+        }
+        if providers_differ || strategy_differs {
+            actions.push(Action::PutCapacityProviders {
+                providers,
+                strategy,
+            });
+        }
+    }
+
+    // Tags: set what differs; remove only keys we applied before and the spec dropped.
+    let want = desired_tags(d);
+    let to_tag: BTreeMap<String, String> = want
+        .iter()
+        .filter(|(k, v)| obs.tags.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let to_untag: Vec<String> = d
+        .previously_managed_tag_keys
+        .iter()
+        .filter(|k| !want.contains_key(*k) && obs.tags.contains_key(*k))
+        .filter(|k| k.as_str() != OWNER_TAG && k.as_str() != UID_TAG)
+        .cloned()
+        .collect();
+    for k in to_tag.keys().chain(to_untag.iter()) {
+        changed.push(format!("tags[{k}]"));
+    }
+    if !to_tag.is_empty() {
+        actions.push(Action::Tag(to_tag));
+    }
+    if !to_untag.is_empty() {
+        actions.push(Action::Untag(to_untag));
+    }
+
+    Plan::Sync {
+        actions,
+        changed,
+        adopting,
+    }
+}
+
+/// What deletion does with the ECS cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Nothing to do in ECS (gone already, or never ours): drop the finalizer.
+    Done {
+        reason: &'static str,
+    },
+    /// Orphan: keep the cluster, remove the ownership tags.
+    Untag(Vec<String>),
+    Delete,
+    /// Cannot delete yet; keep the finalizer and retry.
+    Blocked {
+        reason: String,
+        message: String,
+    },
+}
+
+pub fn plan_cleanup(
+    name: &str,
+    uid: &str,
+    policy: DeletionPolicy,
+    observed: Option<&ObservedCluster>,
+) -> Cleanup {
+    let Some(obs) = observed.filter(|o| !o.is_gone()) else {
+        return Cleanup::Done {
+            reason: "AlreadyGone",
+        };
+    };
+    if ownership(&obs.tags, uid) != Ownership::Ours {
+        // Never delete or untag what is not ours.
+        return Cleanup::Done { reason: "NotOwned" };
+    }
+    match policy {
+        DeletionPolicy::Orphan => Cleanup::Untag(vec![OWNER_TAG.into(), UID_TAG.into()]),
+        DeletionPolicy::Delete if obs.active_services > 0 => Cleanup::Blocked {
+            reason: "ServicesRemain".into(),
+            message: format!(
+                "ECS cluster {name} still has {} active service(s); the operator never deletes \
+                 services it does not manage. Delete them (or their EcsService resources) first",
+                obs.active_services
+            ),
+        },
+        DeletionPolicy::Delete => Cleanup::Delete,
+    }
+}
+
+/// Health of a cluster that needs no more writes, from its ECS status.
+pub fn health(obs: &ObservedCluster) -> Health {
+    match obs.status.as_str() {
+        "ACTIVE" => Health::ready("Active", format!("ECS cluster {} is ACTIVE", obs.name)),
+        "PROVISIONING" => Health::progressing(
+            "Provisioning",
+            format!("ECS cluster {} is PROVISIONING", obs.name),
+        ),
+        "FAILED" => Health::stalled(
+            "ClusterFailed",
+            format!(
+                "ECS cluster {} is FAILED (capacity provider resources could not be created)",
+                obs.name
+            ),
+        ),
+        other => Health::progressing("Waiting", format!("ECS cluster {} is {other}", obs.name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::cluster::{
+        ClusterConfiguration, ClusterSettings, ExecuteCommandLogging, ServiceConnectDefaults,
+    };
+    use crate::api::common::ownership_tags;
+
+    fn desired(spec: &EcsClusterSpec) -> Desired<'_> {
+        Desired {
+            name: "prod".into(),
+            uid: "uid-1".into(),
+            spec,
+            ownership_tags: ownership_tags("ns", "prod", "uid-1"),
+            previously_managed_tag_keys: vec![],
+        }
+    }
+
+    fn owned() -> ObservedCluster {
+        ObservedCluster {
+            name: "prod".into(),
+            arn: "arn:aws:ecs:us-east-1:000000000000:cluster/prod".into(),
+            status: "ACTIVE".into(),
+            tags: ownership_tags("ns", "prod", "uid-1"),
+            ..Default::default()
+        }
+    }
+
+    fn actions(p: Plan) -> Vec<Action> {
+        match p {
+            Plan::Sync { actions, .. } => actions,
+            Plan::Refuse(h) => panic!("refused: {h:?}"),
+        }
+    }
+
+    fn changed(p: &Plan) -> Vec<String> {
+        match p {
+            Plan::Sync { changed, .. } => changed.clone(),
+            Plan::Refuse(h) => panic!("refused: {h:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_cluster_is_created_with_everything_and_ownership_tags() {
+        let spec = EcsClusterSpec {
+            settings: Some(ClusterSettings {
+                container_insights: Some(ContainerInsights::Enabled),
+            }),
+            tags: [("team".to_string(), "a".to_string())].into(),
+            capacity_providers: Some(vec!["FARGATE".into()]),
+            ..Default::default()
+        };
+        let a = actions(plan(&desired(&spec), None));
+        let [
+            Action::Create {
+                name,
+                container_insights,
+                tags,
+                capacity_providers,
+                ..
+            },
+        ] = a.as_slice()
+        else {
+            panic!("{a:?}")
+        };
+        assert_eq!(name, "prod");
+        assert_eq!(*container_insights, Some(ContainerInsights::Enabled));
+        assert_eq!(
+            capacity_providers.as_deref(),
+            Some(&["FARGATE".to_string()][..])
+        );
+        assert_eq!(tags.get("team").map(String::as_str), Some("a"));
+        assert_eq!(tags.get(UID_TAG).map(String::as_str), Some("uid-1"));
+        assert_eq!(tags.get(OWNER_TAG).map(String::as_str), Some("ns/prod"));
+    }
+
+    #[test]
+    fn inactive_cluster_counts_as_missing() {
+        let mut obs = owned();
+        obs.status = "INACTIVE".into();
+        assert!(matches!(
+            actions(plan(&desired(&EcsClusterSpec::default()), Some(&obs)))[0],
+            Action::Create { .. }
+        ));
+    }
+
+    #[test]
+    fn in_sync_cluster_needs_no_writes() {
+        let spec = EcsClusterSpec {
+            settings: Some(ClusterSettings {
+                container_insights: Some(ContainerInsights::Disabled),
+            }),
+            tags: [("team".to_string(), "a".to_string())].into(),
+            capacity_providers: Some(vec!["FARGATE_SPOT".into(), "FARGATE".into()]),
+            default_capacity_provider_strategy: Some(vec![CapacityProviderStrategyItem {
+                capacity_provider: "FARGATE".into(),
+                weight: Some(1),
+                base: None,
+            }]),
+            ..Default::default()
+        };
+        let mut obs = owned();
+        obs.settings
+            .insert("containerInsights".into(), "disabled".into());
+        obs.tags.insert("team".into(), "a".into());
+        // Another tool's tag is none of our business.
+        obs.tags.insert("cost-center".into(), "42".into());
+        obs.capacity_providers = vec!["FARGATE".into(), "FARGATE_SPOT".into()];
+        obs.default_strategy = vec![CapacityProviderStrategyItem {
+            capacity_provider: "FARGATE".into(),
+            weight: Some(1),
+            base: Some(0),
+        }];
+        let p = plan(&desired(&spec), Some(&obs));
+        assert_eq!(
+            p,
+            Plan::Sync {
+                actions: vec![],
+                changed: vec![],
+                adopting: false
+            }
+        );
+    }
+
+    #[test]
+    fn omitted_fields_leave_ecs_alone() {
+        let mut obs = owned();
+        obs.settings
+            .insert("containerInsights".into(), "enabled".into());
+        obs.capacity_providers = vec!["FARGATE".into()];
+        obs.service_connect_namespace = Some("arn:aws:servicediscovery:x:namespace/ns-1".into());
+        assert!(actions(plan(&desired(&EcsClusterSpec::default()), Some(&obs))).is_empty());
+    }
+
+    #[test]
+    fn container_insights_drift_is_corrected_by_update_cluster() {
+        let spec = EcsClusterSpec {
+            settings: Some(ClusterSettings {
+                container_insights: Some(ContainerInsights::Enhanced),
+            }),
+            ..Default::default()
+        };
+        let mut obs = owned();
+        obs.settings
+            .insert("containerInsights".into(), "disabled".into());
+        let p = plan(&desired(&spec), Some(&obs));
+        assert_eq!(changed(&p), vec!["settings.containerInsights"]);
+        assert_eq!(
+            actions(p),
+            vec![Action::Update {
+                container_insights: Some(ContainerInsights::Enhanced),
+                execute_command: None,
+                service_connect_namespace: None
+            }]
+        );
+    }
+
+    #[test]
+    fn execute_command_configuration_is_compared_structurally() {
+        let exec = ExecuteCommandConfiguration {
+            logging: Some(ExecuteCommandLogging::Default),
+            ..Default::default()
+        };
+        let spec = EcsClusterSpec {
+            configuration: Some(ClusterConfiguration {
+                execute_command_configuration: Some(exec.clone()),
+            }),
+            ..Default::default()
+        };
+        let mut obs = owned();
+        obs.execute_command = Some(exec);
+        assert!(actions(plan(&desired(&spec), Some(&obs))).is_empty());
+        obs.execute_command = None;
+        assert_eq!(
+            changed(&plan(&desired(&spec), Some(&obs))),
+            vec!["configuration.executeCommandConfiguration"]
+        );
+    }
+
+    #[test]
+    fn service_connect_namespace_name_matches_its_arn() {
+        assert!(same_namespace(
+            "internal",
+            "arn:aws:servicediscovery:us-east-1:1:namespace/internal"
+        ));
+        assert!(same_namespace("internal", "internal"));
+        assert!(!same_namespace(
+            "internal",
+            "arn:aws:servicediscovery:us-east-1:1:namespace/other"
+        ));
+        let spec = EcsClusterSpec {
+            service_connect_defaults: Some(ServiceConnectDefaults {
+                namespace: "internal".into(),
+            }),
+            ..Default::default()
+        };
+        let mut obs = owned();
+        obs.service_connect_namespace = Some("other".into());
+        assert_eq!(
+            changed(&plan(&desired(&spec), Some(&obs))),
+            vec!["serviceConnectDefaults.namespace"]
+        );
+    }
+
+    #[test]
+    fn capacity_providers_are_put_as_a_whole_and_omitted_strategy_is_kept() {
+        let spec = EcsClusterSpec {
+            capacity_providers: Some(vec!["FARGATE".into(), "FARGATE_SPOT".into()]),
+            ..Default::default()
+        };
+        let mut obs = owned();
+        obs.capacity_providers = vec!["FARGATE".into()];
+        obs.default_strategy = vec![CapacityProviderStrategyItem {
+            capacity_provider: "FARGATE".into(),
+            weight: Some(1),
+            base: Some(0),
+        }];
+        let p = plan(&desired(&spec), Some(&obs));
+        assert_eq!(changed(&p), vec!["capacityProviders"]);
+        assert_eq!(
+            actions(p),
+            vec![Action::PutCapacityProviders {
+                providers: vec!["FARGATE".into(), "FARGATE_SPOT".into()],
+                strategy: obs.default_strategy.clone(),
+            }]
+        );
+    }
+
+    #[test]
+    fn removing_a_provider_drops_it_from_the_kept_strategy() {
+        let spec = EcsClusterSpec {
+            capacity_providers: Some(vec!["FARGATE".into()]),
+            ..Default::default()
+        };
+        let mut obs = owned();
+        obs.capacity_providers = vec!["FARGATE".into(), "FARGATE_SPOT".into()];
+        obs.default_strategy = vec![CapacityProviderStrategyItem {
+            capacity_provider: "FARGATE_SPOT".into(),
+            weight: Some(1),
+            base: Some(0),
+        }];
+        let a = actions(plan(&desired(&spec), Some(&obs)));
+        assert_eq!(
+            a,
+            vec![Action::PutCapacityProviders {
+                providers: vec!["FARGATE".into()],
+                strategy: vec![],
+            }]
+        );
+    }
+
+    #[test]
+    fn empty_provider_list_clears_them() {
+        let spec = EcsClusterSpec {
+            capacity_providers: Some(vec![]),
+            default_capacity_provider_strategy: Some(vec![]),
+            ..Default::default()
+        };
+        let mut obs = owned();
+        obs.capacity_providers = vec!["FARGATE".into()];
+        assert_eq!(
+            actions(plan(&desired(&spec), Some(&obs))),
+            vec![Action::PutCapacityProviders {
+                providers: vec![],
+                strategy: vec![]
+            }]
+        );
+    }
+
+    #[test]
+    fn tag_drift_sets_values_and_removes_only_keys_we_applied() {
+        let spec = EcsClusterSpec {
+            tags: [("team".to_string(), "a".to_string())].into(),
+            ..Default::default()
+        };
+        let mut d = desired(&spec);
+        d.previously_managed_tag_keys = vec!["team".into(), "old".into()];
+        let mut obs = owned();
+        obs.tags.insert("team".into(), "b".into());
+        obs.tags.insert("old".into(), "x".into());
+        obs.tags.insert("foreign".into(), "y".into());
+        let p = plan(&d, Some(&obs));
+        assert_eq!(changed(&p), vec!["tags[team]", "tags[old]"]);
+        assert_eq!(
+            actions(p),
+            vec![
+                Action::Tag([("team".to_string(), "a".to_string())].into()),
+                Action::Untag(vec!["old".into()])
+            ]
+        );
+    }
+
+    #[test]
+    fn foreign_cluster_is_refused_without_adopt_existing() {
+        let mut obs = owned();
+        obs.tags.clear();
+        match plan(&desired(&EcsClusterSpec::default()), Some(&obs)) {
+            Plan::Refuse(Health::Stalled { reason, message }) => {
+                assert_eq!(reason, "NotOwned");
+                assert!(message.contains("adoptExisting"), "{message}");
+            }
+            p => panic!("{p:?}"),
+        }
+        // Tagged by another resource (e.g. same name in another namespace).
+        obs.tags = ownership_tags("other", "prod", "uid-9");
+        match plan(&desired(&EcsClusterSpec::default()), Some(&obs)) {
+            Plan::Refuse(Health::Stalled { message, .. }) => {
+                assert!(message.contains("other/prod"), "{message}")
+            }
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn adopt_existing_tags_the_cluster_as_ours() {
+        let spec = EcsClusterSpec {
+            adopt_existing: true,
+            ..Default::default()
+        };
+        let mut obs = owned();
+        obs.tags = [("preexisting".to_string(), "1".to_string())].into();
+        let p = plan(&desired(&spec), Some(&obs));
+        let Plan::Sync {
+            actions, adopting, ..
+        } = p
+        else {
+            panic!()
+        };
+        assert!(adopting);
+        assert_eq!(
+            actions,
+            vec![Action::Tag(ownership_tags("ns", "prod", "uid-1"))]
+        );
+    }
+
+    #[test]
+    fn cleanup_follows_policy_and_never_touches_foreign_clusters() {
+        let obs = owned();
+        assert_eq!(
+            plan_cleanup("prod", "uid-1", DeletionPolicy::Delete, Some(&obs)),
+            Cleanup::Delete
+        );
+        assert_eq!(
+            plan_cleanup("prod", "uid-1", DeletionPolicy::Orphan, Some(&obs)),
+            Cleanup::Untag(vec![OWNER_TAG.into(), UID_TAG.into()])
+        );
+        assert_eq!(
+            plan_cleanup("prod", "uid-2", DeletionPolicy::Delete, Some(&obs)),
+            Cleanup::Done { reason: "NotOwned" }
+        );
+        assert_eq!(
+            plan_cleanup("prod", "uid-1", DeletionPolicy::Delete, None),
+            Cleanup::Done {
+                reason: "AlreadyGone"
+            }
+        );
+        let mut inactive = obs.clone();
+        inactive.status = "INACTIVE".into();
+        assert_eq!(
+            plan_cleanup("prod", "uid-1", DeletionPolicy::Delete, Some(&inactive)),
+            Cleanup::Done {
+                reason: "AlreadyGone"
+            }
+        );
+    }
+
+    #[test]
+    fn cleanup_is_blocked_while_services_remain() {
+        let mut obs = owned();
+        obs.active_services = 2;
+        match plan_cleanup("prod", "uid-1", DeletionPolicy::Delete, Some(&obs)) {
+            Cleanup::Blocked { reason, message } => {
+                assert_eq!(reason, "ServicesRemain");
+                assert!(message.contains("2 active service"), "{message}");
+            }
+            c => panic!("{c:?}"),
+        }
+        // Orphaning is fine with services running.
+        assert!(matches!(
+            plan_cleanup("prod", "uid-1", DeletionPolicy::Orphan, Some(&obs)),
+            Cleanup::Untag(_)
+        ));
+    }
+
+    #[test]
+    fn health_follows_ecs_status() {
+        let mut obs = owned();
+        assert!(health(&obs).is_ready());
+        obs.status = "PROVISIONING".into();
+        assert!(matches!(health(&obs), Health::Progressing { .. }));
+        obs.status = "FAILED".into();
+        assert!(matches!(health(&obs), Health::Stalled { .. }));
+    }
+}

@@ -1,0 +1,459 @@
+//! The generic reconcile driver every kind runs on, and one module per kind.
+//!
+//! Data flows one way: watch event -> observe ECS -> pure plan -> ECS writes ->
+//! status patch (server-side apply on /status) -> requeue decision. The driver
+//! owns everything that is the same for all kinds: the finalizer, kstatus
+//! conditions, Events, error classification into backoff, metrics.
+
+pub mod cluster;
+pub mod cluster_plan;
+pub mod task_definition;
+pub mod task_definition_plan;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+
+use crate::FIELD_MANAGER;
+use crate::api::common::{Condition, FINALIZER, Health, READY, Time, conditions};
+use crate::ecs::EcsApi;
+use crate::error::{Error, ErrorClass};
+use crate::telemetry::Metrics;
+
+/// Shared by all reconciles of all kinds.
+pub struct Context {
+    pub kube: Client,
+    pub ecs: EcsApi,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Periodic re-check of every resource, for drift made outside Kubernetes.
+    pub resync: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(kube: Client, ecs: EcsApi, metrics: Arc<Metrics>, resync: Duration) -> Self {
+        let recorder = Recorder::new(
+            kube.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Context {
+            kube,
+            ecs,
+            recorder,
+            metrics,
+            resync,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record_failure(&self, key: &str) -> u32 {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn clear_failures(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// Something worth a Kubernetes Event (`kubectl describe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    /// PascalCase reason, e.g. `Created`, `DriftCorrected`.
+    pub reason: &'static str,
+    /// PascalCase action, e.g. `CreateCluster`.
+    pub action: &'static str,
+    pub message: String,
+}
+
+impl Note {
+    pub fn normal(reason: &'static str, action: &'static str, message: impl Into<String>) -> Self {
+        Note {
+            warning: false,
+            reason,
+            action,
+            message: message.into(),
+        }
+    }
+    pub fn warning(reason: &'static str, action: &'static str, message: impl Into<String>) -> Self {
+        Note {
+            warning: true,
+            reason,
+            action,
+            message: message.into(),
+        }
+    }
+}
+
+/// What one successful pass of a kind's `apply` produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The kind's status fields, except `observedGeneration` and `conditions` (the driver adds them).
+    pub status: Value,
+    pub health: Health,
+    /// Come back sooner than the resync interval (e.g. while a rollout runs).
+    pub requeue: Option<Duration>,
+    pub notes: Vec<Note>,
+}
+
+/// One kind the operator manages: observe -> plan -> act, and clean up.
+pub trait Managed:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: &'static str;
+
+    /// Bring ECS in line with the spec and describe the result.
+    fn apply(&self, ctx: &Context) -> impl Future<Output = Result<Outcome, Error>> + Send;
+
+    /// Handle the ECS side of deletion per `deletionPolicy`. `Err(DeleteBlocked)`
+    /// keeps the finalizer and retries.
+    fn cleanup(&self, ctx: &Context) -> impl Future<Output = Result<Vec<Note>, Error>> + Send;
+}
+
+fn key_of<K: Managed>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::KIND,
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+fn current_status<K: Managed>(obj: &K) -> Value {
+    serde_json::to_value(obj)
+        .ok()
+        .and_then(|mut v| v.get_mut("status").map(Value::take))
+        .unwrap_or(Value::Null)
+}
+
+fn previous_conditions(status: &Value) -> Vec<Condition> {
+    status
+        .get("conditions")
+        .cloned()
+        .and_then(|c| serde_json::from_value(c).ok())
+        .unwrap_or_default()
+}
+
+fn now() -> Time {
+    // The apiserver stores condition times with second precision; match it so an
+    // unchanged status compares equal and costs no write.
+    let secs = k8s_openapi::jiff::Timestamp::now().as_second();
+    Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default())
+}
+
+/// The status the driver writes: the kind's fields plus observedGeneration and conditions.
+pub fn compose_status(
+    body: Value,
+    health: &Health,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: &Time,
+) -> Value {
+    let mut status = match body {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    status.insert("observedGeneration".into(), json!(generation));
+    status.insert(
+        "conditions".into(),
+        serde_json::to_value(conditions(health, generation, previous, now)).unwrap_or(Value::Null),
+    );
+    Value::Object(status)
+}
+
+async fn write_status<K: Managed>(api: &Api<K>, obj: &K, status: Value) -> Result<(), Error> {
+    if current_status(obj) == status {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish<K: Managed>(ctx: &Context, obj: &K, notes: &[Note]) {
+    let reference = obj.object_ref(&());
+    for n in notes {
+        let ev = KubeEvent {
+            type_: if n.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: n.reason.into(),
+            note: Some(n.message.chars().take(1000).collect()),
+            action: n.action.into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+            warn!(error = %e, reason = n.reason, "cannot publish Event");
+        }
+    }
+}
+
+/// How long to wait before retrying after `failures` consecutive failures.
+pub fn backoff(failures: u32, class: ErrorClass) -> Duration {
+    let (base, cap) = match class {
+        ErrorClass::Retryable => (2u64, 300u64),
+        // Terminal errors wait for a spec change (which triggers a reconcile at
+        // once) but are re-checked slowly in case the cause was outside the spec.
+        ErrorClass::Terminal => (30, 900),
+    };
+    let exp = failures.saturating_sub(1).min(16);
+    Duration::from_secs(base.saturating_mul(1u64 << exp).min(cap))
+}
+
+async fn apply_and_report<K: Managed>(
+    api: &Api<K>,
+    obj: &K,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let outcome = obj.apply(ctx).await?;
+    let prev = current_status(obj);
+    let status = compose_status(
+        outcome.status,
+        &outcome.health,
+        obj.meta().generation,
+        &previous_conditions(&prev),
+        &now(),
+    );
+    write_status(api, obj, status).await?;
+    publish(ctx, obj, &outcome.notes).await;
+    ctx.metrics
+        .set_ready(K::KIND, &key_of(obj), Some(outcome.health.is_ready()));
+    Ok(Action::requeue(
+        outcome.requeue.unwrap_or(ctx.resync).min(ctx.resync),
+    ))
+}
+
+async fn report_error<K: Managed>(
+    api: &Api<K>,
+    obj: &K,
+    ctx: &Context,
+    err: &Error,
+    failures: u32,
+) -> Result<(), Error> {
+    let prev = current_status(obj);
+    let prev_conditions = previous_conditions(&prev);
+    let generation = obj.meta().generation;
+    let was_ready_for_this_spec = prev.get("observedGeneration").and_then(Value::as_i64)
+        == generation
+        && prev_conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.status == "True");
+    let health = match (err, err.class()) {
+        (Error::DeleteBlocked { reason, message }, _) => Health::stalled(reason, message.clone()),
+        (_, ErrorClass::Terminal) => Health::stalled(&err.reason(), err.to_string()),
+        // A transient failure on a resource that was fine: keep its conditions
+        // (no flapping); logs, metrics and the Event tell the story.
+        (_, ErrorClass::Retryable) if was_ready_for_this_spec => {
+            return Ok(());
+        }
+        (_, ErrorClass::Retryable) => Health::progressing(&err.reason(), err.to_string()),
+    };
+    let body = match prev {
+        Value::Object(mut m) => {
+            m.remove("conditions");
+            m.remove("observedGeneration");
+            Value::Object(m)
+        }
+        _ => json!({}),
+    };
+    let status = compose_status(body, &health, generation, &prev_conditions, &now());
+    write_status(api, obj, status).await?;
+    let reason = match err {
+        Error::DeleteBlocked { .. } => "DeleteBlocked",
+        _ if failures == 1 || err.class() == ErrorClass::Terminal => "ReconcileFailed",
+        _ => "",
+    };
+    if !reason.is_empty() {
+        publish(
+            ctx,
+            obj,
+            &[Note::warning(reason, "Reconcile", err.to_string())],
+        )
+        .await;
+    }
+    ctx.metrics.set_ready(K::KIND, &key_of(obj), Some(false));
+    Ok(())
+}
+
+/// One reconcile of one object of kind `K`.
+pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let key = key_of(obj.as_ref());
+    let Some(ns) = obj.namespace() else {
+        return Err(Error::Config(format!("{key} has no namespace")));
+    };
+    let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
+        match event {
+            FinalizerEvent::Apply(o) => apply_and_report(&api, o.as_ref(), &ctx).await,
+            FinalizerEvent::Cleanup(o) => {
+                let notes = o.cleanup(&ctx).await?;
+                publish(&ctx, o.as_ref(), &notes).await;
+                ctx.metrics.set_ready(K::KIND, &key, None);
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    match result {
+        Ok(action) => {
+            ctx.clear_failures(&key);
+            ctx.metrics.reconciled(K::KIND, "success", elapsed);
+            debug!(object = %key, ?action, "reconciled");
+            Ok(action)
+        }
+        Err(finalizer::Error::ApplyFailed(err)) | Err(finalizer::Error::CleanupFailed(err)) => {
+            let n = ctx.record_failure(&key);
+            ctx.metrics.reconciled(K::KIND, err.kind(), elapsed);
+            let wait = backoff(n, err.class());
+            if let Err(e) = report_error(&api, obj.as_ref(), &ctx, &err, n).await {
+                warn!(object = %key, error = %e, "cannot write error status");
+            }
+            match err.class() {
+                ErrorClass::Terminal => {
+                    warn!(object = %key, error = %err, retry_in = ?wait, "reconcile failed")
+                }
+                ErrorClass::Retryable => {
+                    info!(object = %key, error = %err, retry_in = ?wait, "reconcile will be retried")
+                }
+            }
+            Ok(Action::requeue(wait))
+        }
+        Err(other) => {
+            ctx.metrics.reconciled(K::KIND, "finalizer", elapsed);
+            Err(match other {
+                finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
+                    Error::Kube(e)
+                }
+                e => Error::Config(e.to_string()),
+            })
+        }
+    }
+}
+
+/// Errors that reach here are Kubernetes API failures around the finalizer.
+pub fn error_policy<K: Managed>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx.record_failure(&key_of(obj.as_ref()));
+    let wait = backoff(n, err.class());
+    warn!(object = %key_of(obj.as_ref()), error = %err, retry_in = ?wait, "reconcile error");
+    Action::requeue(wait)
+}
+
+/// Runs the controller for kind `K` until `shutdown` resolves.
+pub async fn run<K: Managed>(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<K> = match namespace {
+        Some(ns) => Api::namespaced(ctx.kube.clone(), ns),
+        None => Api::all(ctx.kube.clone()),
+    };
+    info!(
+        kind = K::KIND,
+        namespace = namespace.unwrap_or("<all>"),
+        "starting controller"
+    );
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    info!(kind = K::KIND, "controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1, ErrorClass::Retryable), Duration::from_secs(2));
+        assert_eq!(backoff(2, ErrorClass::Retryable), Duration::from_secs(4));
+        assert_eq!(backoff(30, ErrorClass::Retryable), Duration::from_secs(300));
+        assert_eq!(backoff(1, ErrorClass::Terminal), Duration::from_secs(30));
+        assert_eq!(backoff(100, ErrorClass::Terminal), Duration::from_secs(900));
+    }
+
+    #[test]
+    fn composed_status_has_generation_and_conditions_and_keeps_fields() {
+        let t = Time(k8s_openapi::jiff::Timestamp::from_second(100).unwrap());
+        let s = compose_status(
+            json!({"arn": "a"}),
+            &Health::ready("Active", "ok"),
+            Some(4),
+            &[],
+            &t,
+        );
+        assert_eq!(s["arn"], "a");
+        assert_eq!(s["observedGeneration"], 4);
+        assert_eq!(s["conditions"][0]["type"], "Ready");
+        assert_eq!(s["conditions"][0]["status"], "True");
+        assert_eq!(
+            s["conditions"][0]["lastTransitionTime"],
+            "1970-01-01T00:01:40Z"
+        );
+    }
+
+    #[test]
+    fn recomposing_an_unchanged_status_is_identical() {
+        // Same input, later clock: must be byte-identical so no write happens.
+        let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(100).unwrap());
+        let t2 = Time(k8s_openapi::jiff::Timestamp::from_second(200).unwrap());
+        let h = Health::ready("Active", "ok");
+        let first = compose_status(json!({"arn": "a"}), &h, Some(1), &[], &t1);
+        let prev = previous_conditions(&first);
+        let second = compose_status(json!({"arn": "a"}), &h, Some(1), &prev, &t2);
+        assert_eq!(first, second);
+    }
+}
