@@ -85,6 +85,13 @@ impl Health {
             message: message.into(),
         }
     }
+    pub fn message(&self) -> &str {
+        match self {
+            Health::Ready { message, .. }
+            | Health::Progressing { message, .. }
+            | Health::Stalled { message, .. } => message,
+        }
+    }
     pub fn is_ready(&self) -> bool {
         matches!(self, Health::Ready { .. })
     }

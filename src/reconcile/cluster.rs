@@ -127,6 +127,25 @@ async fn act(ecs: &EcsApi, name: &str, arn: Option<&str>, action: &Action) -> Re
     Ok(())
 }
 
+/// Changed fields grouped by the ECS action that sets them.
+fn group_by_action(changed: &[String]) -> Vec<(&'static str, Vec<String>)> {
+    let mut groups: Vec<(&'static str, Vec<String>)> = Vec::new();
+    for f in changed {
+        let action = if f.starts_with("tags[") {
+            "TagResource"
+        } else if f.starts_with("capacityProviders") || f.starts_with("defaultCapacityProvider") {
+            "PutClusterCapacityProviders"
+        } else {
+            "UpdateCluster"
+        };
+        match groups.iter_mut().find(|(a, _)| *a == action) {
+            Some((_, fs)) => fs.push(f.clone()),
+            None => groups.push((action, vec![f.clone()])),
+        }
+    }
+    groups
+}
+
 fn identity(obj: &EcsCluster) -> Result<(String, String, String), Error> {
     let ns = obj.namespace().unwrap_or_default();
     let uid = obj
@@ -154,10 +173,7 @@ impl Managed for EcsCluster {
 
         let (actions, changed, adopting) = match cluster_plan::plan(&desired, observed.as_ref()) {
             Plan::Refuse(health) => {
-                let message = match &health {
-                    Health::Stalled { message, .. } => message.clone(),
-                    _ => String::new(),
-                };
+                let message = health.message().to_string();
                 return Ok(Outcome {
                     // Report nothing about a cluster that is not ours beyond its name.
                     status: status_body(&ecs_name, None, status.managed_tag_keys),
@@ -205,18 +221,21 @@ impl Managed for EcsCluster {
                 "TagResource",
                 format!("adopted existing ECS cluster {ecs_name}; changed: {fields}"),
             ));
-        } else if spec_seen_before {
-            notes.push(Note::normal(
-                "DriftCorrected",
-                "UpdateCluster",
-                format!("ECS cluster {ecs_name} had drifted from the spec; corrected: {fields}"),
-            ));
         } else {
-            notes.push(Note::normal(
-                "Updated",
-                "UpdateCluster",
-                format!("updated ECS cluster {ecs_name}: {fields}"),
-            ));
+            // One Event per ECS action: kube's recorder folds events with the same
+            // reason and action into a series and keeps only the first note.
+            let (reason, verb) = if spec_seen_before {
+                ("DriftCorrected", "had drifted from the spec; corrected")
+            } else {
+                ("Updated", "updated")
+            };
+            for (action, fields) in group_by_action(&changed) {
+                notes.push(Note::normal(
+                    reason,
+                    action,
+                    format!("ECS cluster {ecs_name} {verb}: {}", fields.join(", ")),
+                ));
+            }
         }
 
         let after = describe_one(&ctx.ecs, &ecs_name).await?;
@@ -287,5 +306,39 @@ impl Managed for EcsCluster {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_fields_are_grouped_per_ecs_action() {
+        let changed: Vec<String> = [
+            "settings.containerInsights",
+            "tags[env]",
+            "capacityProviders",
+            "tags[team]",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            group_by_action(&changed),
+            vec![
+                (
+                    "UpdateCluster",
+                    vec!["settings.containerInsights".to_string()]
+                ),
+                (
+                    "TagResource",
+                    vec!["tags[env]".to_string(), "tags[team]".to_string()]
+                ),
+                (
+                    "PutClusterCapacityProviders",
+                    vec!["capacityProviders".to_string()]
+                ),
+            ]
+        );
     }
 }

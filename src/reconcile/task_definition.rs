@@ -154,10 +154,7 @@ impl Managed for EcsTaskDefinition {
             &in_use,
         ) {
             Plan::Refuse(health) => {
-                let message = match &health {
-                    Health::Stalled { message, .. } => message.clone(),
-                    _ => String::new(),
-                };
+                let message = health.message().to_string();
                 let body = EcsTaskDefinitionStatus {
                     family: Some(family),
                     ..Default::default()
