@@ -426,6 +426,84 @@ pub async fn delete(ecs: &EcsApi, arns: &[String]) -> Result<(), Error> {
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
+
+    use aws_sdk_ecs::Client;
+    use aws_sdk_ecs::operation::list_task_definitions::ListTaskDefinitionsOutput;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    use crate::ecs::Limiter;
+    use crate::error::ErrorClass;
+    use crate::telemetry::Metrics;
+
+    fn arn(f: &str, r: i32) -> String {
+        format!("arn:aws:ecs:us-east-1:0:task-definition/{f}:{r}")
+    }
+
+    // ministack never paginates; real ECS does (100 per page).
+    #[tokio::test]
+    async fn list_family_follows_every_page_and_drops_other_families() {
+        let page1 = mock!(Client::list_task_definitions)
+            .match_requests(|r| r.next_token().is_none() && r.family_prefix() == Some("web"))
+            .then_output(|| {
+                ListTaskDefinitionsOutput::builder()
+                    .task_definition_arns(arn("web", 3))
+                    .task_definition_arns(arn("web-worker", 9))
+                    .next_token("page-2")
+                    .build()
+            });
+        let page2 = mock!(Client::list_task_definitions)
+            .match_requests(|r| r.next_token() == Some("page-2"))
+            .then_output(|| {
+                ListTaskDefinitionsOutput::builder()
+                    .task_definition_arns(arn("web", 2))
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_ecs, RuleMode::Sequential, [&page1, &page2]);
+        let metrics = Arc::new(Metrics::default());
+        let ecs = EcsApi::new(client, Limiter::default(), metrics.clone());
+        let arns = list_family(&ecs, "web", t::TaskDefinitionStatus::Active)
+            .await
+            .unwrap();
+        assert_eq!(arns, vec![arn("web", 3), arn("web", 2)]);
+        assert_eq!(page1.num_calls(), 1);
+        assert_eq!(page2.num_calls(), 1);
+        assert!(metrics.encode().contains(
+            r#"ecs_operator_aws_requests_total{operation="ListTaskDefinitions",outcome="success"} 2"#
+        ));
+    }
+
+    // ministack never throttles; ThrottlingException is not in ECS's model.
+    #[tokio::test]
+    async fn throttling_is_classified_retryable_and_counted_by_code() {
+        let throttled = mock!(Client::deregister_task_definition)
+            .sequence()
+            .http_status(
+                400,
+                Some(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.into()),
+            )
+            .repeatedly()
+            .build();
+        let client = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&throttled]);
+        let metrics = Arc::new(Metrics::default());
+        let ecs = EcsApi::new(client, Limiter::default(), metrics.clone());
+        let err = deregister(&ecs, &arn("web", 1)).await.unwrap_err();
+        match &err {
+            Error::Ecs { code, message, .. } => {
+                assert_eq!(code.as_deref(), Some("ThrottlingException"));
+                assert_eq!(message, "Rate exceeded");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(err.class(), ErrorClass::Retryable);
+        assert_eq!(err.reason(), "Throttled");
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"operation="DeregisterTaskDefinition",outcome="ThrottlingException""#)
+        );
+    }
+
     #[test]
     fn arns_split_into_family_and_revision() {
         let a = "arn:aws:ecs:us-east-1:000000000000:task-definition/web-app:12";
