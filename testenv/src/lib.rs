@@ -117,7 +117,22 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache/ecs-operator")
 }
 
+/// The checkout holding `hack/envtest/build.sh`, found at run time: the target
+/// directory is shared between checkouts (CI clones, worktrees), so a path baked
+/// in at compile time may name a clone that no longer exists.
 fn repo_root() -> PathBuf {
+    let has_script = |d: &Path| d.join("hack/envtest/build.sh").is_file();
+    // `cargo test` / `cargo run` set this for the package being run (the repo root).
+    if let Some(d) = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from)
+        && has_script(&d)
+    {
+        return d;
+    }
+    if let Ok(cwd) = std::env::current_dir()
+        && let Some(d) = cwd.ancestors().find(|d| has_script(d))
+    {
+        return d.to_path_buf();
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
