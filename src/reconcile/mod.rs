@@ -193,8 +193,14 @@ pub fn compose_status(
     Value::Object(status)
 }
 
-async fn write_status<K: Managed>(api: &Api<K>, obj: &K, status: Value) -> Result<(), Error> {
-    if current_status(obj) == status {
+/// Patches status unless it already equals `current` (the object's status as read).
+async fn write_status<K: Managed>(
+    api: &Api<K>,
+    obj: &K,
+    current: &Value,
+    status: Value,
+) -> Result<(), Error> {
+    if *current == status {
         return Ok(());
     }
     let patch = json!({
@@ -257,7 +263,7 @@ async fn apply_and_report<K: Managed>(
         &previous_conditions(&prev),
         &now(),
     );
-    write_status(api, obj, status).await?;
+    write_status(api, obj, &prev, status).await?;
     publish(ctx, obj, &outcome.notes).await;
     ctx.metrics
         .set_ready(K::KIND, &key_of(obj), Some(outcome.health.is_ready()));
@@ -273,10 +279,10 @@ async fn report_error<K: Managed>(
     err: &Error,
     failures: u32,
 ) -> Result<(), Error> {
-    let prev = current_status(obj);
-    let prev_conditions = previous_conditions(&prev);
+    let current = current_status(obj);
+    let prev_conditions = previous_conditions(&current);
     let generation = obj.meta().generation;
-    let was_ready_for_this_spec = prev.get("observedGeneration").and_then(Value::as_i64)
+    let was_ready_for_this_spec = current.get("observedGeneration").and_then(Value::as_i64)
         == generation
         && prev_conditions
             .iter()
@@ -291,7 +297,7 @@ async fn report_error<K: Managed>(
         }
         (_, ErrorClass::Retryable) => Health::progressing(&err.reason(), err.to_string()),
     };
-    let body = match prev {
+    let body = match current.clone() {
         Value::Object(mut m) => {
             m.remove("conditions");
             m.remove("observedGeneration");
@@ -300,7 +306,7 @@ async fn report_error<K: Managed>(
         _ => json!({}),
     };
     let status = compose_status(body, &health, generation, &prev_conditions, &now());
-    write_status(api, obj, status).await?;
+    write_status(api, obj, &current, status).await?;
     let reason = match err {
         Error::DeleteBlocked { .. } => "DeleteBlocked",
         _ if failures == 1 || err.class() == ErrorClass::Terminal => "ReconcileFailed",

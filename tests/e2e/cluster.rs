@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName, Tag};
 use ecs_operator::api::cluster::EcsCluster;
-use ecs_operator::api::common::{OWNER_TAG, UID_TAG, is_condition_true};
+use ecs_operator::api::common::{Condition, OWNER_TAG, UID_TAG, is_condition_true};
 use ecs_operator::ecs::cluster::tags_from_sdk;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::wait::await_condition;
@@ -53,6 +53,16 @@ async fn wait_condition(ctx: &TestContext, name: &str, type_: &str) -> EcsCluste
             )
         }
     }
+}
+
+/// Waits for Stalled=True and returns that condition.
+async fn wait_stalled(ctx: &TestContext, name: &str) -> Condition {
+    let obj = wait_condition(ctx, name, "Stalled").await;
+    obj.status
+        .into_iter()
+        .flat_map(|s| s.conditions)
+        .find(|c| c.type_ == "Stalled" && c.status == "True")
+        .expect("Stalled condition")
 }
 
 async fn events_for(ctx: &TestContext, name: &str) -> String {
@@ -234,14 +244,7 @@ async fn foreign_cluster_is_not_touched_until_adopted() {
     let writes_before = op.ecs_writes().await;
 
     ctx.apply(&manifest(&name, "  tags:\n    team: a\n")).await;
-    let obj = wait_condition(&ctx, &name, "Stalled").await;
-    let stalled = obj
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Stalled")
-        .unwrap();
+    let stalled = wait_stalled(&ctx, &name).await;
     assert_eq!(stalled.reason, "NotOwned");
     assert!(
         stalled.message.contains("adoptExisting"),
@@ -359,14 +362,7 @@ async fn delete_waits_while_services_remain() {
 
     let api = Api::<EcsCluster>::namespaced(ctx.kube.clone(), &ctx.namespace);
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    let obj = wait_condition(&ctx, &name, "Stalled").await;
-    let stalled = obj
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Stalled")
-        .unwrap();
+    let stalled = wait_stalled(&ctx, &name).await;
     assert_eq!(stalled.reason, "ServicesRemain");
     assert!(
         stalled.message.contains("1 active service"),
