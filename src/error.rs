@@ -30,6 +30,11 @@ pub enum Error {
     #[error("{message}")]
     DeleteBlocked { reason: String, message: String },
 
+    /// Deletion is under way in ECS (e.g. a service draining); the finalizer
+    /// stays and the resource is checked again soon. Not a failure.
+    #[error("{message}")]
+    DeleteInProgress { reason: String, message: String },
+
     #[error("cannot serialize {what}: {message}")]
     Serialization { what: &'static str, message: String },
 
@@ -42,7 +47,7 @@ impl Error {
         match self {
             Error::Kube(e) => classify_kube(e),
             Error::Ecs { class, .. } => *class,
-            Error::DeleteBlocked { .. } => ErrorClass::Retryable,
+            Error::DeleteBlocked { .. } | Error::DeleteInProgress { .. } => ErrorClass::Retryable,
             Error::Serialization { .. } | Error::Config(_) => ErrorClass::Terminal,
         }
     }
@@ -60,7 +65,9 @@ impl Error {
             } => "EcsRejected".into(),
             Error::Ecs { code: Some(c), .. } if c.contains("Throttl") => "Throttled".into(),
             Error::Ecs { .. } => "EcsUnavailable".into(),
-            Error::DeleteBlocked { reason, .. } => reason.clone(),
+            Error::DeleteBlocked { reason, .. } | Error::DeleteInProgress { reason, .. } => {
+                reason.clone()
+            }
             Error::Kube(_) => "KubernetesApiError".into(),
             Error::Serialization { .. } => "InternalError".into(),
             Error::Config(_) => "InvalidConfiguration".into(),
@@ -73,6 +80,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Ecs { .. } => "ecs",
             Error::DeleteBlocked { .. } => "blocked",
+            Error::DeleteInProgress { .. } => "deleting",
             Error::Serialization { .. } => "serialization",
             Error::Config(_) => "config",
         }

@@ -7,6 +7,8 @@
 
 pub mod cluster;
 pub mod cluster_plan;
+pub mod service;
+pub mod service_plan;
 pub mod task_definition;
 pub mod task_definition_plan;
 
@@ -32,6 +34,7 @@ use tracing::{debug, info, warn};
 use crate::FIELD_MANAGER;
 use crate::api::common::{Condition, FINALIZER, Health, READY, Time, conditions};
 use crate::ecs::EcsApi;
+use crate::ecs::service::ServiceObserver;
 use crate::error::{Error, ErrorClass};
 use crate::telemetry::Metrics;
 
@@ -39,6 +42,8 @@ use crate::telemetry::Metrics;
 pub struct Context {
     pub kube: Client,
     pub ecs: EcsApi,
+    /// Batched, cached reads of ECS services shared by all EcsService reconciles.
+    pub services: ServiceObserver,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Periodic re-check of every resource, for drift made outside Kubernetes.
@@ -55,9 +60,13 @@ impl Context {
                 instance: std::env::var("POD_NAME").ok(),
             },
         );
+        // Copies older than half the resync interval are re-read (capped so the
+        // status stays reasonably fresh with long intervals).
+        let window = (resync / 2).min(Duration::from_secs(60));
         Context {
             kube,
             ecs,
+            services: ServiceObserver::new(window),
             recorder,
             metrics,
             resync,
@@ -138,8 +147,18 @@ pub trait Managed:
     fn apply(&self, ctx: &Context) -> impl Future<Output = Result<Outcome, Error>> + Send;
 
     /// Handle the ECS side of deletion per `deletionPolicy`. `Err(DeleteBlocked)`
-    /// keeps the finalizer and retries.
+    /// keeps the finalizer and retries; `Err(DeleteInProgress)` checks again soon.
     fn cleanup(&self, ctx: &Context) -> impl Future<Output = Result<Vec<Note>, Error>> + Send;
+
+    /// Extra watches: other kinds whose changes must reconcile objects of this kind
+    /// (e.g. a service referencing a task definition).
+    fn watch_related(
+        controller: Controller<Self>,
+        _client: &Client,
+        _namespace: Option<&str>,
+    ) -> Controller<Self> {
+        controller
+    }
 }
 
 fn key_of<K: Managed>(obj: &K) -> String {
@@ -237,6 +256,9 @@ async fn publish<K: Managed>(ctx: &Context, obj: &K, notes: &[Note]) {
     }
 }
 
+/// How often a deletion that is under way in ECS is checked.
+pub const DELETE_POLL: Duration = Duration::from_secs(3);
+
 /// How long to wait before retrying after `failures` consecutive failures.
 pub fn backoff(failures: u32, class: ErrorClass) -> Duration {
     let (base, cap) = match class {
@@ -289,6 +311,9 @@ async fn report_error<K: Managed>(
             .any(|c| c.type_ == READY && c.status == "True");
     let health = match (err, err.class()) {
         (Error::DeleteBlocked { reason, message }, _) => Health::stalled(reason, message.clone()),
+        (Error::DeleteInProgress { reason, message }, _) => {
+            Health::progressing(reason, message.clone())
+        }
         (_, ErrorClass::Terminal) => Health::stalled(&err.reason(), err.to_string()),
         // A transient failure on a resource that was fine: keep its conditions
         // (no flapping); logs, metrics and the Event tell the story.
@@ -309,6 +334,7 @@ async fn report_error<K: Managed>(
     write_status(api, obj, &current, status).await?;
     let reason = match err {
         Error::DeleteBlocked { .. } => "DeleteBlocked",
+        Error::DeleteInProgress { .. } => "",
         _ if failures == 1 || err.class() == ErrorClass::Terminal => "ReconcileFailed",
         _ => "",
     };
@@ -351,6 +377,16 @@ pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
             ctx.metrics.reconciled(K::KIND, "success", elapsed);
             debug!(object = %key, ?action, "reconciled");
             Ok(action)
+        }
+        Err(finalizer::Error::CleanupFailed(err @ Error::DeleteInProgress { .. })) => {
+            // Progress, not failure: no backoff, no warning.
+            ctx.clear_failures(&key);
+            ctx.metrics.reconciled(K::KIND, err.kind(), elapsed);
+            if let Err(e) = report_error(&api, obj.as_ref(), &ctx, &err, 0).await {
+                warn!(object = %key, error = %e, "cannot write status");
+            }
+            debug!(object = %key, %err, "deletion in progress");
+            Ok(Action::requeue(DELETE_POLL))
         }
         Err(finalizer::Error::ApplyFailed(err)) | Err(finalizer::Error::CleanupFailed(err)) => {
             let n = ctx.record_failure(&key);
@@ -405,8 +441,9 @@ pub async fn run<K: Managed>(
         namespace = namespace.unwrap_or("<all>"),
         "starting controller"
     );
-    Controller::new(api, watcher::Config::default().any_semantic())
-        .with_config(ControllerConfig::default().concurrency(concurrency))
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(concurrency));
+    K::watch_related(controller, &ctx.kube, namespace)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|res| async move {

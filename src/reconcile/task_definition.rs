@@ -4,10 +4,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ecs::types::TaskDefinitionStatus;
 use kube::ResourceExt;
+use kube::api::{Api, ListParams};
 
 use super::task_definition_plan::{self, ObservedRevision, Plan};
 use super::{Context, Managed, Note, Outcome};
 use crate::api::common::{Health, UID_TAG, ownership_tags};
+use crate::api::service::EcsService;
 use crate::api::task_definition::{EcsTaskDefinition, EcsTaskDefinitionStatus, RevisionRecord};
 use crate::ecs::cluster::tags_to_sdk;
 use crate::ecs::task_definition as td;
@@ -126,6 +128,25 @@ async fn prune(ecs: &EcsApi, revisions: &[ObservedRevision]) -> Result<(), Error
     td::delete(ecs, &arns).await
 }
 
+/// Task-definition ARNs that EcsServices in the namespace run or roll to.
+async fn in_use_by_services(ctx: &Context, ns: &str) -> Result<BTreeSet<String>, Error> {
+    let api: Api<EcsService> = Api::namespaced(ctx.kube.clone(), ns);
+    let services = api.list(&ListParams::default()).await?;
+    Ok(services
+        .items
+        .iter()
+        .filter_map(|s| s.status.as_ref())
+        .flat_map(|st| {
+            st.task_definition
+                .iter()
+                .chain(st.applied_task_definition.iter())
+                .chain(st.deployments.iter().map(|d| &d.task_definition))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
 impl Managed for EcsTaskDefinition {
     const KIND: &'static str = "EcsTaskDefinition";
 
@@ -138,9 +159,23 @@ impl Managed for EcsTaskDefinition {
         let family = self.family_name();
         let status = self.status.clone().unwrap_or_default();
         let observed = observe(&ctx.ecs, &family, &uid, &status.revisions).await?;
-        // Services of this operator pin revisions; until the EcsService kind exists
-        // none can, so nothing is in use.
-        let in_use = BTreeSet::new();
+        // Revisions EcsServices run are never pruned. Listing them costs a
+        // Kubernetes read, so only when something would be pruned.
+        let would_prune = match task_definition_plan::plan(
+            &family,
+            &self.spec,
+            &observed.ours,
+            observed.foreign_active,
+            &BTreeSet::new(),
+        ) {
+            Plan::UpToDate { prune, .. } | Plan::Register { prune, .. } => !prune.is_empty(),
+            Plan::Refuse(_) => false,
+        };
+        let in_use = if would_prune {
+            in_use_by_services(ctx, &ns).await?
+        } else {
+            BTreeSet::new()
+        };
 
         let mut tags = self.spec.tags.clone();
         tags.extend(ownership_tags(&ns, &name, &uid));
@@ -268,8 +303,13 @@ impl Managed for EcsTaskDefinition {
             .as_ref()
             .map(|s| s.revisions.iter().map(record_to_observed).collect())
             .unwrap_or_default();
-        let doomed =
-            task_definition_plan::plan_cleanup(self.spec.deletion_policy, &ours, &BTreeSet::new());
+        let ns = self.namespace().unwrap_or_default();
+        let in_use = if ours.is_empty() {
+            BTreeSet::new()
+        } else {
+            in_use_by_services(ctx, &ns).await?
+        };
+        let doomed = task_definition_plan::plan_cleanup(self.spec.deletion_policy, &ours, &in_use);
         if doomed.is_empty() {
             return Ok(vec![Note::normal(
                 "Released",

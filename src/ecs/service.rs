@@ -1,0 +1,663 @@
+//! ECS service calls, conversions between the SDK's shapes and ours, and the
+//! batched observer that keeps resyncs at ceil(N/10) DescribeServices per cluster.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ecs::primitives::{DateTime, DateTimeFormat};
+use aws_sdk_ecs::types::{
+    AssignPublicIp as SdkAssignPublicIp, AwsVpcConfiguration as SdkAwsVpc,
+    DeploymentAlarms as SdkAlarms, DeploymentCircuitBreaker as SdkBreaker,
+    DeploymentConfiguration as SdkDeploymentConfiguration, DeploymentController as SdkController,
+    DeploymentControllerType as SdkControllerType, LaunchType as SdkLaunchType,
+    LoadBalancer as SdkLoadBalancer, NetworkConfiguration as SdkNetwork,
+    PlacementConstraint as SdkConstraint, PlacementConstraintType,
+    PlacementStrategy as SdkStrategy, PlacementStrategyType, PropagateTags as SdkPropagateTags,
+    SchedulingStrategy as SdkScheduling, Service, ServiceField, ServiceRegistry as SdkRegistry,
+};
+
+use super::cluster::{strategy_to_sdk, tags_from_sdk, tags_to_sdk};
+use super::{Category, EcsApi};
+use crate::api::cluster::CapacityProviderStrategyItem;
+use crate::api::service::{
+    AssignPublicIp, AwsVpcConfiguration, DeploymentAlarms, DeploymentCircuitBreaker,
+    DeploymentConfiguration, DeploymentStatus, EcsServiceSpec, LoadBalancer, PlacementStrategy,
+    ServiceEvent, ServicePlacementConstraint, ServiceRegistry,
+};
+use crate::error::Error;
+
+/// DescribeServices takes at most 10 services per call.
+pub const DESCRIBE_BATCH: usize = 10;
+
+/// What ECS holds for one service, in the operator's own terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedService {
+    pub name: String,
+    pub arn: String,
+    pub cluster_arn: String,
+    /// ACTIVE, DRAINING or INACTIVE.
+    pub status: String,
+    pub desired_count: i32,
+    pub running_count: i32,
+    pub pending_count: i32,
+    pub task_definition: String,
+    pub launch_type: Option<String>,
+    /// Weights and bases made explicit (ECS reports 0 for unset ones).
+    pub capacity_provider_strategy: Vec<CapacityProviderStrategyItem>,
+    pub platform_version: Option<String>,
+    pub network: Option<AwsVpcConfiguration>,
+    pub load_balancers: Vec<LoadBalancer>,
+    pub service_registries: Vec<ServiceRegistry>,
+    pub placement_constraints: Vec<ServicePlacementConstraint>,
+    pub placement_strategy: Vec<PlacementStrategy>,
+    pub deployment_configuration: DeploymentConfiguration,
+    pub deployment_controller: Option<String>,
+    pub health_check_grace_period_seconds: Option<i32>,
+    pub scheduling_strategy: Option<String>,
+    pub enable_execute_command: bool,
+    pub enable_ecs_managed_tags: bool,
+    pub propagate_tags: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// PRIMARY first, as ECS lists them.
+    pub deployments: Vec<DeploymentStatus>,
+    /// Newest first, as ECS lists them.
+    pub events: Vec<ServiceEvent>,
+}
+
+impl ObservedService {
+    /// Deleted services stay visible as INACTIVE; a new one of that name can be created.
+    pub fn is_gone(&self) -> bool {
+        self.status == "INACTIVE"
+    }
+    pub fn primary(&self) -> Option<&DeploymentStatus> {
+        self.deployments.iter().find(|d| d.status == "PRIMARY")
+    }
+}
+
+fn time(t: Option<&DateTime>) -> Option<String> {
+    t.and_then(|t| t.fmt(DateTimeFormat::DateTime).ok())
+}
+
+/// The name part of a cluster ARN (`arn:...:cluster/NAME`), or the input itself.
+pub fn cluster_name(cluster: &str) -> &str {
+    match cluster.rsplit_once(":cluster/") {
+        Some((_, name)) => name,
+        None => cluster,
+    }
+}
+
+pub fn network_from_sdk(n: &SdkNetwork) -> Option<AwsVpcConfiguration> {
+    let a = n.awsvpc_configuration()?;
+    let mut subnets = a.subnets().to_vec();
+    subnets.sort();
+    let mut security_groups = a.security_groups().to_vec();
+    security_groups.sort();
+    Some(AwsVpcConfiguration {
+        subnets,
+        security_groups,
+        assign_public_ip: match a.assign_public_ip() {
+            Some(SdkAssignPublicIp::Enabled) => Some(AssignPublicIp::Enabled),
+            _ => Some(AssignPublicIp::Disabled),
+        },
+    })
+}
+
+pub fn network_to_sdk(a: &AwsVpcConfiguration) -> Result<SdkNetwork, Error> {
+    let vpc = SdkAwsVpc::builder()
+        .set_subnets(Some(a.subnets.clone()))
+        .set_security_groups(Some(a.security_groups.clone()))
+        .assign_public_ip(SdkAssignPublicIp::from(
+            a.assign_public_ip
+                .unwrap_or(AssignPublicIp::Disabled)
+                .as_str(),
+        ))
+        .build()
+        .map_err(|e| Error::Config(format!("networkConfiguration: {e}")))?;
+    Ok(SdkNetwork::builder().awsvpc_configuration(vpc).build())
+}
+
+fn load_balancer_to_sdk(l: &LoadBalancer) -> SdkLoadBalancer {
+    SdkLoadBalancer::builder()
+        .set_target_group_arn(l.target_group_arn.clone())
+        .set_load_balancer_name(l.load_balancer_name.clone())
+        .container_name(&l.container_name)
+        .container_port(l.container_port)
+        .build()
+}
+
+fn registry_to_sdk(r: &ServiceRegistry) -> SdkRegistry {
+    SdkRegistry::builder()
+        .registry_arn(&r.registry_arn)
+        .set_port(r.port)
+        .set_container_name(r.container_name.clone())
+        .set_container_port(r.container_port)
+        .build()
+}
+
+fn constraint_to_sdk(c: &ServicePlacementConstraint) -> SdkConstraint {
+    SdkConstraint::builder()
+        .r#type(PlacementConstraintType::from(c.type_.as_str()))
+        .set_expression(c.expression.clone())
+        .build()
+}
+
+fn placement_strategy_to_sdk(s: &PlacementStrategy) -> SdkStrategy {
+    SdkStrategy::builder()
+        .r#type(PlacementStrategyType::from(s.type_.as_str()))
+        .set_field(s.field.clone())
+        .build()
+}
+
+pub fn deployment_configuration_to_sdk(
+    d: &DeploymentConfiguration,
+) -> Result<SdkDeploymentConfiguration, Error> {
+    let alarms = match &d.alarms {
+        Some(a) => Some(
+            SdkAlarms::builder()
+                .set_alarm_names(Some(a.alarm_names.clone()))
+                .enable(a.enable)
+                .rollback(a.rollback)
+                .build()
+                .map_err(|e| Error::Config(format!("deploymentConfiguration.alarms: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(SdkDeploymentConfiguration::builder()
+        .set_maximum_percent(d.maximum_percent)
+        .set_minimum_healthy_percent(d.minimum_healthy_percent)
+        .set_deployment_circuit_breaker(d.deployment_circuit_breaker.as_ref().map(|b| {
+            SdkBreaker::builder()
+                .enable(b.enable)
+                .rollback(b.rollback)
+                .build()
+        }))
+        .set_alarms(alarms)
+        .build())
+}
+
+fn deployment_configuration_from_sdk(d: &SdkDeploymentConfiguration) -> DeploymentConfiguration {
+    DeploymentConfiguration {
+        maximum_percent: d.maximum_percent(),
+        minimum_healthy_percent: d.minimum_healthy_percent(),
+        deployment_circuit_breaker: d.deployment_circuit_breaker().map(|b| {
+            DeploymentCircuitBreaker {
+                enable: b.enable(),
+                rollback: b.rollback(),
+            }
+        }),
+        alarms: d.alarms().map(|a| DeploymentAlarms {
+            alarm_names: a.alarm_names().to_vec(),
+            enable: a.enable(),
+            rollback: a.rollback(),
+        }),
+    }
+}
+
+pub fn from_sdk(s: &Service) -> ObservedService {
+    let mut load_balancers: Vec<LoadBalancer> = s
+        .load_balancers()
+        .iter()
+        .map(|l| LoadBalancer {
+            target_group_arn: l.target_group_arn().map(str::to_string),
+            load_balancer_name: l.load_balancer_name().map(str::to_string),
+            container_name: l.container_name().unwrap_or_default().to_string(),
+            container_port: l.container_port().unwrap_or_default(),
+        })
+        .collect();
+    load_balancers.sort();
+    let mut service_registries: Vec<ServiceRegistry> = s
+        .service_registries()
+        .iter()
+        .map(|r| ServiceRegistry {
+            registry_arn: r.registry_arn().unwrap_or_default().to_string(),
+            port: r.port(),
+            container_name: r.container_name().map(str::to_string),
+            container_port: r.container_port(),
+        })
+        .collect();
+    service_registries.sort();
+    ObservedService {
+        name: s.service_name().unwrap_or_default().to_string(),
+        arn: s.service_arn().unwrap_or_default().to_string(),
+        cluster_arn: s.cluster_arn().unwrap_or_default().to_string(),
+        status: s.status().unwrap_or_default().to_string(),
+        desired_count: s.desired_count(),
+        running_count: s.running_count(),
+        pending_count: s.pending_count(),
+        task_definition: s.task_definition().unwrap_or_default().to_string(),
+        launch_type: s
+            .launch_type()
+            .map(|l| l.as_str().to_string())
+            .filter(|l| !l.is_empty()),
+        capacity_provider_strategy: s
+            .capacity_provider_strategy()
+            .iter()
+            .map(|i| CapacityProviderStrategyItem {
+                capacity_provider: i.capacity_provider().to_string(),
+                weight: Some(i.weight()),
+                base: Some(i.base()),
+            })
+            .collect(),
+        platform_version: s
+            .platform_version()
+            .filter(|p| !p.is_empty())
+            .map(str::to_string),
+        network: s.network_configuration().and_then(network_from_sdk),
+        load_balancers,
+        service_registries,
+        placement_constraints: s
+            .placement_constraints()
+            .iter()
+            .map(|c| ServicePlacementConstraint {
+                type_: c.r#type().map(|t| t.as_str()).unwrap_or("").to_string(),
+                expression: c.expression().map(str::to_string),
+            })
+            .collect(),
+        placement_strategy: s
+            .placement_strategy()
+            .iter()
+            .map(|p| PlacementStrategy {
+                type_: p.r#type().map(|t| t.as_str()).unwrap_or("").to_string(),
+                field: p.field().map(str::to_string),
+            })
+            .collect(),
+        deployment_configuration: s
+            .deployment_configuration()
+            .map(deployment_configuration_from_sdk)
+            .unwrap_or_default(),
+        deployment_controller: s
+            .deployment_controller()
+            .map(|c| c.r#type().as_str().to_string()),
+        health_check_grace_period_seconds: s.health_check_grace_period_seconds(),
+        scheduling_strategy: s.scheduling_strategy().map(|x| x.as_str().to_string()),
+        enable_execute_command: s.enable_execute_command(),
+        enable_ecs_managed_tags: s.enable_ecs_managed_tags(),
+        propagate_tags: s.propagate_tags().map(|p| p.as_str().to_string()),
+        tags: tags_from_sdk(s.tags()),
+        deployments: s
+            .deployments()
+            .iter()
+            .map(|d| DeploymentStatus {
+                id: d.id().unwrap_or_default().to_string(),
+                status: d.status().unwrap_or_default().to_string(),
+                rollout_state: d
+                    .rollout_state()
+                    .map(|r| r.as_str().to_string())
+                    .filter(|r| !r.is_empty()),
+                rollout_state_reason: d
+                    .rollout_state_reason()
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_string),
+                task_definition: d.task_definition().unwrap_or_default().to_string(),
+                desired_count: d.desired_count(),
+                running_count: d.running_count(),
+                pending_count: d.pending_count(),
+                failed_tasks: d.failed_tasks(),
+                created_at: time(d.created_at()),
+                updated_at: time(d.updated_at()),
+            })
+            .collect(),
+        events: s
+            .events()
+            .iter()
+            .map(|e| ServiceEvent {
+                created_at: time(e.created_at()),
+                message: e.message().unwrap_or_default().to_string(),
+            })
+            .collect(),
+    }
+}
+
+/// Describes up to 10 services of one cluster. Services ECS does not know are
+/// absent from the map (DescribeServices lists them as MISSING failures).
+pub async fn describe(
+    ecs: &EcsApi,
+    cluster: &str,
+    names: &[String],
+) -> Result<HashMap<String, ObservedService>, Error> {
+    let resp = ecs
+        .call(
+            "DescribeServices",
+            Category::Read,
+            ecs.client
+                .describe_services()
+                .cluster(cluster)
+                .set_services(Some(names.to_vec()))
+                .include(ServiceField::Tags)
+                .send(),
+        )
+        .await?;
+    Ok(resp
+        .services()
+        .iter()
+        .map(from_sdk)
+        .map(|s| (s.name.clone(), s))
+        .collect())
+}
+
+/// Every service ARN in a cluster (ListServices, all pages).
+pub async fn list(ecs: &EcsApi, cluster: &str) -> Result<Vec<String>, Error> {
+    let mut arns = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let resp = ecs
+            .call(
+                "ListServices",
+                Category::Read,
+                ecs.client
+                    .list_services()
+                    .cluster(cluster)
+                    .max_results(100)
+                    .set_next_token(token.take())
+                    .send(),
+            )
+            .await?;
+        arns.extend(resp.service_arns().iter().cloned());
+        match resp.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => return Ok(arns),
+        }
+    }
+}
+
+/// CreateService from the spec. `client_token` makes a retried create (after a
+/// crash or a lost response) return the first service instead of a second one.
+pub async fn create(
+    ecs: &EcsApi,
+    cluster: &str,
+    name: &str,
+    task_definition: &str,
+    spec: &EcsServiceSpec,
+    tags: &BTreeMap<String, String>,
+    client_token: &str,
+) -> Result<ObservedService, Error> {
+    let mut req = ecs
+        .client
+        .create_service()
+        .cluster(cluster)
+        .service_name(name)
+        .task_definition(task_definition)
+        .client_token(client_token)
+        .set_desired_count(spec.desired_count)
+        .set_launch_type(spec.launch_type.map(|l| SdkLaunchType::from(l.as_str())))
+        .set_platform_version(spec.platform_version.clone())
+        .set_health_check_grace_period_seconds(spec.health_check_grace_period_seconds)
+        .set_enable_execute_command(spec.enable_execute_command)
+        .set_enable_ecs_managed_tags(spec.enable_ecs_managed_tags)
+        .set_propagate_tags(
+            spec.propagate_tags
+                .map(|p| SdkPropagateTags::from(p.as_str())),
+        )
+        .set_scheduling_strategy(
+            spec.scheduling_strategy
+                .map(|s| SdkScheduling::from(s.as_str())),
+        )
+        .set_tags(Some(tags_to_sdk(tags)));
+    if let Some(s) = &spec.capacity_provider_strategy {
+        req = req.set_capacity_provider_strategy(Some(strategy_to_sdk(s)?));
+    }
+    if let Some(n) = &spec.network_configuration {
+        req = req.network_configuration(network_to_sdk(&n.awsvpc_configuration)?);
+    }
+    if let Some(l) = &spec.load_balancers {
+        req = req.set_load_balancers(Some(l.iter().map(load_balancer_to_sdk).collect()));
+    }
+    if let Some(r) = &spec.service_registries {
+        req = req.set_service_registries(Some(r.iter().map(registry_to_sdk).collect()));
+    }
+    if let Some(c) = &spec.placement_constraints {
+        req = req.set_placement_constraints(Some(c.iter().map(constraint_to_sdk).collect()));
+    }
+    if let Some(p) = &spec.placement_strategy {
+        req = req.set_placement_strategy(Some(p.iter().map(placement_strategy_to_sdk).collect()));
+    }
+    if let Some(d) = &spec.deployment_configuration {
+        req = req.deployment_configuration(deployment_configuration_to_sdk(d)?);
+    }
+    if let Some(c) = &spec.deployment_controller {
+        req = req.deployment_controller(
+            SdkController::builder()
+                .r#type(SdkControllerType::from(c.type_.as_str()))
+                .build()
+                .map_err(|e| Error::Config(format!("deploymentController: {e}")))?,
+        );
+    }
+    let resp = ecs
+        .call("CreateService", Category::ServiceModify, req.send())
+        .await?;
+    Ok(resp.service().map(from_sdk).unwrap_or_default())
+}
+
+/// The fields an UpdateService call sets; `None` leaves a field as ECS has it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceUpdate {
+    pub desired_count: Option<i32>,
+    pub task_definition: Option<String>,
+    pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
+    pub platform_version: Option<String>,
+    pub network: Option<AwsVpcConfiguration>,
+    pub load_balancers: Option<Vec<LoadBalancer>>,
+    pub service_registries: Option<Vec<ServiceRegistry>>,
+    pub placement_constraints: Option<Vec<ServicePlacementConstraint>>,
+    pub placement_strategy: Option<Vec<PlacementStrategy>>,
+    pub deployment_configuration: Option<DeploymentConfiguration>,
+    pub health_check_grace_period_seconds: Option<i32>,
+    pub enable_execute_command: Option<bool>,
+    pub enable_ecs_managed_tags: Option<bool>,
+    pub propagate_tags: Option<String>,
+    pub force_new_deployment: bool,
+}
+
+impl ServiceUpdate {
+    pub fn is_empty(&self) -> bool {
+        *self == ServiceUpdate::default()
+    }
+}
+
+pub async fn update(
+    ecs: &EcsApi,
+    cluster: &str,
+    name: &str,
+    u: &ServiceUpdate,
+) -> Result<(), Error> {
+    let mut req = ecs
+        .client
+        .update_service()
+        .cluster(cluster)
+        .service(name)
+        .set_desired_count(u.desired_count)
+        .set_task_definition(u.task_definition.clone())
+        .set_platform_version(u.platform_version.clone())
+        .set_health_check_grace_period_seconds(u.health_check_grace_period_seconds)
+        .set_enable_execute_command(u.enable_execute_command)
+        .set_enable_ecs_managed_tags(u.enable_ecs_managed_tags)
+        .set_propagate_tags(u.propagate_tags.as_deref().map(SdkPropagateTags::from))
+        .force_new_deployment(u.force_new_deployment);
+    if let Some(s) = &u.capacity_provider_strategy {
+        req = req.set_capacity_provider_strategy(Some(strategy_to_sdk(s)?));
+    }
+    if let Some(n) = &u.network {
+        req = req.network_configuration(network_to_sdk(n)?);
+    }
+    if let Some(l) = &u.load_balancers {
+        req = req.set_load_balancers(Some(l.iter().map(load_balancer_to_sdk).collect()));
+    }
+    if let Some(r) = &u.service_registries {
+        req = req.set_service_registries(Some(r.iter().map(registry_to_sdk).collect()));
+    }
+    if let Some(c) = &u.placement_constraints {
+        req = req.set_placement_constraints(Some(c.iter().map(constraint_to_sdk).collect()));
+    }
+    if let Some(p) = &u.placement_strategy {
+        req = req.set_placement_strategy(Some(p.iter().map(placement_strategy_to_sdk).collect()));
+    }
+    if let Some(d) = &u.deployment_configuration {
+        req = req.deployment_configuration(deployment_configuration_to_sdk(d)?);
+    }
+    ecs.call("UpdateService", Category::ServiceModify, req.send())
+        .await?;
+    Ok(())
+}
+
+pub async fn delete(ecs: &EcsApi, cluster: &str, name: &str) -> Result<(), Error> {
+    ecs.call(
+        "DeleteService",
+        Category::ServiceModify,
+        ecs.client
+            .delete_service()
+            .cluster(cluster)
+            .service(name)
+            .send(),
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct ClusterCache {
+    /// Every service of this cluster some EcsService asked about: the peers a
+    /// DescribeServices call is filled up with.
+    known: BTreeSet<String>,
+    /// name -> (when read, what was read; None = ECS does not have it).
+    seen: HashMap<String, (Instant, Option<ObservedService>)>,
+}
+
+/// Reads services through a short-lived cache shared by all EcsService reconciles.
+///
+/// A reconcile that needs a fresh read of its service also reads every other
+/// known service of that cluster whose cached copy is stale, 10 per call; the
+/// reconciles that follow in the same resync round find their copy fresh. With
+/// resyncs aligned to the interval (see `reconcile::service`), one round of N
+/// services in a cluster costs ceil(N/10) DescribeServices calls.
+#[derive(Default)]
+pub struct ServiceObserver {
+    /// How old a peer's copy may be before a read for another service refreshes it.
+    window: Duration,
+    clusters: Mutex<HashMap<String, ClusterCache>>,
+    /// One fetch per cluster at a time, so concurrent reconciles share it.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ServiceObserver {
+    pub fn new(window: Duration) -> Self {
+        ServiceObserver {
+            window,
+            ..Default::default()
+        }
+    }
+
+    /// How old a copy may be for a routine (resync) read.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ClusterCache>> {
+        self.clusters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cached(
+        &self,
+        cluster: &str,
+        name: &str,
+        max_age: Duration,
+    ) -> Option<Option<ObservedService>> {
+        let mut all = self.lock();
+        let c = all.entry(cluster_name(cluster).to_string()).or_default();
+        c.known.insert(name.to_string());
+        match c.seen.get(name) {
+            Some((at, obs)) if at.elapsed() <= max_age => Some(obs.clone()),
+            _ => None,
+        }
+    }
+
+    /// The service `name` in `cluster`, read no longer than `max_age` ago.
+    pub async fn observe(
+        &self,
+        ecs: &EcsApi,
+        cluster: &str,
+        name: &str,
+        max_age: Duration,
+    ) -> Result<Option<ObservedService>, Error> {
+        if let Some(hit) = self.cached(cluster, name, max_age) {
+            return Ok(hit);
+        }
+        let key = cluster_name(cluster).to_string();
+        let gate = self
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let arrived = Instant::now();
+        let _turn = gate.lock().await;
+        // Someone else may have read it while we waited for our turn.
+        if let Some(hit) = self.cached(cluster, name, arrived.elapsed()) {
+            return Ok(hit);
+        }
+        let peers: Vec<String> = {
+            let all = self.lock();
+            all.get(&key)
+                .map(|c| {
+                    c.known
+                        .iter()
+                        .filter(|n| n.as_str() != name)
+                        .filter(|n| {
+                            c.seen
+                                .get(*n)
+                                .is_none_or(|(at, _)| at.elapsed() > self.window)
+                        })
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut wanted = vec![name.to_string()];
+        wanted.extend(peers);
+        let mut result = None;
+        for chunk in wanted.chunks(DESCRIBE_BATCH) {
+            let mut found = describe(ecs, cluster, chunk).await?;
+            let at = Instant::now();
+            let mut all = self.lock();
+            let c = all.entry(key.clone()).or_default();
+            for n in chunk {
+                let obs = found.remove(n);
+                if n == name {
+                    result = obs.clone();
+                }
+                c.seen.insert(n.clone(), (at, obs));
+            }
+        }
+        Ok(result)
+    }
+
+    /// Forget the cached copy (after a write, so the next read sees its effect).
+    pub fn invalidate(&self, cluster: &str, name: &str) {
+        if let Some(c) = self.lock().get_mut(cluster_name(cluster)) {
+            c.seen.remove(name);
+        }
+    }
+
+    /// Stop reading a service along with its peers (its EcsService is gone).
+    pub fn forget(&self, cluster: &str, name: &str) {
+        if let Some(c) = self.lock().get_mut(cluster_name(cluster)) {
+            c.seen.remove(name);
+            c.known.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_name_from_arn_or_name() {
+        assert_eq!(
+            cluster_name("arn:aws:ecs:us-east-1:000000000000:cluster/prod"),
+            "prod"
+        );
+        assert_eq!(cluster_name("prod"), "prod");
+    }
+}

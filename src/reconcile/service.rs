@@ -1,0 +1,598 @@
+//! `EcsService`: the I/O around the pure plan in `service_plan`: resolve
+//! references, observe (batched), act, report.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+
+use super::service_plan::{self, Cleanup, Converge, Desired, Plan};
+use super::{Context, Managed, Note, Outcome};
+use crate::api::cluster::EcsCluster;
+use crate::api::common::{
+    Health, OWNER_TAG, READY, STALLED, UID_TAG, is_condition_true, ownership_tags,
+};
+use crate::api::service::{EcsService, EcsServiceStatus};
+use crate::api::task_definition::EcsTaskDefinition;
+use crate::ecs::cluster::tags_to_sdk;
+use crate::ecs::service::{self as svc, ObservedService, ServiceUpdate};
+use crate::ecs::{Category, EcsApi};
+use crate::error::Error;
+
+/// How soon a service waiting for a reference looks again (the watch on the
+/// referenced kind normally wakes it sooner).
+const REFERENCE_POLL: Duration = Duration::from_secs(30);
+
+/// Time until the next multiple of `interval` since the Unix epoch. Services resync
+/// on these shared boundaries, so one resync round of a cluster's services happens
+/// at once and shares its batched DescribeServices calls.
+pub fn until_aligned(interval: Duration, now: SystemTime) -> Duration {
+    let period = interval.as_millis().max(1);
+    let since = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let left = period - since % period;
+    // A little past the boundary, so the whole round sees it as passed.
+    Duration::from_millis(u64::try_from(left).unwrap_or(0) + 50)
+}
+
+enum Resolved {
+    Found(String),
+    Waiting(String),
+}
+
+async fn resolve_cluster(client: &Client, ns: &str, s: &EcsService) -> Result<Resolved, Error> {
+    if let Some(c) = &s.spec.cluster {
+        return Ok(Resolved::Found(c.clone()));
+    }
+    let Some(r) = &s.spec.cluster_ref else {
+        return Err(Error::Config(
+            "neither cluster nor clusterRef is set".into(),
+        ));
+    };
+    let api: Api<EcsCluster> = Api::namespaced(client.clone(), ns);
+    let Some(cl) = api.get_opt(&r.name).await? else {
+        return Ok(Resolved::Waiting(format!(
+            "EcsCluster {} does not exist in namespace {ns}",
+            r.name
+        )));
+    };
+    let status = cl.status.clone().unwrap_or_default();
+    match (
+        &status.cluster_name,
+        is_condition_true(&status.conditions, READY),
+    ) {
+        (Some(name), true) if status.arn.is_some() => Ok(Resolved::Found(name.clone())),
+        _ => Ok(Resolved::Waiting(format!(
+            "EcsCluster {} is not Ready yet{}",
+            r.name,
+            ready_message(&status.conditions)
+        ))),
+    }
+}
+
+async fn resolve_task_definition(
+    client: &Client,
+    ns: &str,
+    s: &EcsService,
+) -> Result<Resolved, Error> {
+    if let Some(td) = &s.spec.task_definition {
+        return Ok(Resolved::Found(td.clone()));
+    }
+    let Some(r) = &s.spec.task_definition_ref else {
+        return Err(Error::Config(
+            "neither taskDefinition nor taskDefinitionRef is set".into(),
+        ));
+    };
+    let api: Api<EcsTaskDefinition> = Api::namespaced(client.clone(), ns);
+    let Some(td) = api.get_opt(&r.name).await? else {
+        return Ok(Resolved::Waiting(format!(
+            "EcsTaskDefinition {} does not exist in namespace {ns}",
+            r.name
+        )));
+    };
+    let status = td.status.clone().unwrap_or_default();
+    // A spec change not yet registered: rolling out the previous revision now would
+    // only cost an extra deployment.
+    if status.observed_generation != td.metadata.generation {
+        return Ok(Resolved::Waiting(format!(
+            "EcsTaskDefinition {} is registering its latest spec",
+            r.name
+        )));
+    }
+    match (
+        &status.latest_arn,
+        is_condition_true(&status.conditions, READY),
+    ) {
+        (Some(arn), true) => Ok(Resolved::Found(arn.clone())),
+        _ => Ok(Resolved::Waiting(format!(
+            "EcsTaskDefinition {} is not Ready yet{}",
+            r.name,
+            ready_message(&status.conditions)
+        ))),
+    }
+}
+
+fn ready_message(conditions: &[crate::api::common::Condition]) -> String {
+    conditions
+        .iter()
+        .find(|c| c.type_ == READY && !c.message.is_empty())
+        .map(|c| format!(" ({}: {})", c.reason, c.message))
+        .unwrap_or_default()
+}
+
+/// The status the resource had, without the driver's fields, for outcomes that
+/// did not observe anything new.
+fn previous_body(s: &EcsService) -> EcsServiceStatus {
+    let mut st = s.status.clone().unwrap_or_default();
+    st.conditions.clear();
+    st.observed_generation = None;
+    st
+}
+
+fn to_value(st: &EcsServiceStatus) -> Value {
+    serde_json::to_value(st).unwrap_or(Value::Null)
+}
+
+fn status_from(
+    base: EcsServiceStatus,
+    cluster: &str,
+    obs: Option<&ObservedService>,
+) -> EcsServiceStatus {
+    let mut st = base;
+    st.cluster = Some(cluster.to_string());
+    if let Some(o) = obs {
+        st.service_name = Some(o.name.clone());
+        st.arn = Some(o.arn.clone());
+        st.status = Some(o.status.clone());
+        st.desired_count = Some(o.desired_count);
+        st.running_count = Some(o.running_count);
+        st.pending_count = Some(o.pending_count);
+        st.task_definition = o.primary().map(|p| p.task_definition.clone());
+        st.rollout_state = o.primary().and_then(|p| p.rollout_state.clone());
+        st.deployments = o.deployments.clone();
+        st.events = service_plan::status_events(&o.events);
+    }
+    st
+}
+
+/// What the operator changed, one Event per ECS action (the recorder folds same-reason
+/// Events with the same action, keeping only the first note).
+fn change_notes(name: &str, c: &Converge, drift: bool) -> Vec<Note> {
+    let reason = if drift { "DriftCorrected" } else { "Updated" };
+    let mut notes = Vec::new();
+    let (tags, fields): (Vec<&String>, Vec<&String>) =
+        c.changed.iter().partition(|f| f.starts_with("tags["));
+    if !fields.is_empty() {
+        let list: Vec<&str> = fields.iter().map(|s| s.as_str()).collect();
+        notes.push(Note::normal(
+            reason,
+            "UpdateService",
+            format!("ECS service {name}: updated {}", list.join(", ")),
+        ));
+    }
+    if !tags.is_empty() {
+        let list: Vec<&str> = tags.iter().map(|s| s.as_str()).collect();
+        notes.push(Note::normal(
+            reason,
+            "TagResource",
+            format!("ECS service {name}: set {}", list.join(", ")),
+        ));
+    }
+    notes
+}
+
+async fn tag(
+    ecs: &EcsApi,
+    arn: &str,
+    set: &std::collections::BTreeMap<String, String>,
+    remove: &[String],
+) -> Result<(), Error> {
+    if !set.is_empty() {
+        ecs.call(
+            "TagResource",
+            Category::Tagging,
+            ecs.client
+                .tag_resource()
+                .resource_arn(arn)
+                .set_tags(Some(tags_to_sdk(set)))
+                .send(),
+        )
+        .await?;
+    }
+    if !remove.is_empty() {
+        ecs.call(
+            "UntagResource",
+            Category::Tagging,
+            ecs.client
+                .untag_resource()
+                .resource_arn(arn)
+                .set_tag_keys(Some(remove.to_vec()))
+                .send(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+impl EcsService {
+    /// Services whose spec points at the given object (same namespace).
+    fn referencing(
+        store: &kube::runtime::reflector::Store<EcsService>,
+        ns: Option<String>,
+        name: &str,
+        by_cluster: bool,
+    ) -> Vec<ObjectRef<EcsService>> {
+        store
+            .state()
+            .iter()
+            .filter(|s| s.namespace() == ns)
+            .filter(|s| {
+                let r = if by_cluster {
+                    &s.spec.cluster_ref
+                } else {
+                    &s.spec.task_definition_ref
+                };
+                r.as_ref().is_some_and(|r| r.name == name)
+            })
+            .map(|s| ObjectRef::from(s.as_ref()))
+            .collect()
+    }
+}
+
+impl Managed for EcsService {
+    const KIND: &'static str = "EcsService";
+
+    fn watch_related(
+        controller: Controller<Self>,
+        client: &Client,
+        namespace: Option<&str>,
+    ) -> Controller<Self> {
+        let tds: Api<EcsTaskDefinition> = match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let clusters: Api<EcsCluster> = match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let store = controller.store();
+        let store2 = store.clone();
+        controller
+            .watches(tds, watcher::Config::default(), move |td| {
+                EcsService::referencing(&store, td.namespace(), &td.name_any(), false)
+            })
+            .watches(clusters, watcher::Config::default(), move |c| {
+                EcsService::referencing(&store2, c.namespace(), &c.name_any(), true)
+            })
+    }
+
+    async fn apply(&self, ctx: &Context) -> Result<Outcome, Error> {
+        let ns = self.namespace().unwrap_or_default();
+        let name = self.ecs_name();
+        let uid = self
+            .uid()
+            .ok_or_else(|| Error::Config(format!("EcsService {ns}/{name} has no uid")))?;
+        let prev = self.status.clone().unwrap_or_default();
+
+        let waiting = |message: String| Outcome {
+            status: to_value(&previous_body(self)),
+            health: Health::progressing("WaitingForReference", message),
+            requeue: Some(REFERENCE_POLL),
+            notes: vec![],
+        };
+        let cluster = match resolve_cluster(&ctx.kube, &ns, self).await? {
+            Resolved::Found(c) => c,
+            Resolved::Waiting(m) => return Ok(waiting(m)),
+        };
+        let task_definition = match resolve_task_definition(&ctx.kube, &ns, self).await? {
+            Resolved::Found(t) => t,
+            Resolved::Waiting(m) => return Ok(waiting(m)),
+        };
+
+        // A spec change or an unsettled rollout needs the service as it is now; a
+        // routine resync shares a batched read with the other services of the cluster.
+        let settled = prev.observed_generation == self.metadata.generation
+            && is_condition_true(&prev.conditions, READY);
+        let max_age = if settled {
+            ctx.services.window()
+        } else {
+            Duration::ZERO
+        };
+        let observed = ctx
+            .services
+            .observe(&ctx.ecs, &cluster, &name, max_age)
+            .await?;
+
+        let mut tags = self.spec.tags.clone();
+        tags.extend(ownership_tags(&ns, &self.name_any(), &uid));
+        let desired = Desired {
+            name: &name,
+            uid: &uid,
+            spec: &self.spec,
+            task_definition: &task_definition,
+            tags: tags.clone(),
+            managed_tag_keys: &prev.managed_tag_keys,
+            applied_task_definition: prev.applied_task_definition.as_deref(),
+            applied_redeploy_token: prev.applied_redeploy_token.as_deref(),
+        };
+        let managed_tag_keys: Vec<String> = self.spec.tags.keys().cloned().collect();
+        let aligned = until_aligned(ctx.resync, SystemTime::now());
+
+        match service_plan::plan(&desired, observed.as_ref()) {
+            Plan::Refuse(health) => {
+                let note = Note::warning(
+                    match &health {
+                        Health::Stalled { reason, .. } if reason == "NotOwned" => "NotOwned",
+                        _ => "ImmutableField",
+                    },
+                    "Reconcile",
+                    health.message().to_string(),
+                );
+                Ok(Outcome {
+                    status: to_value(&status_from(previous_body(self), &cluster, None)),
+                    health,
+                    requeue: Some(aligned),
+                    notes: vec![note],
+                })
+            }
+            Plan::Wait(health) => Ok(Outcome {
+                status: to_value(&status_from(previous_body(self), &cluster, None)),
+                health,
+                requeue: Some(service_plan::DRAIN_POLL),
+                notes: vec![],
+            }),
+            Plan::Create => {
+                let token = service_plan::client_token(&uid, self.metadata.generation);
+                let created = svc::create(
+                    &ctx.ecs,
+                    &cluster,
+                    &name,
+                    &task_definition,
+                    &self.spec,
+                    &tags,
+                    &token,
+                )
+                .await;
+                ctx.services.invalidate(&cluster, &name);
+                let created = match created {
+                    Ok(c) => c,
+                    // An ACTIVE service we did not see (a lost create response, or
+                    // another writer): read again before anything else.
+                    Err(Error::Ecs {
+                        code: Some(c),
+                        message,
+                        ..
+                    }) if c == "ClientException" && message.contains("idempotent") => {
+                        return Err(Error::Ecs {
+                            operation: "CreateService",
+                            code: Some("ServiceAlreadyExists".into()),
+                            message: format!(
+                                "an ECS service named {name} appeared during the create; \
+                                 reading it again ({message})"
+                            ),
+                            class: crate::error::ErrorClass::Retryable,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut st = status_from(previous_body(self), &cluster, Some(&created));
+                st.applied_task_definition = Some(task_definition.clone());
+                st.applied_redeploy_token = self.spec.redeploy_token.clone();
+                st.managed_tag_keys = managed_tag_keys;
+                Ok(Outcome {
+                    status: to_value(&st),
+                    health: Health::progressing(
+                        "Created",
+                        format!(
+                            "created ECS service {name} running {}",
+                            service_plan::td_short(&task_definition)
+                        ),
+                    ),
+                    requeue: Some(service_plan::ROLLOUT_POLL),
+                    notes: vec![Note::normal(
+                        "Created",
+                        "CreateService",
+                        format!(
+                            "created ECS service {name} in cluster {cluster} with {}",
+                            service_plan::td_short(&task_definition)
+                        ),
+                    )],
+                })
+            }
+            Plan::Converge(c) => {
+                let Some(obs) = observed else {
+                    return Err(Error::Config("converge planned without a service".into()));
+                };
+                let mut notes = Vec::new();
+                if c.adopt {
+                    notes.push(Note::normal(
+                        "Adopted",
+                        "TagResource",
+                        format!("adopted existing ECS service {name} (adoptExisting)"),
+                    ));
+                }
+                if c.writes() {
+                    let drift = prev.observed_generation == self.metadata.generation;
+                    tag(&ctx.ecs, &obs.arn, &c.tag, &c.untag).await?;
+                    if !c.update.is_empty() {
+                        svc::update(&ctx.ecs, &cluster, &name, &c.update).await?;
+                    }
+                    ctx.services.invalidate(&cluster, &name);
+                    notes.extend(change_notes(&name, &c, drift && !c.adopt));
+                }
+                let mut st = status_from(previous_body(self), &cluster, Some(&obs));
+                if c.update.task_definition.is_some()
+                    || service_plan::same_task_definition(&task_definition, &obs.task_definition)
+                {
+                    st.applied_task_definition = Some(task_definition.clone());
+                }
+                st.applied_redeploy_token = self.spec.redeploy_token.clone();
+                st.managed_tag_keys = managed_tag_keys;
+                let (health, requeue) = if is_rollout(&c.update) {
+                    (
+                        Health::progressing(
+                            "RolloutStarted",
+                            format!(
+                                "asked ECS to deploy {}",
+                                service_plan::td_short(&task_definition)
+                            ),
+                        ),
+                        Some(service_plan::ROLLOUT_POLL),
+                    )
+                } else if !c.update.is_empty() {
+                    // Report the effect once ECS has it, shortly.
+                    (
+                        Health::progressing(
+                            "Updating",
+                            format!("updating ECS service {name}: {}", c.changed.join(", ")),
+                        ),
+                        Some(Duration::from_secs(1)),
+                    )
+                } else {
+                    service_plan::health(&obs, &task_definition, c.rolled_back)
+                };
+                let already_reported = prev
+                    .conditions
+                    .iter()
+                    .any(|x| x.type_ == STALLED && x.status == "True" && x.reason == "RolledBack");
+                if c.rolled_back && !already_reported {
+                    notes.push(Note::warning(
+                        "RolledBack",
+                        "Rollout",
+                        health.message().to_string(),
+                    ));
+                }
+                Ok(Outcome {
+                    status: to_value(&st),
+                    health,
+                    requeue: Some(requeue.unwrap_or(aligned)),
+                    notes,
+                })
+            }
+        }
+    }
+
+    async fn cleanup(&self, ctx: &Context) -> Result<Vec<Note>, Error> {
+        let ns = self.namespace().unwrap_or_default();
+        let name = self.ecs_name();
+        let uid = self.uid().unwrap_or_default();
+        let prev = self.status.clone().unwrap_or_default();
+        let cluster = match &prev.cluster {
+            Some(c) => c.clone(),
+            None => match resolve_cluster(&ctx.kube, &ns, self).await {
+                Ok(Resolved::Found(c)) => c,
+                // Never resolved, so never created.
+                _ => return Ok(vec![]),
+            },
+        };
+        let observed = ctx
+            .services
+            .observe(&ctx.ecs, &cluster, &name, Duration::ZERO)
+            .await;
+        let observed = match observed {
+            Ok(o) => o,
+            Err(Error::Ecs { code: Some(c), .. }) if c == "ClusterNotFoundException" => None,
+            Err(e) => return Err(e),
+        };
+        match service_plan::plan_cleanup(&uid, self.spec.deletion_policy, observed.as_ref()) {
+            Cleanup::Done { reason } => {
+                ctx.services.forget(&cluster, &name);
+                Ok(match reason {
+                    "NotOwned" => vec![Note::normal(
+                        "Released",
+                        "Delete",
+                        format!("ECS service {name} is not owned by this resource; left untouched"),
+                    )],
+                    _ => vec![],
+                })
+            }
+            Cleanup::Untag => {
+                if let Some(o) = &observed {
+                    tag(
+                        &ctx.ecs,
+                        &o.arn,
+                        &Default::default(),
+                        &[OWNER_TAG.to_string(), UID_TAG.to_string()],
+                    )
+                    .await?;
+                }
+                ctx.services.forget(&cluster, &name);
+                Ok(vec![Note::normal(
+                    "Orphaned",
+                    "UntagResource",
+                    format!(
+                        "ECS service {name} kept running (deletionPolicy: Orphan); ownership tags removed"
+                    ),
+                )])
+            }
+            Cleanup::Draining => Err(Error::DeleteInProgress {
+                reason: "Draining".into(),
+                message: format!("ECS service {name} is DRAINING; waiting until it is INACTIVE"),
+            }),
+            Cleanup::Delete { scale_down } => {
+                if scale_down {
+                    let u = ServiceUpdate {
+                        desired_count: Some(0),
+                        ..Default::default()
+                    };
+                    svc::update(&ctx.ecs, &cluster, &name, &u).await?;
+                }
+                svc::delete(&ctx.ecs, &cluster, &name).await?;
+                ctx.services.invalidate(&cluster, &name);
+                super::publish(
+                    ctx,
+                    self,
+                    &[Note::normal(
+                        "Deleting",
+                        "DeleteService",
+                        format!(
+                            "scaled ECS service {name} to 0 and deleted it; waiting until INACTIVE"
+                        ),
+                    )],
+                )
+                .await;
+                Err(Error::DeleteInProgress {
+                    reason: "Draining".into(),
+                    message: format!("ECS service {name} deleted; waiting until it is INACTIVE"),
+                })
+            }
+        }
+    }
+}
+
+fn is_rollout(u: &ServiceUpdate) -> bool {
+    u.task_definition.is_some()
+        || u.force_new_deployment
+        || u.network.is_some()
+        || u.capacity_provider_strategy.is_some()
+        || u.platform_version.is_some()
+        || u.load_balancers.is_some()
+        || u.service_registries.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resyncs_land_just_after_shared_boundaries() {
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        let i = Duration::from_secs(60);
+        assert_eq!(until_aligned(i, at(0)), Duration::from_millis(60_050));
+        assert_eq!(until_aligned(i, at(59_000)), Duration::from_millis(1_050));
+        assert_eq!(
+            until_aligned(i, at(60_001)),
+            Duration::from_millis(59_999 + 50)
+        );
+        // Two services reconciled at different times in a round resync together.
+        let a = at(120_500) + until_aligned(i, at(120_500));
+        let b = at(150_000) + until_aligned(i, at(150_000));
+        assert_eq!(a, b);
+    }
+}

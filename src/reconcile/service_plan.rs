@@ -1,0 +1,1150 @@
+//! Pure planning for `EcsService`: desired spec + observed ECS service -> what to
+//! write, and observed rollout -> health. Every ECS service rule lives here:
+//! immutable fields, defaults that would cause false diffs, the launch-type to
+//! capacity-provider switch, rollbacks that must not be re-pushed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::api::cluster::CapacityProviderStrategyItem;
+use crate::api::common::{Health, OWNER_TAG, Ownership, UID_TAG, ownership};
+use crate::api::service::{
+    AssignPublicIp, AwsVpcConfiguration, DeploymentConfiguration, EcsServiceSpec, ServiceEvent,
+};
+use crate::ecs::service::{ObservedService, ServiceUpdate};
+
+/// How soon a service is looked at again while a rollout runs.
+pub const ROLLOUT_POLL: Duration = Duration::from_secs(5);
+/// How soon a service is looked at again while a same-name service drains.
+pub const DRAIN_POLL: Duration = Duration::from_secs(10);
+/// ECS service events kept in status.
+pub const STATUS_EVENTS: usize = 5;
+
+/// Everything the plan needs besides the observed service.
+#[derive(Debug, Clone)]
+pub struct Desired<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub spec: &'a EcsServiceSpec,
+    /// Resolved task definition: an ARN or `family:revision`.
+    pub task_definition: &'a str,
+    /// spec.tags plus the ownership tags.
+    pub tags: BTreeMap<String, String>,
+    /// Keys of spec.tags applied before (status.managedTagKeys).
+    pub managed_tag_keys: &'a [String],
+    /// status.appliedTaskDefinition.
+    pub applied_task_definition: Option<&'a str>,
+    /// status.appliedRedeployToken.
+    pub applied_redeploy_token: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// No live service of that name: create it.
+    Create,
+    /// Cannot proceed without a person (not ours, immutable field differs).
+    Refuse(Health),
+    /// A same-name service is still draining: look again later.
+    Wait(Health),
+    /// Bring the live service in line (possibly nothing to do).
+    Converge(Box<Converge>),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Converge {
+    /// Taking over a service the operator did not create (adoptExisting).
+    pub adopt: bool,
+    pub update: ServiceUpdate,
+    /// Spec fields that differed, for the DriftCorrected / Updated Event.
+    pub changed: Vec<String>,
+    pub tag: BTreeMap<String, String>,
+    pub untag: Vec<String>,
+    /// The desired revision is not pushed again: ECS rolled it back.
+    pub rolled_back: bool,
+}
+
+impl Converge {
+    pub fn writes(&self) -> bool {
+        !self.update.is_empty() || !self.tag.is_empty() || !self.untag.is_empty()
+    }
+}
+
+/// CreateService clientToken (at most 36 characters): the same resource at the same
+/// generation always gets the same token, so a create retried after a crash or a
+/// lost response cannot make a second service.
+pub fn client_token(uid: &str, generation: Option<i64>) -> String {
+    let digest = Sha256::digest(format!("{uid}/{}", generation.unwrap_or(0)).as_bytes());
+    hex::encode(digest)[..32].to_string()
+}
+
+/// True if `observed` (an ARN from ECS) is the task definition `desired` names
+/// (an ARN or `family:revision`).
+pub fn same_task_definition(desired: &str, observed: &str) -> bool {
+    if desired.starts_with("arn:") {
+        desired == observed
+    } else {
+        observed == desired || observed.ends_with(&format!("task-definition/{desired}"))
+    }
+}
+
+fn normalise_strategy(s: &[CapacityProviderStrategyItem]) -> Vec<CapacityProviderStrategyItem> {
+    s.iter()
+        .map(|i| CapacityProviderStrategyItem {
+            capacity_provider: i.capacity_provider.clone(),
+            weight: Some(i.weight.unwrap_or(0)),
+            base: Some(i.base.unwrap_or(0)),
+        })
+        .collect()
+}
+
+fn normalise_network(n: &AwsVpcConfiguration) -> AwsVpcConfiguration {
+    let mut n = n.clone();
+    n.subnets.sort();
+    n.subnets.dedup();
+    n.security_groups.sort();
+    n.security_groups.dedup();
+    n.assign_public_ip = Some(n.assign_public_ip.unwrap_or(AssignPublicIp::Disabled));
+    n
+}
+
+fn sorted<T: Ord + Clone>(v: &[T]) -> Vec<T> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+/// The observed deployment configuration with the spec's fields laid over it
+/// (fields the spec leaves out keep ECS's values), and the names that differ.
+fn merge_deployment_configuration(
+    observed: &DeploymentConfiguration,
+    want: &DeploymentConfiguration,
+) -> (DeploymentConfiguration, Vec<String>) {
+    let mut merged = observed.clone();
+    let mut changed = Vec::new();
+    if want.maximum_percent.is_some() && want.maximum_percent != observed.maximum_percent {
+        merged.maximum_percent = want.maximum_percent;
+        changed.push("deploymentConfiguration.maximumPercent".to_string());
+    }
+    if want.minimum_healthy_percent.is_some()
+        && want.minimum_healthy_percent != observed.minimum_healthy_percent
+    {
+        merged.minimum_healthy_percent = want.minimum_healthy_percent;
+        changed.push("deploymentConfiguration.minimumHealthyPercent".to_string());
+    }
+    if let Some(b) = &want.deployment_circuit_breaker {
+        let current = observed
+            .deployment_circuit_breaker
+            .clone()
+            .unwrap_or_default();
+        if *b != current {
+            merged.deployment_circuit_breaker = Some(b.clone());
+            changed.push("deploymentConfiguration.deploymentCircuitBreaker".to_string());
+        }
+    }
+    if let Some(a) = &want.alarms {
+        let mut a = a.clone();
+        a.alarm_names.sort();
+        let current = observed.alarms.clone().map(|mut c| {
+            c.alarm_names.sort();
+            c
+        });
+        // No alarms at all and alarms switched off mean the same.
+        let same = match &current {
+            Some(c) => *c == a,
+            None => !a.enable && a.alarm_names.is_empty(),
+        };
+        if !same {
+            merged.alarms = Some(a);
+            changed.push("deploymentConfiguration.alarms".to_string());
+        }
+    }
+    (merged, changed)
+}
+
+/// ECS moved the service off the revision the operator pushed: the circuit breaker
+/// (or alarms) rolled the deployment back.
+pub fn rolled_back(obs: &ObservedService, desired_td: &str) -> bool {
+    let failed_desired = obs.deployments.iter().any(|d| {
+        d.rollout_state.as_deref() == Some("FAILED")
+            && same_task_definition(desired_td, &d.task_definition)
+    });
+    let said_so = |text: &str| {
+        let t = text.to_ascii_lowercase();
+        t.contains("rolling back") || t.contains("rolled back") || t.contains("circuit breaker")
+    };
+    let primary_says = obs
+        .primary()
+        .and_then(|p| p.rollout_state_reason.as_deref())
+        .is_some_and(said_so);
+    let events_say = obs.events.iter().take(3).any(|e| said_so(&e.message));
+    failed_desired || primary_says || events_say
+}
+
+/// Decides what to write.
+pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
+    let Some(obs) = observed.filter(|o| !o.is_gone()) else {
+        return Plan::Create;
+    };
+    if obs.status == "DRAINING" {
+        return Plan::Wait(Health::progressing(
+            "WaitingForDrain",
+            format!(
+                "an ECS service named {} is still DRAINING after a deletion; it is created again \
+                 once ECS reports it INACTIVE",
+                d.name
+            ),
+        ));
+    }
+    let adopt = match ownership(&obs.tags, d.uid) {
+        Ownership::Ours => false,
+        Ownership::Foreign { owner } if !d.spec.adopt_existing => {
+            let who = match owner {
+                Some(o) => format!("it belongs to EcsService {o}"),
+                None => "it was not created by ecs-operator".to_string(),
+            };
+            return Plan::Refuse(Health::stalled(
+                "NotOwned",
+                format!(
+                    "ECS service {} already exists and {who}; the operator will not touch it. Set \
+                     spec.adoptExisting: true to manage it, or choose another serviceName",
+                    d.name
+                ),
+            ));
+        }
+        Ownership::Foreign { .. } => true,
+    };
+    if let Some(refusal) = immutable_conflict(d, obs) {
+        return Plan::Refuse(refusal);
+    }
+
+    let spec = d.spec;
+    let mut c = Converge {
+        adopt,
+        ..Default::default()
+    };
+    let u = &mut c.update;
+    let mut changed = |field: &str| c.changed.push(field.to_string());
+
+    if let Some(n) = spec.desired_count
+        && n != obs.desired_count
+    {
+        u.desired_count = Some(n);
+        changed("desiredCount");
+    }
+    let redeploy = !adopt && spec.redeploy_token.as_deref() != d.applied_redeploy_token;
+    if !same_task_definition(d.task_definition, &obs.task_definition) {
+        let ours_rolled_back = d
+            .applied_task_definition
+            .is_some_and(|a| same_task_definition(d.task_definition, a))
+            && rolled_back(obs, d.task_definition);
+        if ours_rolled_back && !redeploy {
+            c.rolled_back = true;
+        } else {
+            u.task_definition = Some(d.task_definition.to_string());
+            changed("taskDefinition");
+        }
+    }
+    if redeploy {
+        u.force_new_deployment = true;
+        changed("redeployToken");
+    }
+    if let Some(s) = &spec.capacity_provider_strategy {
+        let want = normalise_strategy(s);
+        if want != obs.capacity_provider_strategy || obs.launch_type.is_some() {
+            if obs.launch_type.is_some() {
+                // ECS only accepts the move off a launch type with a new deployment.
+                u.force_new_deployment = true;
+            }
+            u.capacity_provider_strategy = Some(want);
+            changed("capacityProviderStrategy");
+        }
+    }
+    if let Some(p) = &spec.platform_version
+        && obs.platform_version.as_ref() != Some(p)
+    {
+        u.platform_version = Some(p.clone());
+        changed("platformVersion");
+    }
+    if let Some(n) = &spec.network_configuration {
+        let want = normalise_network(&n.awsvpc_configuration);
+        if obs.network.as_ref() != Some(&want) {
+            u.network = Some(want);
+            changed("networkConfiguration");
+        }
+    }
+    if let Some(l) = &spec.load_balancers {
+        let want = sorted(l);
+        if want != obs.load_balancers {
+            u.load_balancers = Some(want);
+            changed("loadBalancers");
+        }
+    }
+    if let Some(r) = &spec.service_registries {
+        let want = sorted(r);
+        if want != obs.service_registries {
+            u.service_registries = Some(want);
+            changed("serviceRegistries");
+        }
+    }
+    if let Some(p) = &spec.placement_constraints
+        && sorted(p) != sorted(&obs.placement_constraints)
+    {
+        u.placement_constraints = Some(p.clone());
+        changed("placementConstraints");
+    }
+    if let Some(p) = &spec.placement_strategy
+        && *p != obs.placement_strategy
+    {
+        u.placement_strategy = Some(p.clone());
+        changed("placementStrategy");
+    }
+    if let Some(want) = &spec.deployment_configuration {
+        let (merged, fields) = merge_deployment_configuration(&obs.deployment_configuration, want);
+        if !fields.is_empty() {
+            u.deployment_configuration = Some(merged);
+            for f in &fields {
+                changed(f);
+            }
+        }
+    }
+    if let Some(h) = spec.health_check_grace_period_seconds
+        && obs.health_check_grace_period_seconds.unwrap_or(0) != h
+    {
+        u.health_check_grace_period_seconds = Some(h);
+        changed("healthCheckGracePeriodSeconds");
+    }
+    if let Some(e) = spec.enable_execute_command
+        && obs.enable_execute_command != e
+    {
+        u.enable_execute_command = Some(e);
+        changed("enableExecuteCommand");
+    }
+    if let Some(e) = spec.enable_ecs_managed_tags
+        && obs.enable_ecs_managed_tags != e
+    {
+        u.enable_ecs_managed_tags = Some(e);
+        changed("enableECSManagedTags");
+    }
+    if let Some(p) = spec.propagate_tags
+        && obs.propagate_tags.as_deref().unwrap_or("NONE") != p.as_str()
+    {
+        u.propagate_tags = Some(p.as_str().to_string());
+        changed("propagateTags");
+    }
+
+    // Tags: set what differs; remove only keys this resource set before.
+    for (k, v) in &d.tags {
+        if obs.tags.get(k) != Some(v) {
+            c.tag.insert(k.clone(), v.clone());
+            if k != OWNER_TAG && k != UID_TAG {
+                changed(&format!("tags[{k}]"));
+            }
+        }
+    }
+    for k in d.managed_tag_keys {
+        if !d.tags.contains_key(k) && obs.tags.contains_key(k) {
+            c.untag.push(k.clone());
+            changed(&format!("tags[{k}]"));
+        }
+    }
+    Plan::Converge(Box::new(c))
+}
+
+/// A field ECS cannot change on a live service differs from the spec (possible for
+/// adopted services or after out-of-band changes; CEL stops it for spec edits).
+fn immutable_conflict(d: &Desired<'_>, obs: &ObservedService) -> Option<Health> {
+    let spec = d.spec;
+    let refuse = |field: &str, have: &str, want: &str| {
+        Some(Health::stalled(
+            "ImmutableField",
+            format!(
+                "ECS service {} has {field} {have} but the spec asks for {want}; ECS cannot change \
+                 {field} on an existing service. Delete the service (or this resource) to \
+                 recreate it, or change the spec back",
+                d.name
+            ),
+        ))
+    };
+    if let Some(want) = spec.scheduling_strategy {
+        let have = obs.scheduling_strategy.as_deref().unwrap_or("REPLICA");
+        if have != want.as_str() {
+            return refuse("schedulingStrategy", have, want.as_str());
+        }
+    }
+    if let Some(want) = &spec.deployment_controller {
+        let have = obs.deployment_controller.as_deref().unwrap_or("ECS");
+        if have != want.type_.as_str() {
+            return refuse("deploymentController.type", have, want.type_.as_str());
+        }
+    }
+    if let Some(want) = spec.launch_type {
+        match obs.launch_type.as_deref() {
+            Some(have) if have != want.as_str() => {
+                return refuse("launchType", have, want.as_str());
+            }
+            None => {
+                return refuse(
+                    "launchType",
+                    "(a capacity provider strategy)",
+                    want.as_str(),
+                );
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// ECS service events for status: newest first, a message repeated (ECS repeats
+/// "has reached a steady state" every few hours) kept once, at most `STATUS_EVENTS`.
+pub fn status_events(events: &[ServiceEvent]) -> Vec<ServiceEvent> {
+    let mut seen = BTreeSet::new();
+    events
+        .iter()
+        .filter(|e| seen.insert(e.message.clone()))
+        .take(STATUS_EVENTS)
+        .cloned()
+        .collect()
+}
+
+/// Health of a service no write is pending for, from its rollout; plus how soon
+/// to look again.
+pub fn health(
+    obs: &ObservedService,
+    desired_td: &str,
+    rolled_back: bool,
+) -> (Health, Option<Duration>) {
+    let Some(primary) = obs.primary() else {
+        return (
+            Health::progressing(
+                "Deploying",
+                format!("ECS service {} has no PRIMARY deployment yet", obs.name),
+            ),
+            Some(ROLLOUT_POLL),
+        );
+    };
+    let revision = td_short(&primary.task_definition);
+    if rolled_back {
+        let why = primary
+            .rollout_state_reason
+            .clone()
+            .or_else(|| obs.events.first().map(|e| e.message.clone()))
+            .unwrap_or_default();
+        return (
+            Health::stalled(
+                "RolledBack",
+                format!(
+                    "the rollout to {} failed and ECS rolled back to {revision}: {why}. Fix the task \
+                     definition (a new revision is rolled out) or change spec.redeployToken to \
+                     retry",
+                    td_short(desired_td)
+                ),
+            ),
+            None,
+        );
+    }
+    if primary.rollout_state.as_deref() == Some("FAILED") {
+        return (
+            Health::stalled(
+                "RolloutFailed",
+                format!(
+                    "the rollout of {revision} FAILED: {}",
+                    primary
+                        .rollout_state_reason
+                        .as_deref()
+                        .unwrap_or("no reason given")
+                ),
+            ),
+            None,
+        );
+    }
+    if !same_task_definition(desired_td, &primary.task_definition) {
+        return (
+            Health::progressing(
+                "RolloutPending",
+                format!(
+                    "ECS service {} runs {revision}; waiting for a deployment of {}",
+                    obs.name,
+                    td_short(desired_td)
+                ),
+            ),
+            Some(ROLLOUT_POLL),
+        );
+    }
+    let in_progress = primary.rollout_state.as_deref() == Some("IN_PROGRESS");
+    let others = obs.deployments.len().saturating_sub(1);
+    if in_progress || others > 0 || obs.running_count != obs.desired_count {
+        let mut msg = format!(
+            "rolling out {revision}: {}/{} tasks running",
+            primary.running_count, obs.desired_count
+        );
+        if others > 0 {
+            msg.push_str(&format!(", {others} older deployment(s) still running"));
+        }
+        if primary.failed_tasks > 0 {
+            msg.push_str(&format!(", {} task(s) failed", primary.failed_tasks));
+        }
+        return (Health::progressing("RollingOut", msg), Some(ROLLOUT_POLL));
+    }
+    (
+        Health::ready(
+            "Available",
+            format!(
+                "{}/{} tasks running {revision}",
+                obs.running_count, obs.desired_count
+            ),
+        ),
+        None,
+    )
+}
+
+/// `family:revision` from a task definition ARN (or the input).
+pub fn td_short(td: &str) -> &str {
+    td.rsplit_once("task-definition/")
+        .map(|(_, s)| s)
+        .unwrap_or(td)
+}
+
+/// Cleanup decision for deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Nothing (more) to do in ECS.
+    Done { reason: &'static str },
+    /// Remove the ownership tags and leave the service (Orphan).
+    Untag,
+    /// Scale to 0 (if needed) and DeleteService.
+    Delete { scale_down: bool },
+    /// DeleteService was accepted; ECS is draining it.
+    Draining,
+}
+
+pub fn plan_cleanup(
+    uid: &str,
+    policy: crate::api::common::DeletionPolicy,
+    observed: Option<&ObservedService>,
+) -> Cleanup {
+    let Some(obs) = observed.filter(|o| !o.is_gone()) else {
+        return Cleanup::Done {
+            reason: "AlreadyGone",
+        };
+    };
+    if ownership(&obs.tags, uid) != Ownership::Ours {
+        return Cleanup::Done { reason: "NotOwned" };
+    }
+    match policy {
+        crate::api::common::DeletionPolicy::Orphan => Cleanup::Untag,
+        crate::api::common::DeletionPolicy::Delete if obs.status == "DRAINING" => Cleanup::Draining,
+        crate::api::common::DeletionPolicy::Delete => Cleanup::Delete {
+            scale_down: obs.desired_count > 0,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::common::{DeletionPolicy, ownership_tags};
+    use crate::api::service::{
+        DeploymentCircuitBreaker, DeploymentController, DeploymentControllerType, DeploymentStatus,
+        LaunchType, LoadBalancer, NetworkConfiguration, PlacementStrategy, PropagateTags,
+        SchedulingStrategy, ServicePlacementConstraint, ServiceRegistry,
+    };
+
+    const TD1: &str = "arn:aws:ecs:us-east-1:000000000000:task-definition/web:1";
+    const TD2: &str = "arn:aws:ecs:us-east-1:000000000000:task-definition/web:2";
+
+    fn dep(id: &str, status: &str, td: &str, rollout: &str, running: i32) -> DeploymentStatus {
+        DeploymentStatus {
+            id: id.into(),
+            status: status.into(),
+            rollout_state: Some(rollout.into()),
+            task_definition: td.into(),
+            desired_count: 2,
+            running_count: running,
+            ..Default::default()
+        }
+    }
+
+    /// A steady service of ours that matches `spec()` exactly.
+    fn observed() -> ObservedService {
+        let mut tags = ownership_tags("ns", "web", "uid-1");
+        tags.insert("team".into(), "a".into());
+        ObservedService {
+            name: "web".into(),
+            arn: "arn:aws:ecs:us-east-1:000000000000:service/c/web".into(),
+            status: "ACTIVE".into(),
+            desired_count: 2,
+            running_count: 2,
+            task_definition: TD1.into(),
+            launch_type: Some("FARGATE".into()),
+            deployment_configuration: DeploymentConfiguration {
+                maximum_percent: Some(200),
+                minimum_healthy_percent: Some(100),
+                deployment_circuit_breaker: Some(DeploymentCircuitBreaker {
+                    enable: false,
+                    rollback: false,
+                }),
+                alarms: None,
+            },
+            network: Some(AwsVpcConfiguration {
+                subnets: vec!["subnet-a".into(), "subnet-b".into()],
+                security_groups: vec!["sg-1".into()],
+                assign_public_ip: Some(AssignPublicIp::Disabled),
+            }),
+            deployment_controller: Some("ECS".into()),
+            scheduling_strategy: Some("REPLICA".into()),
+            propagate_tags: Some("NONE".into()),
+            tags,
+            deployments: vec![dep("d1", "PRIMARY", TD1, "COMPLETED", 2)],
+            ..Default::default()
+        }
+    }
+
+    fn spec() -> EcsServiceSpec {
+        EcsServiceSpec {
+            cluster: Some("c".into()),
+            task_definition: Some(TD1.into()),
+            desired_count: Some(2),
+            launch_type: Some(LaunchType::Fargate),
+            network_configuration: Some(NetworkConfiguration {
+                awsvpc_configuration: AwsVpcConfiguration {
+                    // Order and the DISABLED default do not matter.
+                    subnets: vec!["subnet-b".into(), "subnet-a".into()],
+                    security_groups: vec!["sg-1".into()],
+                    assign_public_ip: None,
+                },
+            }),
+            tags: BTreeMap::from([("team".into(), "a".into())]),
+            ..Default::default()
+        }
+    }
+
+    fn desired<'a>(spec: &'a EcsServiceSpec, managed: &'a [String]) -> Desired<'a> {
+        let mut tags = spec.tags.clone();
+        tags.extend(ownership_tags("ns", "web", "uid-1"));
+        Desired {
+            name: "web",
+            uid: "uid-1",
+            spec,
+            task_definition: spec.task_definition.as_deref().unwrap_or(TD1),
+            tags,
+            managed_tag_keys: managed,
+            applied_task_definition: Some(TD1),
+            applied_redeploy_token: None,
+        }
+    }
+
+    fn converge(p: Plan) -> Converge {
+        match p {
+            Plan::Converge(c) => *c,
+            other => panic!("expected Converge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_or_inactive_service_is_created() {
+        let s = spec();
+        let d = desired(&s, &[]);
+        assert_eq!(plan(&d, None), Plan::Create);
+        let mut gone = observed();
+        gone.status = "INACTIVE".into();
+        assert_eq!(plan(&d, Some(&gone)), Plan::Create);
+    }
+
+    #[test]
+    fn draining_same_name_service_is_waited_for() {
+        let s = spec();
+        let mut o = observed();
+        o.status = "DRAINING".into();
+        match plan(&desired(&s, &[]), Some(&o)) {
+            Plan::Wait(Health::Progressing { reason, .. }) => assert_eq!(reason, "WaitingForDrain"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn matching_service_needs_no_write() {
+        let s = spec();
+        let managed = vec!["team".to_string()];
+        let c = converge(plan(&desired(&s, &managed), Some(&observed())));
+        assert!(!c.writes(), "{c:?}");
+        assert!(c.changed.is_empty());
+    }
+
+    #[test]
+    fn foreign_service_is_refused_unless_adopted() {
+        let mut s = spec();
+        let mut o = observed();
+        o.tags.clear();
+        match plan(&desired(&s, &[]), Some(&o)) {
+            Plan::Refuse(Health::Stalled { reason, message }) => {
+                assert_eq!(reason, "NotOwned");
+                assert!(message.contains("adoptExisting"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        s.adopt_existing = true;
+        let c = converge(plan(&desired(&s, &[]), Some(&o)));
+        assert!(c.adopt);
+        assert_eq!(c.tag.get(UID_TAG).map(String::as_str), Some("uid-1"));
+    }
+
+    #[test]
+    fn desired_count_is_managed_only_when_set() {
+        let mut s = spec();
+        let mut o = observed();
+        o.desired_count = 7;
+        let c = converge(plan(&desired(&s, &["team".into()]), Some(&o)));
+        assert_eq!(c.update.desired_count, Some(2));
+        assert_eq!(c.changed, vec!["desiredCount"]);
+        s.desired_count = None;
+        let c = converge(plan(&desired(&s, &["team".into()]), Some(&o)));
+        assert!(!c.writes(), "{c:?}");
+    }
+
+    #[test]
+    fn new_task_definition_is_rolled_out() {
+        let mut s = spec();
+        s.task_definition = Some(TD2.into());
+        let c = converge(plan(&desired(&s, &["team".into()]), Some(&observed())));
+        assert_eq!(c.update.task_definition.as_deref(), Some(TD2));
+        assert!(!c.update.force_new_deployment);
+        assert_eq!(c.changed, vec!["taskDefinition"]);
+    }
+
+    #[test]
+    fn family_revision_form_matches_the_arn() {
+        assert!(same_task_definition("web:1", TD1));
+        assert!(!same_task_definition("web:1", TD2));
+        assert!(!same_task_definition("eb:1", TD1));
+        assert!(same_task_definition(TD1, TD1));
+    }
+
+    #[test]
+    fn rolled_back_revision_is_not_pushed_again() {
+        let mut s = spec();
+        s.task_definition = Some(TD2.into());
+        let mut o = observed();
+        o.deployments = vec![
+            DeploymentStatus {
+                rollout_state_reason: Some(
+                    "ECS deployment circuit breaker: rolling back to deploymentId d1".into(),
+                ),
+                ..dep("d3", "PRIMARY", TD1, "IN_PROGRESS", 2)
+            },
+            dep("d2", "ACTIVE", TD2, "FAILED", 0),
+        ];
+        let team = ["team".to_string()];
+        let mut d = desired(&s, &team);
+        d.applied_task_definition = Some(TD2);
+        let c = converge(plan(&d, Some(&o)));
+        assert!(c.rolled_back);
+        assert_eq!(c.update.task_definition, None);
+        let (h, _) = health(&o, TD2, c.rolled_back);
+        assert!(
+            matches!(h, Health::Stalled { ref reason, .. } if reason == "RolledBack"),
+            "{h:?}"
+        );
+
+        // A new redeployToken retries the same revision.
+        s.redeploy_token = Some("retry-1".into());
+        let team = ["team".to_string()];
+        let mut d = desired(&s, &team);
+        d.applied_task_definition = Some(TD2);
+        let c = converge(plan(&d, Some(&o)));
+        assert_eq!(c.update.task_definition.as_deref(), Some(TD2));
+        assert!(c.update.force_new_deployment);
+    }
+
+    #[test]
+    fn someone_elses_revision_change_is_corrected() {
+        // Not a rollback: the revision we applied is not the one ECS dropped.
+        let s = spec();
+        let mut o = observed();
+        o.task_definition = TD2.into();
+        o.deployments = vec![dep("d2", "PRIMARY", TD2, "COMPLETED", 2)];
+        let c = converge(plan(&desired(&s, &["team".into()]), Some(&o)));
+        assert_eq!(c.update.task_definition.as_deref(), Some(TD1));
+    }
+
+    #[test]
+    fn redeploy_token_change_forces_a_new_deployment() {
+        let mut s = spec();
+        s.redeploy_token = Some("2".into());
+        let mut d = desired(&s, &[]);
+        d.applied_redeploy_token = Some("1");
+        let c = converge(plan(&d, Some(&observed())));
+        assert!(c.update.force_new_deployment);
+        assert!(c.changed.contains(&"redeployToken".to_string()));
+        // Unchanged token: nothing.
+        d.applied_redeploy_token = Some("2");
+        let c = converge(plan(&d, Some(&observed())));
+        assert!(!c.update.force_new_deployment);
+        // Adopting records the token without redeploying.
+        let mut o = observed();
+        o.tags.clear();
+        s.adopt_existing = true;
+        let mut d = desired(&s, &[]);
+        d.applied_redeploy_token = None;
+        assert!(!converge(plan(&d, Some(&o))).update.force_new_deployment);
+    }
+
+    #[test]
+    fn launch_type_to_capacity_provider_forces_new_deployment() {
+        let mut s = spec();
+        s.launch_type = None;
+        s.capacity_provider_strategy = Some(vec![CapacityProviderStrategyItem {
+            capacity_provider: "FARGATE_SPOT".into(),
+            weight: Some(1),
+            base: None,
+        }]);
+        let c = converge(plan(&desired(&s, &["team".into()]), Some(&observed())));
+        assert!(c.update.force_new_deployment);
+        let want = c.update.capacity_provider_strategy.expect("strategy");
+        assert_eq!(want[0].base, Some(0));
+        // Once on the strategy (ECS reports explicit zeros), nothing more to do.
+        let mut o = observed();
+        o.launch_type = None;
+        o.capacity_provider_strategy = want;
+        let c = converge(plan(&desired(&s, &["team".into()]), Some(&o)));
+        assert!(!c.writes(), "{c:?}");
+    }
+
+    #[test]
+    fn immutable_fields_are_refused_with_the_field_named() {
+        type Edit = Box<dyn Fn(&mut EcsServiceSpec)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|s| s.launch_type = Some(LaunchType::Ec2)),
+                "launchType",
+            ),
+            (
+                Box::new(|s| s.scheduling_strategy = Some(SchedulingStrategy::Daemon)),
+                "schedulingStrategy",
+            ),
+            (
+                Box::new(|s| {
+                    s.deployment_controller = Some(DeploymentController {
+                        type_: DeploymentControllerType::CodeDeploy,
+                    })
+                }),
+                "deploymentController.type",
+            ),
+        ];
+        for (edit, field) in cases {
+            let mut s = spec();
+            edit(&mut s);
+            match plan(&desired(&s, &[]), Some(&observed())) {
+                Plan::Refuse(Health::Stalled { reason, message }) => {
+                    assert_eq!(reason, "ImmutableField");
+                    assert!(message.contains(field), "{field}: {message}");
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn each_updatable_field_is_diffed() {
+        type Edit = Box<dyn Fn(&mut EcsServiceSpec)>;
+        type Check = Box<dyn Fn(&ServiceUpdate) -> bool>;
+        let cases: Vec<(Edit, &str, Check)> = vec![
+            (
+                Box::new(|s| s.platform_version = Some("1.4.0".into())),
+                "platformVersion",
+                Box::new(|u| u.platform_version.as_deref() == Some("1.4.0")),
+            ),
+            (
+                Box::new(|s| {
+                    s.network_configuration
+                        .as_mut()
+                        .unwrap()
+                        .awsvpc_configuration
+                        .assign_public_ip = Some(AssignPublicIp::Enabled)
+                }),
+                "networkConfiguration",
+                Box::new(|u| u.network.is_some()),
+            ),
+            (
+                Box::new(|s| {
+                    s.load_balancers = Some(vec![LoadBalancer {
+                        target_group_arn: Some("tg".into()),
+                        container_name: "web".into(),
+                        container_port: 80,
+                        ..Default::default()
+                    }])
+                }),
+                "loadBalancers",
+                Box::new(|u| u.load_balancers.as_ref().is_some_and(|l| l.len() == 1)),
+            ),
+            (
+                Box::new(|s| {
+                    s.service_registries = Some(vec![ServiceRegistry {
+                        registry_arn: "arn:sr".into(),
+                        ..Default::default()
+                    }])
+                }),
+                "serviceRegistries",
+                Box::new(|u| u.service_registries.is_some()),
+            ),
+            (
+                Box::new(|s| {
+                    s.placement_constraints = Some(vec![ServicePlacementConstraint {
+                        type_: "distinctInstance".into(),
+                        expression: None,
+                    }])
+                }),
+                "placementConstraints",
+                Box::new(|u| u.placement_constraints.is_some()),
+            ),
+            (
+                Box::new(|s| {
+                    s.placement_strategy = Some(vec![PlacementStrategy {
+                        type_: "spread".into(),
+                        field: Some("attribute:ecs.availability-zone".into()),
+                    }])
+                }),
+                "placementStrategy",
+                Box::new(|u| u.placement_strategy.is_some()),
+            ),
+            (
+                Box::new(|s| {
+                    s.deployment_configuration = Some(DeploymentConfiguration {
+                        maximum_percent: Some(150),
+                        ..Default::default()
+                    })
+                }),
+                "deploymentConfiguration.maximumPercent",
+                // The rest of the configuration keeps ECS's values.
+                Box::new(|u| {
+                    u.deployment_configuration.as_ref().is_some_and(|d| {
+                        d.maximum_percent == Some(150) && d.minimum_healthy_percent == Some(100)
+                    })
+                }),
+            ),
+            (
+                Box::new(|s| {
+                    s.deployment_configuration = Some(DeploymentConfiguration {
+                        deployment_circuit_breaker: Some(DeploymentCircuitBreaker {
+                            enable: true,
+                            rollback: true,
+                        }),
+                        ..Default::default()
+                    })
+                }),
+                "deploymentConfiguration.deploymentCircuitBreaker",
+                Box::new(|u| u.deployment_configuration.is_some()),
+            ),
+            (
+                Box::new(|s| s.health_check_grace_period_seconds = Some(30)),
+                "healthCheckGracePeriodSeconds",
+                Box::new(|u| u.health_check_grace_period_seconds == Some(30)),
+            ),
+            (
+                Box::new(|s| s.enable_execute_command = Some(true)),
+                "enableExecuteCommand",
+                Box::new(|u| u.enable_execute_command == Some(true)),
+            ),
+            (
+                Box::new(|s| s.enable_ecs_managed_tags = Some(true)),
+                "enableECSManagedTags",
+                Box::new(|u| u.enable_ecs_managed_tags == Some(true)),
+            ),
+            (
+                Box::new(|s| s.propagate_tags = Some(PropagateTags::Service)),
+                "propagateTags",
+                Box::new(|u| u.propagate_tags.as_deref() == Some("SERVICE")),
+            ),
+        ];
+        for (edit, field, check) in cases {
+            let mut s = spec();
+            edit(&mut s);
+            let c = converge(plan(&desired(&s, &["team".into()]), Some(&observed())));
+            assert_eq!(c.changed, vec![field.to_string()], "{field}");
+            assert!(check(&c.update), "{field}: {:?}", c.update);
+            assert!(!c.update.force_new_deployment, "{field}");
+        }
+    }
+
+    #[test]
+    fn defaults_ecs_reports_cause_no_diff() {
+        let mut s = spec();
+        s.propagate_tags = Some(PropagateTags::None);
+        s.health_check_grace_period_seconds = Some(0);
+        s.enable_execute_command = Some(false);
+        s.deployment_configuration = Some(DeploymentConfiguration {
+            maximum_percent: Some(200),
+            deployment_circuit_breaker: Some(DeploymentCircuitBreaker {
+                enable: false,
+                rollback: false,
+            }),
+            alarms: Some(crate::api::service::DeploymentAlarms {
+                alarm_names: vec![],
+                enable: false,
+                rollback: false,
+            }),
+            ..Default::default()
+        });
+        let c = converge(plan(&desired(&s, &["team".into()]), Some(&observed())));
+        assert!(!c.writes(), "{c:?}");
+    }
+
+    #[test]
+    fn empty_list_clears_and_omitted_keeps() {
+        let mut o = observed();
+        o.load_balancers = vec![LoadBalancer {
+            target_group_arn: Some("tg".into()),
+            container_name: "web".into(),
+            container_port: 80,
+            ..Default::default()
+        }];
+        let s = spec();
+        assert!(!converge(plan(&desired(&s, &["team".into()]), Some(&o))).writes());
+        let mut s = spec();
+        s.load_balancers = Some(vec![]);
+        let c = converge(plan(&desired(&s, &["team".into()]), Some(&o)));
+        assert_eq!(c.update.load_balancers, Some(vec![]));
+    }
+
+    #[test]
+    fn tags_set_and_removed_only_for_managed_keys() {
+        let mut s = spec();
+        s.tags = BTreeMap::from([("env".into(), "prod".into())]);
+        let mut o = observed();
+        o.tags.insert("other-tool".into(), "x".into());
+        let c = converge(plan(&desired(&s, &["team".into()]), Some(&o)));
+        assert_eq!(c.tag, BTreeMap::from([("env".into(), "prod".into())]));
+        assert_eq!(c.untag, vec!["team".to_string()]);
+        assert!(c.update.is_empty());
+    }
+
+    #[test]
+    fn health_follows_the_rollout() {
+        let mut o = observed();
+        let (h, requeue) = health(&o, TD1, false);
+        assert!(h.is_ready(), "{h:?}");
+        assert_eq!(requeue, None);
+
+        o.deployments = vec![
+            dep("d2", "PRIMARY", TD2, "IN_PROGRESS", 1),
+            dep("d1", "ACTIVE", TD1, "COMPLETED", 1),
+        ];
+        let (h, requeue) = health(&o, TD2, false);
+        match h {
+            Health::Progressing { reason, message } => {
+                assert_eq!(reason, "RollingOut");
+                assert!(message.contains("web:2"), "{message}");
+                assert!(message.contains("1 older deployment"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(requeue, Some(ROLLOUT_POLL));
+
+        // Completed, but the old deployment is still there: not Ready yet.
+        o.deployments[0].rollout_state = Some("COMPLETED".into());
+        assert!(!health(&o, TD2, false).0.is_ready());
+        o.deployments.truncate(1);
+        o.deployments[0].running_count = 2;
+        assert!(health(&o, TD2, false).0.is_ready());
+        // Running below desired: not Ready.
+        o.running_count = 1;
+        assert!(!health(&o, TD2, false).0.is_ready());
+    }
+
+    #[test]
+    fn failed_rollout_is_stalled_with_the_ecs_reason() {
+        let mut o = observed();
+        o.deployments[0].rollout_state = Some("FAILED".into());
+        o.deployments[0].rollout_state_reason =
+            Some("ECS deployment circuit breaker: tasks failed to start.".into());
+        match health(&o, TD1, false).0 {
+            Health::Stalled { reason, message } => {
+                assert_eq!(reason, "RolloutFailed");
+                assert!(message.contains("tasks failed to start"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stale_primary_is_pending_not_ready() {
+        let o = observed();
+        let (h, _) = health(&o, TD2, false);
+        assert!(matches!(h, Health::Progressing { ref reason, .. } if reason == "RolloutPending"));
+    }
+
+    #[test]
+    fn events_are_deduplicated_newest_first() {
+        let ev = |m: &str, t: &str| ServiceEvent {
+            created_at: Some(t.into()),
+            message: m.into(),
+        };
+        let events = vec![
+            ev("steady", "5"),
+            ev("started 1 task", "4"),
+            ev("steady", "3"),
+            ev("a", "2"),
+            ev("b", "1"),
+            ev("c", "0"),
+            ev("d", "0"),
+        ];
+        let out = status_events(&events);
+        assert_eq!(out.len(), STATUS_EVENTS);
+        assert_eq!(out[0], ev("steady", "5"));
+        assert_eq!(out[1].message, "started 1 task");
+        assert_eq!(out[2].message, "a");
+    }
+
+    #[test]
+    fn client_token_is_stable_per_generation_and_fits_ecs() {
+        let a = client_token("0b1c2d3e-aaaa-bbbb-cccc-000000000000", Some(1));
+        assert_eq!(
+            a,
+            client_token("0b1c2d3e-aaaa-bbbb-cccc-000000000000", Some(1))
+        );
+        assert_ne!(
+            a,
+            client_token("0b1c2d3e-aaaa-bbbb-cccc-000000000000", Some(2))
+        );
+        assert!(a.len() <= 36);
+    }
+
+    #[test]
+    fn cleanup_follows_policy_and_ownership() {
+        let o = observed();
+        assert_eq!(
+            plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&o)),
+            Cleanup::Delete { scale_down: true }
+        );
+        assert_eq!(
+            plan_cleanup("uid-1", DeletionPolicy::Orphan, Some(&o)),
+            Cleanup::Untag
+        );
+        assert_eq!(
+            plan_cleanup("uid-2", DeletionPolicy::Delete, Some(&o)),
+            Cleanup::Done { reason: "NotOwned" }
+        );
+        let mut draining = o.clone();
+        draining.status = "DRAINING".into();
+        assert_eq!(
+            plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&draining)),
+            Cleanup::Draining
+        );
+        let mut gone = o;
+        gone.status = "INACTIVE".into();
+        assert_eq!(
+            plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&gone)),
+            Cleanup::Done {
+                reason: "AlreadyGone"
+            }
+        );
+        assert_eq!(
+            plan_cleanup("uid-1", DeletionPolicy::Delete, None),
+            Cleanup::Done {
+                reason: "AlreadyGone"
+            }
+        );
+    }
+}
