@@ -652,6 +652,196 @@ impl ServiceObserver {
 mod tests {
     use super::*;
 
+    use aws_sdk_ecs::Client;
+    use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
+    use aws_sdk_ecs::operation::list_services::ListServicesOutput;
+    use aws_sdk_ecs::types::{Deployment, Failure};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    use crate::api::common::{DeletionPolicy, ownership_tags};
+    use crate::ecs::Limiter;
+    use crate::reconcile::service_plan::{Cleanup, plan_cleanup};
+    use crate::telemetry::Metrics;
+
+    fn ecs(client: Client) -> (EcsApi, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        (
+            EcsApi::new(client, Limiter::default(), metrics.clone()),
+            metrics,
+        )
+    }
+
+    fn sdk_service(name: &str, status: &str) -> Service {
+        Service::builder()
+            .service_name(name)
+            .service_arn(format!("arn:aws:ecs:us-east-1:0:service/c/{name}"))
+            .status(status)
+            .desired_count(0)
+            .set_tags(Some(tags_to_sdk(&ownership_tags("ns", name, "uid-1"))))
+            .deployments(
+                Deployment::builder()
+                    .id("ecs-svc/1")
+                    .status("PRIMARY")
+                    .task_definition("arn:aws:ecs:us-east-1:0:task-definition/web:1")
+                    .build(),
+            )
+            .build()
+    }
+
+    // ministack returns every service in one page; real ECS pages by 10 (100 max).
+    #[tokio::test]
+    async fn list_follows_every_page() {
+        let page1 = mock!(Client::list_services)
+            .match_requests(|r| r.next_token().is_none() && r.cluster() == Some("c"))
+            .then_output(|| {
+                ListServicesOutput::builder()
+                    .service_arns("arn:1")
+                    .service_arns("arn:2")
+                    .next_token("t2")
+                    .build()
+            });
+        let page2 = mock!(Client::list_services)
+            .match_requests(|r| r.next_token() == Some("t2"))
+            .then_output(|| ListServicesOutput::builder().service_arns("arn:3").build());
+        let client = mock_client!(aws_sdk_ecs, RuleMode::Sequential, [&page1, &page2]);
+        let (ecs, metrics) = ecs(client);
+        assert_eq!(
+            list(&ecs, "c").await.unwrap(),
+            vec!["arn:1", "arn:2", "arn:3"]
+        );
+        assert_eq!(page1.num_calls() + page2.num_calls(), 2);
+        assert!(metrics.encode().contains(
+            r#"ecs_operator_aws_requests_total{operation="ListServices",outcome="success"} 2"#
+        ));
+    }
+
+    // ministack lands deleted services in INACTIVE at once; real ECS drains first.
+    #[tokio::test]
+    async fn deletion_waits_while_draining_and_finishes_when_inactive() {
+        let draining = mock!(Client::describe_services).then_output(|| {
+            DescribeServicesOutput::builder()
+                .services(sdk_service("web", "DRAINING"))
+                .build()
+        });
+        let inactive = mock!(Client::describe_services).then_output(|| {
+            DescribeServicesOutput::builder()
+                .services(sdk_service("web", "INACTIVE"))
+                .build()
+        });
+        let client = mock_client!(aws_sdk_ecs, RuleMode::Sequential, [&draining, &inactive]);
+        let (ecs, _) = ecs(client);
+        let observer = ServiceObserver::new(Duration::from_secs(30));
+
+        let first = observer
+            .observe(&ecs, "c", "web", Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(first.as_ref().map(|o| o.status.as_str()), Some("DRAINING"));
+        assert_eq!(
+            plan_cleanup("uid-1", DeletionPolicy::Delete, first.as_ref()),
+            Cleanup::Draining
+        );
+        let second = observer
+            .observe(&ecs, "c", "web", Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(
+            plan_cleanup("uid-1", DeletionPolicy::Delete, second.as_ref()),
+            Cleanup::Done {
+                reason: "AlreadyGone"
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_draining_same_name_service_blocks_create_until_inactive() {
+        let draining = mock!(Client::describe_services).then_output(|| {
+            DescribeServicesOutput::builder()
+                .services(sdk_service("web", "DRAINING"))
+                .build()
+        });
+        let client = mock_client!(aws_sdk_ecs, RuleMode::Sequential, [&draining]);
+        let (ecs, _) = ecs(client);
+        let observer = ServiceObserver::new(Duration::from_secs(30));
+        let obs = observer
+            .observe(&ecs, "c", "web", Duration::ZERO)
+            .await
+            .unwrap();
+        let spec = EcsServiceSpec::default();
+        let d = crate::reconcile::service_plan::Desired {
+            name: "web",
+            uid: "uid-2",
+            spec: &spec,
+            task_definition: "web:1",
+            tags: BTreeMap::new(),
+            managed_tag_keys: &[],
+            applied_task_definition: None,
+            applied_redeploy_token: None,
+        };
+        assert!(matches!(
+            crate::reconcile::service_plan::plan(&d, obs.as_ref()),
+            crate::reconcile::service_plan::Plan::Wait(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn one_read_fills_the_cache_for_every_known_peer_ten_per_call() {
+        let names: Vec<String> = (0..25).map(|i| format!("s{i:02}")).collect();
+        // Answers each requested service (like ECS), MISSING for "gone".
+        let echo = mock!(Client::describe_services)
+            .match_requests(|r| r.services().len() <= DESCRIBE_BATCH)
+            .then_compute_output(|r| {
+                let mut out = DescribeServicesOutput::builder();
+                for n in r.services() {
+                    if n == "gone" {
+                        out = out.failures(Failure::builder().arn(n).reason("MISSING").build());
+                    } else {
+                        out = out.services(sdk_service(n, "ACTIVE"));
+                    }
+                }
+                out.build()
+            });
+        let client = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&echo]);
+        let (ecs, _) = ecs(client);
+        let observer = ServiceObserver::new(Duration::from_secs(30));
+        let window = observer.window();
+        // First round: every service makes itself known (as their first reconciles do).
+        for n in &names {
+            observer.observe(&ecs, "c", n, window).await.unwrap();
+        }
+        observer.observe(&ecs, "c", "gone", window).await.unwrap();
+        let first_round = echo.num_calls();
+        // Everything read in that round is cached: a second round reads nothing.
+        for n in &names {
+            assert!(
+                observer
+                    .observe(&ecs, "c", n, window)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        assert!(
+            observer
+                .observe(&ecs, "c", "gone", window)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(echo.num_calls(), first_round);
+        // A round after the window: the first read refreshes all 26, 10 per call.
+        let observer_later = ServiceObserver::new(Duration::ZERO);
+        for n in names.iter().chain(["gone".to_string()].iter()) {
+            observer_later.cached("c", n, Duration::ZERO);
+        }
+        let before = echo.num_calls();
+        observer_later
+            .observe(&ecs, "c", "s00", Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(echo.num_calls() - before, 3, "26 services, 10 per call");
+    }
+
     #[test]
     fn cluster_name_from_arn_or_name() {
         assert_eq!(

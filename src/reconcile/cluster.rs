@@ -222,8 +222,8 @@ impl Managed for EcsCluster {
                 format!("adopted existing ECS cluster {ecs_name}; changed: {fields}"),
             ));
         } else {
-            // One Event per ECS action: kube's recorder folds events with the same
-            // reason and action into a series and keeps only the first note.
+            // One Event per ECS action, so `kubectl describe` says which call
+            // changed which fields.
             let (reason, verb) = if spec_seen_before {
                 ("DriftCorrected", "had drifted from the spec; corrected")
             } else {
@@ -275,7 +275,30 @@ impl Managed for EcsCluster {
                     ),
                 )])
             }
-            Cleanup::Blocked { reason, message } => Err(Error::DeleteBlocked { reason, message }),
+            Cleanup::Blocked { reason, message } => {
+                // Name what blocks the deletion, so nobody has to go looking.
+                let names = crate::ecs::service::list(&ctx.ecs, &ecs_name)
+                    .await
+                    .unwrap_or_default();
+                let mut names: Vec<&str> = names
+                    .iter()
+                    .map(|a| a.rsplit('/').next().unwrap_or(a))
+                    .collect();
+                names.sort_unstable();
+                let message = if names.is_empty() {
+                    message
+                } else {
+                    let more = names.len().saturating_sub(5);
+                    names.truncate(5);
+                    let tail = if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    };
+                    format!("{message} (services: {}{tail})", names.join(", "))
+                };
+                Err(Error::DeleteBlocked { reason, message })
+            }
             Cleanup::Delete => {
                 let res = ctx
                     .ecs

@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod cluster_plan;
+pub mod events;
 pub mod service;
 pub mod service_plan;
 pub mod task_definition;
@@ -22,7 +23,6 @@ use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -37,6 +37,7 @@ use crate::ecs::EcsApi;
 use crate::ecs::service::ServiceObserver;
 use crate::error::{Error, ErrorClass};
 use crate::telemetry::Metrics;
+use events::EventWriter;
 
 /// Shared by all reconciles of all kinds.
 pub struct Context {
@@ -44,7 +45,7 @@ pub struct Context {
     pub ecs: EcsApi,
     /// Batched, cached reads of ECS services shared by all EcsService reconciles.
     pub services: ServiceObserver,
-    pub recorder: Recorder,
+    pub events: EventWriter,
     pub metrics: Arc<Metrics>,
     /// Periodic re-check of every resource, for drift made outside Kubernetes.
     pub resync: Duration,
@@ -53,13 +54,7 @@ pub struct Context {
 
 impl Context {
     pub fn new(kube: Client, ecs: EcsApi, metrics: Arc<Metrics>, resync: Duration) -> Self {
-        let recorder = Recorder::new(
-            kube.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        );
+        let events = EventWriter::new(kube.clone(), FIELD_MANAGER, std::env::var("POD_NAME").ok());
         // Copies older than half the resync interval are re-read (capped so the
         // status stays reasonably fresh with long intervals).
         let window = (resync / 2).min(Duration::from_secs(60));
@@ -67,7 +62,7 @@ impl Context {
             kube,
             ecs,
             services: ServiceObserver::new(window),
-            recorder,
+            events,
             metrics,
             resync,
             failures: Mutex::new(HashMap::new()),
@@ -239,18 +234,7 @@ async fn write_status<K: Managed>(
 async fn publish<K: Managed>(ctx: &Context, obj: &K, notes: &[Note]) {
     let reference = obj.object_ref(&());
     for n in notes {
-        let ev = KubeEvent {
-            type_: if n.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: n.reason.into(),
-            note: Some(n.message.chars().take(1000).collect()),
-            action: n.action.into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+        if let Err(e) = ctx.events.publish(n, &reference).await {
             warn!(error = %e, reason = n.reason, "cannot publish Event");
         }
     }

@@ -161,13 +161,30 @@ fn status_from(
     st
 }
 
-/// What the operator changed, one Event per ECS action (the recorder folds same-reason
-/// Events with the same action, keeping only the first note).
-fn change_notes(name: &str, c: &Converge, drift: bool) -> Vec<Note> {
+/// What the operator changed, one Event per ECS action. A new revision from the
+/// referenced task definition is a rollout, not drift.
+fn change_notes(
+    name: &str,
+    c: &Converge,
+    drift: bool,
+    rollout_to: Option<(&str, &str)>,
+) -> Vec<Note> {
     let reason = if drift { "DriftCorrected" } else { "Updated" };
     let mut notes = Vec::new();
-    let (tags, fields): (Vec<&String>, Vec<&String>) =
+    let (tags, mut fields): (Vec<&String>, Vec<&String>) =
         c.changed.iter().partition(|f| f.starts_with("tags["));
+    if let Some((from, to)) = rollout_to {
+        fields.retain(|f| f.as_str() != "taskDefinition");
+        notes.push(Note::normal(
+            "RolloutStarted",
+            "UpdateService",
+            format!(
+                "ECS service {name}: deploying {} (was {})",
+                service_plan::td_short(to),
+                service_plan::td_short(from)
+            ),
+        ));
+    }
     if !fields.is_empty() {
         let list: Vec<&str> = fields.iter().map(|s| s.as_str()).collect();
         notes.push(Note::normal(
@@ -424,7 +441,14 @@ impl Managed for EcsService {
                         svc::update(&ctx.ecs, &cluster, &name, &c.update).await?;
                     }
                     ctx.services.invalidate(&cluster, &name);
-                    notes.extend(change_notes(&name, &c, drift && !c.adopt));
+                    // The reference moved on to a revision never applied: a rollout.
+                    let rollout_to = c
+                        .update
+                        .task_definition
+                        .as_deref()
+                        .filter(|td| prev.applied_task_definition.as_deref() != Some(*td))
+                        .map(|td| (obs.task_definition.as_str(), td));
+                    notes.extend(change_notes(&name, &c, drift && !c.adopt, rollout_to));
                 }
                 let mut st = status_from(previous_body(self), &cluster, Some(&obs));
                 if c.update.task_definition.is_some()

@@ -8,7 +8,7 @@ use kube::api::{Api, ListParams};
 
 use super::task_definition_plan::{self, ObservedRevision, Plan};
 use super::{Context, Managed, Note, Outcome};
-use crate::api::common::{Health, UID_TAG, ownership_tags};
+use crate::api::common::{DeletionPolicy, Health, UID_TAG, ownership_tags};
 use crate::api::service::EcsService;
 use crate::api::task_definition::{EcsTaskDefinition, EcsTaskDefinitionStatus, RevisionRecord};
 use crate::ecs::cluster::tags_to_sdk;
@@ -135,6 +135,8 @@ async fn in_use_by_services(ctx: &Context, ns: &str) -> Result<BTreeSet<String>,
     Ok(services
         .items
         .iter()
+        // A service being deleted is going away with its revisions.
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
         .filter_map(|s| s.status.as_ref())
         .flat_map(|st| {
             st.task_definition
@@ -310,19 +312,43 @@ impl Managed for EcsTaskDefinition {
             in_use_by_services(ctx, &ns).await?
         };
         let doomed = task_definition_plan::plan_cleanup(self.spec.deletion_policy, &ours, &in_use);
+        let kept: Vec<i32> = ours
+            .iter()
+            .filter(|r| in_use.contains(&r.arn))
+            .map(|r| r.revision)
+            .collect();
+        let kept_note = || {
+            Note::normal(
+                "Kept",
+                "DeregisterTaskDefinition",
+                format!(
+                    "revisions {kept:?} of {family} left registered: EcsServices still run them"
+                ),
+            )
+        };
         if doomed.is_empty() {
-            return Ok(vec![Note::normal(
-                "Released",
-                "Delete",
-                format!("revisions of {family} left in place"),
-            )]);
+            return Ok(vec![
+                if kept.is_empty() || self.spec.deletion_policy == DeletionPolicy::Orphan {
+                    Note::normal(
+                        "Released",
+                        "Delete",
+                        format!("revisions of {family} left in place"),
+                    )
+                } else {
+                    kept_note()
+                },
+            ]);
         }
         prune(&ctx.ecs, &doomed).await?;
         let revs: Vec<i32> = doomed.iter().map(|r| r.revision).collect();
-        Ok(vec![Note::normal(
+        let mut notes = vec![Note::normal(
             "Deleted",
             "DeleteTaskDefinitions",
             format!("deregistered and deleted revisions {revs:?} of {family}"),
-        )])
+        )];
+        if !kept.is_empty() {
+            notes.push(kept_note());
+        }
+        Ok(notes)
     }
 }

@@ -365,7 +365,8 @@ async fn delete_waits_while_services_remain() {
     let stalled = wait_stalled(&ctx, &name).await;
     assert_eq!(stalled.reason, "ServicesRemain");
     assert!(
-        stalled.message.contains("1 active service"),
+        stalled.message.contains("1 active service")
+            && stalled.message.contains("(services: someone-elses)"),
         "{}",
         stalled.message
     );
