@@ -97,7 +97,8 @@ impl Health {
     }
 }
 
-fn condition(
+/// One condition, keeping lastTransitionTime from `previous` while the status is unchanged.
+pub fn condition(
     type_: &str,
     status: bool,
     reason: &str,

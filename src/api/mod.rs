@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod common;
 pub mod service;
+pub mod task;
 pub mod task_definition;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -19,6 +20,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         cluster::EcsCluster::crd(),
         task_definition::EcsTaskDefinition::crd(),
         service::EcsService::crd(),
+        task::EcsTask::crd(),
     ]
 }
 

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod limiter;
 pub mod service;
+pub mod task;
 pub mod task_definition;
 
 use std::sync::Arc;

@@ -10,8 +10,10 @@ pub mod cluster_plan;
 pub mod events;
 pub mod service;
 pub mod service_plan;
+pub mod task;
 pub mod task_definition;
 pub mod task_definition_plan;
+pub mod task_plan;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -200,9 +202,15 @@ pub fn compose_status(
         _ => serde_json::Map::new(),
     };
     status.insert("observedGeneration".into(), json!(generation));
+    // A kind may bring conditions of its own (e.g. Complete / Failed); kstatus's follow.
+    let mut all: Vec<Condition> = status
+        .remove("conditions")
+        .and_then(|c| serde_json::from_value(c).ok())
+        .unwrap_or_default();
+    all.extend(conditions(health, generation, previous, now));
     status.insert(
         "conditions".into(),
-        serde_json::to_value(conditions(health, generation, previous, now)).unwrap_or(Value::Null),
+        serde_json::to_value(all).unwrap_or(Value::Null),
     );
     Value::Object(status)
 }

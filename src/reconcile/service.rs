@@ -16,7 +16,7 @@ use crate::api::cluster::EcsCluster;
 use crate::api::common::{
     Health, OWNER_TAG, READY, STALLED, UID_TAG, is_condition_true, ownership_tags,
 };
-use crate::api::service::{EcsService, EcsServiceStatus};
+use crate::api::service::{EcsService, EcsServiceStatus, LocalRef};
 use crate::api::task_definition::EcsTaskDefinition;
 use crate::ecs::cluster::tags_to_sdk;
 use crate::ecs::service::{self as svc, ObservedService, ServiceUpdate};
@@ -41,16 +41,23 @@ pub fn until_aligned(interval: Duration, now: SystemTime) -> Duration {
     Duration::from_millis(u64::try_from(left).unwrap_or(0) + 50)
 }
 
-enum Resolved {
+/// A reference resolved to what ECS needs, or why not yet.
+pub(super) enum Resolved {
     Found(String),
     Waiting(String),
 }
 
-async fn resolve_cluster(client: &Client, ns: &str, s: &EcsService) -> Result<Resolved, Error> {
-    if let Some(c) = &s.spec.cluster {
+/// `cluster` as given, or the ECS name of the Ready EcsCluster `cluster_ref` names.
+pub(super) async fn resolve_cluster(
+    client: &Client,
+    ns: &str,
+    cluster: Option<&String>,
+    cluster_ref: Option<&LocalRef>,
+) -> Result<Resolved, Error> {
+    if let Some(c) = cluster {
         return Ok(Resolved::Found(c.clone()));
     }
-    let Some(r) = &s.spec.cluster_ref else {
+    let Some(r) = cluster_ref else {
         return Err(Error::Config(
             "neither cluster nor clusterRef is set".into(),
         ));
@@ -76,15 +83,18 @@ async fn resolve_cluster(client: &Client, ns: &str, s: &EcsService) -> Result<Re
     }
 }
 
-async fn resolve_task_definition(
+/// `task_definition` as given, or the latest revision of the Ready EcsTaskDefinition
+/// `task_definition_ref` names.
+pub(super) async fn resolve_task_definition(
     client: &Client,
     ns: &str,
-    s: &EcsService,
+    task_definition: Option<&String>,
+    task_definition_ref: Option<&LocalRef>,
 ) -> Result<Resolved, Error> {
-    if let Some(td) = &s.spec.task_definition {
+    if let Some(td) = task_definition {
         return Ok(Resolved::Found(td.clone()));
     }
-    let Some(r) = &s.spec.task_definition_ref else {
+    let Some(r) = task_definition_ref else {
         return Err(Error::Config(
             "neither taskDefinition nor taskDefinitionRef is set".into(),
         ));
@@ -303,11 +313,25 @@ impl Managed for EcsService {
             requeue: Some(REFERENCE_POLL),
             notes: vec![],
         };
-        let cluster = match resolve_cluster(&ctx.kube, &ns, self).await? {
+        let cluster = match resolve_cluster(
+            &ctx.kube,
+            &ns,
+            self.spec.cluster.as_ref(),
+            self.spec.cluster_ref.as_ref(),
+        )
+        .await?
+        {
             Resolved::Found(c) => c,
             Resolved::Waiting(m) => return Ok(waiting(m)),
         };
-        let task_definition = match resolve_task_definition(&ctx.kube, &ns, self).await? {
+        let task_definition = match resolve_task_definition(
+            &ctx.kube,
+            &ns,
+            self.spec.task_definition.as_ref(),
+            self.spec.task_definition_ref.as_ref(),
+        )
+        .await?
+        {
             Resolved::Found(t) => t,
             Resolved::Waiting(m) => return Ok(waiting(m)),
         };
@@ -509,7 +533,14 @@ impl Managed for EcsService {
         let prev = self.status.clone().unwrap_or_default();
         let cluster = match &prev.cluster {
             Some(c) => c.clone(),
-            None => match resolve_cluster(&ctx.kube, &ns, self).await {
+            None => match resolve_cluster(
+                &ctx.kube,
+                &ns,
+                self.spec.cluster.as_ref(),
+                self.spec.cluster_ref.as_ref(),
+            )
+            .await
+            {
                 Ok(Resolved::Found(c)) => c,
                 // Never resolved, so never created.
                 _ => return Ok(vec![]),

@@ -1,0 +1,267 @@
+//! ECS task calls for EcsTask: run (idempotent), find after a restart, describe
+//! (100 per call), stop.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ecs::primitives::{DateTime, DateTimeFormat};
+use aws_sdk_ecs::types::{
+    ContainerOverride as SdkContainerOverride, DesiredStatus, KeyValuePair,
+    LaunchType as SdkLaunchType, PropagateTags as SdkPropagateTags, Task, TaskField,
+    TaskOverride as SdkTaskOverride,
+};
+
+use super::cluster::{strategy_to_sdk, tags_from_sdk, tags_to_sdk};
+use super::service::network_to_sdk;
+use super::{Category, EcsApi};
+use crate::api::task::{
+    ContainerResult, EcsTaskSpec, RunFailure, TaskOverrides, TaskPropagateTags, TaskRecord,
+};
+use crate::error::Error;
+
+/// Tag with the attempt (1-based) that started a task.
+pub const ATTEMPT_TAG: &str = "ecs.operator.dev/attempt";
+
+fn time(t: Option<&DateTime>) -> Option<String> {
+    t.and_then(|t| t.fmt(DateTimeFormat::DateTime).ok())
+}
+
+pub fn record_from_sdk(t: &Task) -> (TaskRecord, BTreeMap<String, String>) {
+    let tags = tags_from_sdk(t.tags());
+    let attempt = tags
+        .get(ATTEMPT_TAG)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let record = TaskRecord {
+        arn: t.task_arn().unwrap_or_default().to_string(),
+        attempt,
+        last_status: t.last_status().map(str::to_string),
+        desired_status: t.desired_status().map(str::to_string),
+        stop_code: t
+            .stop_code()
+            .map(|c| c.as_str().to_string())
+            .filter(|c| !c.is_empty()),
+        stopped_reason: t
+            .stopped_reason()
+            .filter(|r| !r.is_empty())
+            .map(str::to_string),
+        containers: t
+            .containers()
+            .iter()
+            .map(|c| ContainerResult {
+                name: c.name().unwrap_or_default().to_string(),
+                last_status: c.last_status().map(str::to_string),
+                exit_code: c.exit_code(),
+                reason: c.reason().filter(|r| !r.is_empty()).map(str::to_string),
+            })
+            .collect(),
+        started_at: time(t.started_at()),
+        stopped_at: time(t.stopped_at()),
+    };
+    (record, tags)
+}
+
+fn overrides_to_sdk(o: &TaskOverrides) -> SdkTaskOverride {
+    SdkTaskOverride::builder()
+        .set_container_overrides(Some(
+            o.container_overrides
+                .iter()
+                .map(|c| {
+                    SdkContainerOverride::builder()
+                        .name(&c.name)
+                        .set_command(c.command.clone())
+                        .set_environment(Some(
+                            c.environment
+                                .iter()
+                                .map(|e| {
+                                    KeyValuePair::builder()
+                                        .name(&e.name)
+                                        .value(&e.value)
+                                        .build()
+                                })
+                                .collect(),
+                        ))
+                        .set_cpu(c.cpu)
+                        .set_memory(c.memory)
+                        .build()
+                })
+                .collect(),
+        ))
+        .set_cpu(o.cpu.clone())
+        .set_memory(o.memory.clone())
+        .set_task_role_arn(o.task_role_arn.clone())
+        .set_execution_role_arn(o.execution_role_arn.clone())
+        .build()
+}
+
+/// RunTask. `client_token` (derived from the resource and attempt) makes a retried
+/// call return the tasks of the first one instead of starting more.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    ecs: &EcsApi,
+    cluster: &str,
+    task_definition: &str,
+    spec: &EcsTaskSpec,
+    started_by: &str,
+    tags: &BTreeMap<String, String>,
+    attempt: i32,
+    client_token: &str,
+) -> Result<(Vec<TaskRecord>, Vec<RunFailure>), Error> {
+    let mut req = ecs
+        .client
+        .run_task()
+        .cluster(cluster)
+        .task_definition(task_definition)
+        .count(spec.count)
+        .started_by(started_by)
+        .client_token(client_token)
+        .set_group(spec.group.clone())
+        .set_launch_type(spec.launch_type.map(|l| SdkLaunchType::from(l.as_str())))
+        .set_platform_version(spec.platform_version.clone())
+        .set_enable_execute_command(spec.enable_execute_command)
+        .set_propagate_tags(spec.propagate_tags.map(|p| {
+            SdkPropagateTags::from(match p {
+                TaskPropagateTags::TaskDefinition => "TASK_DEFINITION",
+                TaskPropagateTags::None => "NONE",
+            })
+        }))
+        .set_tags(Some(tags_to_sdk(tags)));
+    if let Some(s) = &spec.capacity_provider_strategy {
+        req = req.set_capacity_provider_strategy(Some(strategy_to_sdk(s)?));
+    }
+    if let Some(n) = &spec.network_configuration {
+        req = req.network_configuration(network_to_sdk(&n.awsvpc_configuration)?);
+    }
+    if let Some(o) = &spec.overrides {
+        req = req.overrides(overrides_to_sdk(o));
+    }
+    let resp = ecs.call("RunTask", Category::RunTask, req.send()).await?;
+    let tasks = resp
+        .tasks()
+        .iter()
+        .map(|t| {
+            let (mut r, _) = record_from_sdk(t);
+            r.attempt = attempt;
+            r
+        })
+        .collect();
+    let failures = resp
+        .failures()
+        .iter()
+        .map(|f| RunFailure {
+            arn: f.arn().map(str::to_string),
+            reason: f.reason().map(str::to_string),
+            detail: f.detail().map(str::to_string),
+        })
+        .collect();
+    Ok((tasks, failures))
+}
+
+/// Describes tasks, 100 per call (the ECS maximum). Tasks ECS no longer knows
+/// (stopped more than about an hour ago) are absent.
+pub async fn describe(
+    ecs: &EcsApi,
+    cluster: &str,
+    arns: &[String],
+) -> Result<Vec<(TaskRecord, BTreeMap<String, String>)>, Error> {
+    let mut out = Vec::new();
+    for chunk in arns.chunks(100) {
+        let resp = ecs
+            .call(
+                "DescribeTasks",
+                Category::Read,
+                ecs.client
+                    .describe_tasks()
+                    .cluster(cluster)
+                    .set_tasks(Some(chunk.to_vec()))
+                    .include(TaskField::Tags)
+                    .send(),
+            )
+            .await?;
+        out.extend(resp.tasks().iter().map(record_from_sdk));
+    }
+    Ok(out)
+}
+
+/// ARNs of the tasks (running or stopped) started with this `startedBy`.
+pub async fn find(ecs: &EcsApi, cluster: &str, started_by: &str) -> Result<Vec<String>, Error> {
+    let mut arns = Vec::new();
+    for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
+        let mut token: Option<String> = None;
+        loop {
+            let resp = ecs
+                .call(
+                    "ListTasks",
+                    Category::Read,
+                    ecs.client
+                        .list_tasks()
+                        .cluster(cluster)
+                        .started_by(started_by)
+                        .desired_status(desired.clone())
+                        .set_next_token(token.take())
+                        .send(),
+                )
+                .await?;
+            arns.extend(resp.task_arns().iter().cloned());
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+    }
+    arns.sort();
+    arns.dedup();
+    Ok(arns)
+}
+
+pub async fn stop(ecs: &EcsApi, cluster: &str, arn: &str, reason: &str) -> Result<(), Error> {
+    let res = ecs
+        .call(
+            "StopTask",
+            Category::RunTask,
+            ecs.client
+                .stop_task()
+                .cluster(cluster)
+                .task(arn)
+                .reason(reason)
+                .send(),
+        )
+        .await;
+    match res {
+        Ok(_) => Ok(()),
+        // Already gone: nothing left to stop.
+        Err(Error::Ecs { code: Some(c), .. }) if c == "InvalidParameterException" => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The task definition's ARN and its essential containers.
+pub async fn essential_containers(
+    ecs: &EcsApi,
+    task_definition: &str,
+) -> Result<(String, Vec<String>), Error> {
+    let resp = ecs
+        .call(
+            "DescribeTaskDefinition",
+            Category::Read,
+            ecs.client
+                .describe_task_definition()
+                .task_definition(task_definition)
+                .send(),
+        )
+        .await?;
+    let td = resp.task_definition();
+    let arn = td
+        .and_then(|t| t.task_definition_arn())
+        .unwrap_or(task_definition)
+        .to_string();
+    let essential = td
+        .map(|t| {
+            t.container_definitions()
+                .iter()
+                .filter(|c| c.essential() != Some(false))
+                .filter_map(|c| c.name().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((arn, essential))
+}

@@ -1,0 +1,461 @@
+//! Pure decisions for `EcsTask`: what an attempt's stopped tasks mean, when to
+//! retry, when the deadline stops a run.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::api::task::{Phase, TaskRecord};
+
+/// How soon running tasks are looked at again (ECS forgets stopped tasks after
+/// about an hour, so results are recorded well before).
+pub const TASK_POLL: Duration = Duration::from_secs(5);
+/// First retry delay; doubles per failed attempt, capped at `RETRY_CAP`.
+pub const RETRY_BASE: SignedDuration = SignedDuration::from_secs(10);
+pub const RETRY_CAP: SignedDuration = SignedDuration::from_mins(10);
+
+/// What one attempt's tasks add up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptResult {
+    Running,
+    Succeeded,
+    Failed {
+        reason: String,
+        message: String,
+        exit_code: Option<i32>,
+    },
+}
+
+fn stopped(t: &TaskRecord) -> bool {
+    t.last_status.as_deref() == Some("STOPPED")
+}
+
+/// Success = every task stopped because an essential container exited, and every
+/// essential container exited 0. `placed` short of `count` is a failure once the
+/// placed tasks have stopped.
+pub fn attempt_result(
+    tasks: &[TaskRecord],
+    count: i32,
+    essential: &[String],
+    placement_failures: &[String],
+) -> AttemptResult {
+    if tasks.is_empty() {
+        return AttemptResult::Failed {
+            reason: "PlacementFailed".into(),
+            message: format!(
+                "ECS could not start the tasks: {}",
+                if placement_failures.is_empty() {
+                    "no tasks and no reason given".to_string()
+                } else {
+                    placement_failures.join(", ")
+                }
+            ),
+            exit_code: None,
+        };
+    }
+    if tasks.iter().any(|t| !stopped(t)) {
+        return AttemptResult::Running;
+    }
+    let mut first_exit = None;
+    for t in tasks {
+        let code = t.stop_code.as_deref().unwrap_or("");
+        let essentials: Vec<_> = t
+            .containers
+            .iter()
+            .filter(|c| essential.is_empty() || essential.contains(&c.name))
+            .collect();
+        let bad = essentials.iter().find(|c| c.exit_code != Some(0));
+        if let Some(c) = bad {
+            first_exit = first_exit.or(c.exit_code);
+        }
+        if code != "EssentialContainerExited" || bad.is_some() {
+            let why = match bad {
+                Some(c) => format!(
+                    "container {} exited with {}{}",
+                    c.name,
+                    c.exit_code
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "no exit code".into()),
+                    c.reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                ),
+                None => format!(
+                    "task stopped with {}: {}",
+                    if code.is_empty() {
+                        "no stop code"
+                    } else {
+                        code
+                    },
+                    t.stopped_reason.as_deref().unwrap_or("no reason given")
+                ),
+            };
+            let short = t.arn.rsplit('/').next().unwrap_or(&t.arn);
+            return AttemptResult::Failed {
+                reason: if !code.is_empty() && code != "EssentialContainerExited" {
+                    code.to_string()
+                } else if bad.is_some() {
+                    "NonZeroExit".into()
+                } else {
+                    "Stopped".into()
+                },
+                message: format!("task {short}: {why}"),
+                exit_code: first_exit,
+            };
+        }
+    }
+    if (tasks.len() as i32) < count {
+        return AttemptResult::Failed {
+            reason: "PlacementFailed".into(),
+            message: format!(
+                "only {} of {count} tasks could be started: {}",
+                tasks.len(),
+                placement_failures.join(", ")
+            ),
+            exit_code: Some(0),
+        };
+    }
+    AttemptResult::Succeeded
+}
+
+/// Delay before attempt `next` (2, 3, ...): 10 s, 20 s, 40 s ... capped at 10 min.
+pub fn retry_delay(next: i32) -> SignedDuration {
+    let exp = u32::try_from(next.saturating_sub(2)).unwrap_or(0).min(10);
+    let d = RETRY_BASE * (1i32 << exp);
+    if d > RETRY_CAP { RETRY_CAP } else { d }
+}
+
+/// Everything `decide` looks at.
+#[derive(Debug, Clone)]
+pub struct RunState<'a> {
+    pub now: Timestamp,
+    pub attempts: i32,
+    pub count: i32,
+    pub backoff_limit: i32,
+    pub active_deadline_seconds: Option<i64>,
+    pub start_time: Option<Timestamp>,
+    /// Tasks of the current attempt, as just observed.
+    pub current: &'a [TaskRecord],
+    /// RunTask failure reasons of the current attempt.
+    pub placement_failures: &'a [String],
+    pub essential: &'a [String],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Start attempt `attempt` (RunTask, after checking for tasks of a crashed try).
+    Run { attempt: i32 },
+    /// Tasks are running: look again soon.
+    Poll,
+    /// Stop the running tasks, then finish as Failed.
+    StopAll { message: String },
+    /// Failed attempt, retry not yet due.
+    RetryAt { at: Timestamp, message: String },
+    Finish {
+        phase: Phase,
+        reason: String,
+        message: String,
+        exit_code: Option<i32>,
+    },
+}
+
+pub fn decide(s: &RunState<'_>) -> Decision {
+    if let (Some(limit), Some(start)) = (s.active_deadline_seconds, s.start_time)
+        && s.now >= start + SignedDuration::from_secs(limit)
+    {
+        let message = format!("the run exceeded activeDeadlineSeconds ({limit}s)");
+        return if s.current.iter().any(|t| !stopped(t)) {
+            Decision::StopAll { message }
+        } else {
+            Decision::Finish {
+                phase: Phase::Failed,
+                reason: "DeadlineExceeded".into(),
+                message,
+                exit_code: None,
+            }
+        };
+    }
+    if s.attempts == 0 {
+        return Decision::Run { attempt: 1 };
+    }
+    match attempt_result(s.current, s.count, s.essential, s.placement_failures) {
+        AttemptResult::Running => Decision::Poll,
+        AttemptResult::Succeeded => Decision::Finish {
+            phase: Phase::Succeeded,
+            reason: "Succeeded".into(),
+            message: format!(
+                "{} task(s) exited 0 (attempt {} of {})",
+                s.current.len(),
+                s.attempts,
+                s.backoff_limit + 1
+            ),
+            exit_code: Some(0),
+        },
+        AttemptResult::Failed {
+            reason,
+            message,
+            exit_code,
+        } => {
+            if s.attempts > s.backoff_limit {
+                return Decision::Finish {
+                    phase: Phase::Failed,
+                    reason,
+                    message: format!(
+                        "{message} (attempt {} of {}, no retries left)",
+                        s.attempts,
+                        s.backoff_limit + 1
+                    ),
+                    exit_code,
+                };
+            }
+            let ended = s
+                .current
+                .iter()
+                .filter_map(|t| t.stopped_at.as_deref()?.parse::<Timestamp>().ok())
+                .max()
+                .unwrap_or(s.now);
+            let at = ended + retry_delay(s.attempts + 1);
+            if s.now >= at {
+                Decision::Run {
+                    attempt: s.attempts + 1,
+                }
+            } else {
+                Decision::RetryAt {
+                    at,
+                    message: format!("attempt {} failed: {message}; retrying", s.attempts),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::task::ContainerResult;
+
+    fn task(stop_code: Option<&str>, exits: &[(&str, Option<i32>)]) -> TaskRecord {
+        TaskRecord {
+            arn: "arn:aws:ecs:us-east-1:0:task/c/abc".into(),
+            attempt: 1,
+            last_status: Some(
+                if stop_code.is_some() {
+                    "STOPPED"
+                } else {
+                    "RUNNING"
+                }
+                .into(),
+            ),
+            stop_code: stop_code.map(str::to_string),
+            stopped_reason: stop_code.map(|_| "Essential container in task exited".into()),
+            stopped_at: stop_code.map(|_| "2026-01-01T00:00:00Z".into()),
+            containers: exits
+                .iter()
+                .map(|(n, e)| ContainerResult {
+                    name: n.to_string(),
+                    exit_code: *e,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    const OK: &str = "EssentialContainerExited";
+
+    #[test]
+    fn attempt_results_table() {
+        let essential = vec!["app".to_string()];
+        let cases: Vec<(Vec<TaskRecord>, i32, AttemptResult)> = vec![
+            (
+                vec![task(None, &[("app", None)])],
+                1,
+                AttemptResult::Running,
+            ),
+            (
+                vec![
+                    task(Some(OK), &[("app", Some(0))]),
+                    task(None, &[("app", None)]),
+                ],
+                2,
+                AttemptResult::Running,
+            ),
+            (
+                vec![task(Some(OK), &[("app", Some(0))])],
+                1,
+                AttemptResult::Succeeded,
+            ),
+            // A non-essential sidecar's exit code does not matter.
+            (
+                vec![task(Some(OK), &[("app", Some(0)), ("sidecar", Some(137))])],
+                1,
+                AttemptResult::Succeeded,
+            ),
+        ];
+        for (tasks, count, want) in cases {
+            assert_eq!(
+                attempt_result(&tasks, count, &essential, &[]),
+                want,
+                "{tasks:?}"
+            );
+        }
+    }
+
+    fn failed_reason(r: AttemptResult) -> (String, String, Option<i32>) {
+        match r {
+            AttemptResult::Failed {
+                reason,
+                message,
+                exit_code,
+            } => (reason, message, exit_code),
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn failures_say_why() {
+        let essential = vec!["app".to_string()];
+        let (r, m, e) = failed_reason(attempt_result(
+            &[task(Some(OK), &[("app", Some(3))])],
+            1,
+            &essential,
+            &[],
+        ));
+        assert_eq!((r.as_str(), e), ("NonZeroExit", Some(3)));
+        assert!(m.contains("container app exited with 3"), "{m}");
+
+        let (r, m, _) = failed_reason(attempt_result(
+            &[task(Some("TaskFailedToStart"), &[("app", None)])],
+            1,
+            &essential,
+            &[],
+        ));
+        assert_eq!(r, "TaskFailedToStart");
+        assert!(m.contains("no exit code"), "{m}");
+
+        // Stopped by someone (StopTask): exit 0 but not a success.
+        let (r, m, _) = failed_reason(attempt_result(
+            &[task(Some("UserInitiated"), &[("app", Some(0))])],
+            1,
+            &essential,
+            &[],
+        ));
+        assert_eq!(r, "UserInitiated");
+        assert!(m.contains("task stopped with UserInitiated"), "{m}");
+
+        let (r, m, _) = failed_reason(attempt_result(
+            &[],
+            1,
+            &essential,
+            &["RESOURCE:MEMORY".into()],
+        ));
+        assert_eq!(r, "PlacementFailed");
+        assert!(m.contains("RESOURCE:MEMORY"), "{m}");
+
+        let (r, _, _) = failed_reason(attempt_result(
+            &[task(Some(OK), &[("app", Some(0))])],
+            2,
+            &essential,
+            &["RESOURCE:CPU".into()],
+        ));
+        assert_eq!(r, "PlacementFailed");
+    }
+
+    #[test]
+    fn retry_delays_double_and_are_capped() {
+        assert_eq!(retry_delay(2), SignedDuration::from_secs(10));
+        assert_eq!(retry_delay(3), SignedDuration::from_secs(20));
+        assert_eq!(retry_delay(4), SignedDuration::from_secs(40));
+        assert_eq!(retry_delay(30), RETRY_CAP);
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn state<'a>(
+        now: &str,
+        attempts: i32,
+        current: &'a [TaskRecord],
+        essential: &'a [String],
+    ) -> RunState<'a> {
+        RunState {
+            now: at(now),
+            attempts,
+            count: 1,
+            backoff_limit: 1,
+            active_deadline_seconds: None,
+            start_time: Some(at("2026-01-01T00:00:00Z")),
+            current,
+            placement_failures: &[],
+            essential,
+        }
+    }
+
+    #[test]
+    fn decisions_follow_job_semantics() {
+        let essential = vec!["app".to_string()];
+        let none: Vec<TaskRecord> = vec![];
+        assert_eq!(
+            decide(&state("2026-01-01T00:00:00Z", 0, &none, &essential)),
+            Decision::Run { attempt: 1 }
+        );
+        let running = vec![task(None, &[("app", None)])];
+        assert_eq!(
+            decide(&state("2026-01-01T00:00:05Z", 1, &running, &essential)),
+            Decision::Poll
+        );
+        let ok = vec![task(Some(OK), &[("app", Some(0))])];
+        assert!(matches!(
+            decide(&state("2026-01-01T00:00:05Z", 1, &ok, &essential)),
+            Decision::Finish {
+                phase: Phase::Succeeded,
+                ..
+            }
+        ));
+        // First failure with backoffLimit 1: retry after 10 s from the stop.
+        let bad = vec![task(Some(OK), &[("app", Some(1))])];
+        assert!(matches!(
+            decide(&state("2026-01-01T00:00:05Z", 1, &bad, &essential)),
+            Decision::RetryAt { .. }
+        ));
+        assert_eq!(
+            decide(&state("2026-01-01T00:00:10Z", 1, &bad, &essential)),
+            Decision::Run { attempt: 2 }
+        );
+        // Second failure: no retries left.
+        match decide(&state("2026-01-01T00:00:30Z", 2, &bad, &essential)) {
+            Decision::Finish {
+                phase: Phase::Failed,
+                reason,
+                exit_code,
+                ..
+            } => {
+                assert_eq!(reason, "NonZeroExit");
+                assert_eq!(exit_code, Some(1));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn deadline_stops_running_tasks_then_fails() {
+        let essential = vec!["app".to_string()];
+        let running = vec![task(None, &[("app", None)])];
+        let mut s = state("2026-01-01T00:01:00Z", 1, &running, &essential);
+        s.active_deadline_seconds = Some(30);
+        assert!(matches!(decide(&s), Decision::StopAll { .. }));
+        let stopped = vec![task(Some("UserInitiated"), &[("app", Some(0))])];
+        let mut s = state("2026-01-01T00:01:00Z", 1, &stopped, &essential);
+        s.active_deadline_seconds = Some(30);
+        assert!(matches!(
+            decide(&s),
+            Decision::Finish { phase: Phase::Failed, ref reason, .. } if reason == "DeadlineExceeded"
+        ));
+        // Within the deadline nothing changes.
+        let mut s = state("2026-01-01T00:00:10Z", 1, &running, &essential);
+        s.active_deadline_seconds = Some(30);
+        assert_eq!(decide(&s), Decision::Poll);
+    }
+}
