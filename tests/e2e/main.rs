@@ -6,4 +6,5 @@ mod cluster;
 mod service;
 mod smoke;
 mod support;
+mod task;
 mod task_definition;

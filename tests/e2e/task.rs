@@ -1,0 +1,386 @@
+//! EcsTask end to end. The emulator keeps tasks RUNNING until told otherwise, so
+//! the tests stop them through the ECS API (stopCode UserInitiated, the only exit
+//! the emulator can express); success paths are unit-tested in `task_plan`.
+
+use std::time::Duration;
+
+use aws_sdk_ecs::types::{ContainerDefinition, DesiredStatus, Task, TaskField};
+use ecs_operator::api::common::{UID_TAG, ownership_tags};
+use ecs_operator::api::task::{EcsTask, Phase};
+use ecs_operator::ecs::cluster::{tags_from_sdk, tags_to_sdk};
+use ecs_operator::ecs::task::ATTEMPT_TAG;
+use kube::api::{Api, DeleteParams};
+
+use crate::support::{TestContext, eventually, sum_metric};
+
+async fn cluster_and_td(ctx: &TestContext) -> (String, String) {
+    let cluster = ctx.name("batch");
+    ctx.ecs
+        .create_cluster()
+        .cluster_name(&cluster)
+        .send()
+        .await
+        .unwrap();
+    let td = ctx
+        .ecs
+        .register_task_definition()
+        .family(ctx.name("job"))
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("app")
+                .image("busybox:1")
+                .memory(64)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .unwrap()
+        .to_string();
+    (cluster, td)
+}
+
+fn manifest(name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: ecs.operator.dev/v1alpha1\nkind: EcsTask\nmetadata:\n  name: {name}\nspec:\n{body}"
+    )
+}
+
+async fn wait_task(
+    ctx: &TestContext,
+    name: &str,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&EcsTask) -> bool,
+) -> EcsTask {
+    let api = Api::<EcsTask>::namespaced(ctx.kube.clone(), &ctx.namespace);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let o = api.get_opt(name).await.ok().flatten();
+        if let Some(o) = &o
+            && pred(o)
+        {
+            return o.clone();
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {secs}s waiting for {name}: {what}; status now: {:#?}",
+                o.and_then(|o| o.status)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn phase(o: &EcsTask) -> Option<Phase> {
+    o.status.as_ref()?.phase
+}
+
+async fn tasks_started_by(ctx: &TestContext, cluster: &str, started_by: &str) -> Vec<Task> {
+    let mut arns = Vec::new();
+    for d in [DesiredStatus::Running, DesiredStatus::Stopped] {
+        let out = ctx
+            .ecs
+            .list_tasks()
+            .cluster(cluster)
+            .started_by(started_by)
+            .desired_status(d)
+            .send()
+            .await
+            .unwrap();
+        arns.extend(out.task_arns().iter().cloned());
+    }
+    if arns.is_empty() {
+        return vec![];
+    }
+    ctx.ecs
+        .describe_tasks()
+        .cluster(cluster)
+        .set_tasks(Some(arns))
+        .include(TaskField::Tags)
+        .send()
+        .await
+        .unwrap()
+        .tasks()
+        .to_vec()
+}
+
+async fn stop_all(ctx: &TestContext, cluster: &str, started_by: &str, reason: &str) {
+    for t in tasks_started_by(ctx, cluster, started_by).await {
+        if t.last_status() != Some("STOPPED") {
+            ctx.ecs
+                .stop_task()
+                .cluster(cluster)
+                .task(t.task_arn().unwrap())
+                .reason(reason)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn task_runs_and_its_stop_details_reach_status_and_kubectl() {
+    let ctx = TestContext::new("task-run").await;
+    let op = ctx.start_operator(&[]).await;
+    let (cluster, td) = cluster_and_td(&ctx).await;
+    let name = ctx.name("migrate");
+    ctx.apply(&manifest(
+        &name,
+        &format!(
+            "  cluster: {cluster}\n  taskDefinition: {td}\n  overrides:\n    containerOverrides:\n      - name: app\n        command: [sh, -c, 'echo migrate']\n        environment:\n          - {{name: STEP, value: \"1\"}}\n  tags:\n    job: migrate\n"
+        ),
+    ))
+    .await;
+    let o = wait_task(&ctx, &name, 30, "Running", |o| {
+        phase(o) == Some(Phase::Running)
+    })
+    .await;
+    let uid = o.metadata.uid.clone().unwrap();
+    let st = o.status.clone().unwrap();
+    assert_eq!(st.attempts, 1);
+    assert_eq!(st.task_definition.as_deref(), Some(td.as_str()));
+    assert_eq!(st.essential_containers, vec!["app".to_string()]);
+    assert_eq!(st.tasks.len(), 1);
+
+    // In ECS: one task, started by the resource's UID, tagged, with the overrides.
+    let tasks = tasks_started_by(&ctx, &cluster, &uid).await;
+    assert_eq!(tasks.len(), 1);
+    let t = &tasks[0];
+    let tags = tags_from_sdk(t.tags());
+    assert_eq!(tags.get(UID_TAG), Some(&uid));
+    assert_eq!(tags.get(ATTEMPT_TAG).map(String::as_str), Some("1"));
+    assert_eq!(tags.get("job").map(String::as_str), Some("migrate"));
+    let ov = t.overrides().unwrap().container_overrides();
+    assert_eq!(ov[0].command(), ["sh", "-c", "echo migrate"]);
+    assert_eq!(st.tasks[0].arn, t.task_arn().unwrap());
+
+    stop_all(&ctx, &cluster, &uid, "stopped by the e2e test").await;
+    let o = wait_task(&ctx, &name, 30, "Failed", |o| {
+        phase(o) == Some(Phase::Failed)
+    })
+    .await;
+    let st = o.status.clone().unwrap();
+    assert_eq!(st.reason.as_deref(), Some("UserInitiated"));
+    let rec = &st.tasks[0];
+    assert_eq!(rec.last_status.as_deref(), Some("STOPPED"));
+    assert_eq!(rec.stop_code.as_deref(), Some("UserInitiated"));
+    assert_eq!(
+        rec.stopped_reason.as_deref(),
+        Some("stopped by the e2e test")
+    );
+    assert_eq!(rec.containers[0].exit_code, Some(0));
+    assert!(st.completion_time.is_some() && st.duration.is_some());
+    let failed = st.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(failed.status, "True");
+    assert!(
+        failed.message.contains("stopped by the e2e test"),
+        "{failed:?}"
+    );
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True")
+    );
+
+    let (_, table) = ctx
+        .kubectl(&["get", "ecstask", &name, "-o", "wide"], None)
+        .await;
+    let header = table.lines().next().unwrap_or_default();
+    for col in ["PHASE", "TASKS", "EXIT", "REASON", "AGE", "DURATION"] {
+        assert!(header.contains(col), "{col}: {table}");
+    }
+    assert!(
+        table.contains("Failed") && table.contains("UserInitiated"),
+        "{table}"
+    );
+    // Finished: no more ECS calls for it.
+    let before = op.ecs_writes().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(op.ecs_writes().await, before);
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn restart_between_run_task_and_status_write_starts_nothing_new() {
+    let ctx = TestContext::new("task-crash").await;
+    crate::support::install_crds(&ctx.kube).await;
+    let (cluster, td) = cluster_and_td(&ctx).await;
+    let name = ctx.name("once");
+    ctx.apply(&manifest(
+        &name,
+        &format!("  cluster: {cluster}\n  taskDefinition: {td}\n  count: 2\n"),
+    ))
+    .await;
+    let api = Api::<EcsTask>::namespaced(ctx.kube.clone(), &ctx.namespace);
+    let uid = api.get(&name).await.unwrap().metadata.uid.unwrap();
+    // What an operator that crashed right after RunTask leaves behind: the tasks of
+    // attempt 1, and no status.
+    let mut tags = ownership_tags(&ctx.namespace, &name, &uid);
+    tags.insert(ATTEMPT_TAG.into(), "1".into());
+    ctx.ecs
+        .run_task()
+        .cluster(&cluster)
+        .task_definition(&td)
+        .count(2)
+        .started_by(&uid)
+        .client_token(ecs_operator::reconcile::task::run_token(&uid, 1))
+        .set_tags(Some(tags_to_sdk(&tags)))
+        .send()
+        .await
+        .unwrap();
+
+    let op = ctx.start_operator(&[]).await;
+    let o = wait_task(&ctx, &name, 30, "Running with 2 tasks", |o| {
+        phase(o) == Some(Phase::Running) && o.status.as_ref().is_some_and(|s| s.tasks.len() == 2)
+    })
+    .await;
+    assert_eq!(o.status.unwrap().attempts, 1);
+    assert_eq!(tasks_started_by(&ctx, &cluster, &uid).await.len(), 2);
+    let metrics = op.metrics().await;
+    assert_eq!(
+        sum_metric(&metrics, "ecs_operator_aws_requests_total", |l| l
+            .contains("operation=\"RunTask\"")),
+        0,
+        "the operator started tasks again"
+    );
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn failed_attempt_is_retried_then_the_finished_task_expires() {
+    let ctx = TestContext::new("task-retry").await;
+    let op = ctx.start_operator(&[]).await;
+    let (cluster, td) = cluster_and_td(&ctx).await;
+    let name = ctx.name("retry");
+    ctx.apply(&manifest(
+        &name,
+        &format!(
+            "  cluster: {cluster}\n  taskDefinition: {td}\n  backoffLimit: 1\n  ttlSecondsAfterFinished: 2\n"
+        ),
+    ))
+    .await;
+    let o = wait_task(&ctx, &name, 30, "Running", |o| {
+        phase(o) == Some(Phase::Running)
+    })
+    .await;
+    let uid = o.metadata.uid.unwrap();
+    stop_all(&ctx, &cluster, &uid, "first try fails").await;
+    let o = wait_task(&ctx, &name, 30, "waiting to retry", |o| {
+        o.status
+            .as_ref()
+            .is_some_and(|s| s.reason.as_deref() == Some("BackoffWaiting"))
+    })
+    .await;
+    assert_eq!(phase(&o), Some(Phase::Pending));
+    assert!(o.status.unwrap().next_attempt_time.is_some());
+    let o = wait_task(&ctx, &name, 40, "attempt 2 running", |o| {
+        phase(o) == Some(Phase::Running) && o.status.as_ref().is_some_and(|s| s.attempts == 2)
+    })
+    .await;
+    assert_eq!(o.status.unwrap().tasks.len(), 2);
+    stop_all(&ctx, &cluster, &uid, "second try fails too").await;
+    wait_task(&ctx, &name, 30, "Failed", |o| {
+        phase(o) == Some(Phase::Failed)
+    })
+    .await;
+    // ttlSecondsAfterFinished: 2 -> the resource goes away.
+    let api = Api::<EcsTask>::namespaced(ctx.kube.clone(), &ctx.namespace);
+    eventually(30, "EcsTask deleted after its TTL", || async {
+        api.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(tasks_started_by(&ctx, &cluster, &uid).await.len(), 2);
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn deadline_and_deletion_stop_running_tasks() {
+    let ctx = TestContext::new("task-stop").await;
+    let op = ctx.start_operator(&[]).await;
+    let (cluster, td) = cluster_and_td(&ctx).await;
+    let (slow, doomed) = (ctx.name("slow"), ctx.name("doomed"));
+    ctx.apply(&manifest(
+        &slow,
+        &format!("  cluster: {cluster}\n  taskDefinition: {td}\n  activeDeadlineSeconds: 3\n"),
+    ))
+    .await;
+    ctx.apply(&manifest(
+        &doomed,
+        &format!("  cluster: {cluster}\n  taskDefinition: {td}\n"),
+    ))
+    .await;
+    let o = wait_task(&ctx, &slow, 30, "Failed by deadline", |o| {
+        phase(o) == Some(Phase::Failed)
+    })
+    .await;
+    let st = o.status.unwrap();
+    assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+    let uid = o.metadata.uid.unwrap();
+    let t = &tasks_started_by(&ctx, &cluster, &uid).await[0];
+    assert_eq!(t.last_status(), Some("STOPPED"));
+    assert!(
+        t.stopped_reason()
+            .unwrap_or("")
+            .contains("activeDeadlineSeconds"),
+        "{:?}",
+        t.stopped_reason()
+    );
+
+    let o = wait_task(&ctx, &doomed, 30, "Running", |o| {
+        phase(o) == Some(Phase::Running)
+    })
+    .await;
+    let uid = o.metadata.uid.unwrap();
+    let api = Api::<EcsTask>::namespaced(ctx.kube.clone(), &ctx.namespace);
+    api.delete(&doomed, &DeleteParams::default()).await.unwrap();
+    eventually(30, "deleted", || async {
+        api.get_opt(&doomed).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let t = &tasks_started_by(&ctx, &cluster, &uid).await[0];
+    assert_eq!(t.last_status(), Some("STOPPED"));
+    assert!(
+        t.stopped_reason().unwrap_or("").contains("was deleted"),
+        "{:?}",
+        t.stopped_reason()
+    );
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn task_specs_are_validated_and_immutable() {
+    let ctx = TestContext::new("task-admission").await;
+    crate::support::install_crds(&ctx.kube).await;
+    let name = ctx.name("bad");
+    for (body, want) in [
+        ("  taskDefinition: f:1\n", "set exactly one of clusterRef"),
+        (
+            "  cluster: c\n  taskDefinition: f:1\n  count: 11\n",
+            "count",
+        ),
+        (
+            "  cluster: c\n  taskDefinition: f:1\n  launchType: FARGATE\n  capacityProviderStrategy:\n    - capacityProvider: FARGATE\n",
+            "not both",
+        ),
+    ] {
+        let (ok, out) = ctx
+            .kubectl(&["apply", "-f", "-"], Some(&manifest(&name, body)))
+            .await;
+        assert!(!ok, "accepted: {body}");
+        assert!(out.contains(want), "want {want:?}: {out}");
+    }
+    let good = "  cluster: c\n  taskDefinition: f:1\n";
+    ctx.apply(&manifest(&name, good)).await;
+    let (ok, out) = ctx
+        .kubectl(
+            &["apply", "-f", "-"],
+            Some(&manifest(&name, &format!("{good}  count: 2\n"))),
+        )
+        .await;
+    assert!(!ok);
+    assert!(out.contains("the spec of an EcsTask is immutable"), "{out}");
+}
