@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ecs_operator::api::cluster::EcsCluster;
+use ecs_operator::api::scheduled_task::EcsScheduledTask;
 use ecs_operator::api::service::EcsService;
 use ecs_operator::api::task::EcsTask;
 use ecs_operator::api::task_definition::EcsTaskDefinition;
@@ -198,6 +199,10 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
         tokio::spawn({
             let (ctx, stop, ns) = (ctx.clone(), stopped(), ns.clone());
             async move { reconcile::run::<EcsTask>(ctx, ns.as_deref(), c, stop).await }
+        }),
+        tokio::spawn({
+            let (ctx, stop, ns) = (ctx.clone(), stopped(), ns.clone());
+            async move { reconcile::run::<EcsScheduledTask>(ctx, ns.as_deref(), c, stop).await }
         }),
     ];
     ready.store(true, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod common;
+pub mod scheduled_task;
 pub mod service;
 pub mod task;
 pub mod task_definition;
@@ -21,6 +22,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         task_definition::EcsTaskDefinition::crd(),
         service::EcsService::crd(),
         task::EcsTask::crd(),
+        scheduled_task::EcsScheduledTask::crd(),
     ]
 }
 

@@ -37,9 +37,9 @@ use super::service::{LaunchType, LocalRef, NetworkConfiguration};
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     ),
-    printcolumn(name = "Duration", type_ = "string", json_path = ".status.duration")
+    printcolumn(name = "Duration", type_ = "string", json_path = ".status.duration"),
+    validation = Rule::new("self.spec == oldSelf.spec").message("the spec of an EcsTask is immutable (like a Job's): create a new EcsTask to run something else")
 )]
-#[x_kube(validation = Rule::new("self == oldSelf").message("the spec of an EcsTask is immutable (like a Job's): create a new EcsTask to run something else"))]
 #[x_kube(validation = Rule::new("has(self.clusterRef) != has(self.cluster)").message("set exactly one of clusterRef (an EcsCluster in this namespace) or cluster (name or ARN of an ECS cluster not managed here)"))]
 #[x_kube(validation = Rule::new("has(self.taskDefinitionRef) != has(self.taskDefinition)").message("set exactly one of taskDefinitionRef (an EcsTaskDefinition in this namespace) or taskDefinition (an ARN or family:revision)"))]
 #[x_kube(validation = Rule::new("!has(self.launchType) || !has(self.capacityProviderStrategy)").message("set launchType or capacityProviderStrategy, not both"))]

@@ -8,6 +8,8 @@
 pub mod cluster;
 pub mod cluster_plan;
 pub mod events;
+pub mod schedule_plan;
+pub mod scheduled_task;
 pub mod service;
 pub mod service_plan;
 pub mod task;
