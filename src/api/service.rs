@@ -507,6 +507,14 @@ pub struct EcsServiceStatus {
     /// the circuit breaker (not re-pushed) from drift made by someone else (corrected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_task_definition: Option<String>,
+    /// A revision ECS rolled back from (circuit breaker / alarms); not pushed again
+    /// until the spec asks for another revision or a new redeployToken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_task_definition: Option<String>,
+    /// Services this resource has created so far; part of the CreateService client
+    /// token, so a service deleted outside Kubernetes is created anew.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub creations: i32,
     /// spec.redeployToken as last applied; a different value starts a new deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_redeploy_token: Option<String>,
@@ -550,6 +558,10 @@ pub struct ServiceEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
     pub message: String,
+}
+
+fn is_zero(v: &i32) -> bool {
+    *v == 0
 }
 
 impl EcsService {

@@ -328,6 +328,24 @@ pub async fn describe(
                 .send(),
         )
         .await?;
+    // MISSING means "no such service"; any other reason means we do not know.
+    if let Some(f) = resp
+        .failures()
+        .iter()
+        .find(|f| f.reason().is_some_and(|r| r != "MISSING"))
+    {
+        return Err(Error::Ecs {
+            operation: "DescribeServices",
+            code: f.reason().map(str::to_string),
+            message: format!(
+                "ECS could not describe {}: {} {}",
+                f.arn().unwrap_or("a service"),
+                f.reason().unwrap_or_default(),
+                f.detail().unwrap_or_default()
+            ),
+            class: crate::error::ErrorClass::Retryable,
+        });
+    }
     Ok(resp
         .services()
         .iter()
@@ -379,7 +397,11 @@ pub async fn create(
         .service_name(name)
         .task_definition(task_definition)
         .client_token(client_token)
-        .set_desired_count(spec.desired_count)
+        // REPLICA services need a count to start with; DAEMON services take none.
+        .set_desired_count(match spec.scheduling_strategy {
+            Some(crate::api::service::SchedulingStrategy::Daemon) => None,
+            _ => Some(spec.desired_count.unwrap_or(1)),
+        })
         .set_launch_type(spec.launch_type.map(|l| SdkLaunchType::from(l.as_str())))
         .set_platform_version(spec.platform_version.clone())
         .set_health_check_grace_period_seconds(spec.health_check_grace_period_seconds)
@@ -521,6 +543,9 @@ struct ClusterCache {
     known: BTreeSet<String>,
     /// name -> (when read, what was read; None = ECS does not have it).
     seen: HashMap<String, (Instant, Option<ObservedService>)>,
+    /// name -> invalidations so far: a read that was in flight while we wrote must
+    /// not be cached as if it saw the write.
+    epoch: HashMap<String, u64>,
 }
 
 /// Reads services through a short-lived cache shared by all EcsService reconciles.
@@ -537,6 +562,8 @@ pub struct ServiceObserver {
     clusters: Mutex<HashMap<String, ClusterCache>>,
     /// One fetch per cluster at a time, so concurrent reconciles share it.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// object key -> (fingerprint of the last update sent, times in a row).
+    updates: Mutex<HashMap<String, (String, u32)>>,
 }
 
 impl ServiceObserver {
@@ -617,16 +644,30 @@ impl ServiceObserver {
         wanted.extend(peers);
         let mut result = None;
         for chunk in wanted.chunks(DESCRIBE_BATCH) {
+            // Age counts from the request, not the answer.
+            let sent = Instant::now();
+            let epochs: Vec<u64> = {
+                let all = self.lock();
+                chunk
+                    .iter()
+                    .map(|n| {
+                        all.get(&key)
+                            .and_then(|c| c.epoch.get(n).copied())
+                            .unwrap_or(0)
+                    })
+                    .collect()
+            };
             let mut found = describe(ecs, cluster, chunk).await?;
-            let at = Instant::now();
             let mut all = self.lock();
             let c = all.entry(key.clone()).or_default();
-            for n in chunk {
+            for (n, epoch) in chunk.iter().zip(epochs) {
                 let obs = found.remove(n);
                 if n == name {
                     result = obs.clone();
                 }
-                c.seen.insert(n.clone(), (at, obs));
+                if c.epoch.get(n).copied().unwrap_or(0) == epoch {
+                    c.seen.insert(n.clone(), (sent, obs));
+                }
             }
         }
         Ok(result)
@@ -634,8 +675,29 @@ impl ServiceObserver {
 
     /// Forget the cached copy (after a write, so the next read sees its effect).
     pub fn invalidate(&self, cluster: &str, name: &str) {
-        if let Some(c) = self.lock().get_mut(cluster_name(cluster)) {
-            c.seen.remove(name);
+        let mut all = self.lock();
+        let c = all.entry(cluster_name(cluster).to_string()).or_default();
+        c.seen.remove(name);
+        *c.epoch.entry(name.to_string()).or_insert(0) += 1;
+    }
+
+    /// Counts identical updates in a row for one object (`None`: nothing to send,
+    /// which resets the count). Returns how many times this update has now been due.
+    pub fn note_update(&self, key: &str, fingerprint: Option<String>) -> u32 {
+        let mut u = self.updates.lock().unwrap_or_else(|e| e.into_inner());
+        match fingerprint {
+            None => {
+                u.remove(key);
+                0
+            }
+            Some(f) => {
+                let e = u.entry(key.to_string()).or_insert((f.clone(), 0));
+                if e.0 != f {
+                    *e = (f, 0);
+                }
+                e.1 = e.1.saturating_add(1);
+                e.1
+            }
         }
     }
 
@@ -644,6 +706,7 @@ impl ServiceObserver {
         if let Some(c) = self.lock().get_mut(cluster_name(cluster)) {
             c.seen.remove(name);
             c.known.remove(name);
+            c.epoch.remove(name);
         }
     }
 }
@@ -777,11 +840,60 @@ mod tests {
             managed_tag_keys: &[],
             applied_task_definition: None,
             applied_redeploy_token: None,
+            rolled_back_task_definition: None,
         };
         assert!(matches!(
             crate::reconcile::service_plan::plan(&d, obs.as_ref()),
             crate::reconcile::service_plan::Plan::Wait(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_read_in_flight_during_a_write_is_not_cached() {
+        let observer = Arc::new(ServiceObserver::new(Duration::from_secs(30)));
+        let during = observer.clone();
+        // While DescribeServices is in flight, our own UpdateService to "b" lands.
+        let describe = mock!(Client::describe_services).then_compute_output(move |r| {
+            during.invalidate("c", "b");
+            let mut out = DescribeServicesOutput::builder();
+            for n in r.services() {
+                out = out.services(sdk_service(n, "ACTIVE"));
+            }
+            out.build()
+        });
+        let client = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&describe]);
+        let (ecs, _) = ecs(client);
+        let w = observer.window();
+        observer.cached("c", "b", w); // "b" is a known peer
+        observer.observe(&ecs, "c", "a", w).await.unwrap();
+        assert!(observer.cached("c", "a", w).is_some(), "a was read");
+        assert!(
+            observer.cached("c", "b", w).is_none(),
+            "b's pre-write copy must not be served as fresh"
+        );
+    }
+
+    #[tokio::test]
+    async fn create_sends_the_client_token() {
+        let create = mock!(Client::create_service)
+            .match_requests(|r| r.client_token() == Some("tok-1") && r.desired_count() == Some(1))
+            .then_output(|| {
+                aws_sdk_ecs::operation::create_service::CreateServiceOutput::builder()
+                    .service(sdk_service("web", "ACTIVE"))
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_ecs, RuleMode::Sequential, [&create]);
+        let (ecs, _) = ecs(client);
+        let spec = EcsServiceSpec::default();
+        let created = create_service_for_test(&ecs, &spec).await;
+        assert_eq!(created.name, "web");
+        assert_eq!(create.num_calls(), 1);
+    }
+
+    async fn create_service_for_test(ecs: &EcsApi, spec: &EcsServiceSpec) -> ObservedService {
+        create(ecs, "c", "web", "web:1", spec, &BTreeMap::new(), "tok-1")
+            .await
+            .unwrap()
     }
 
     #[tokio::test]

@@ -42,9 +42,17 @@ pub struct EventWriter {
     sent: Mutex<HashMap<Key, Sent>>,
 }
 
-/// Event notes are limited to 1 KiB by the API.
+/// Event notes are limited to 1 KiB (bytes) by the API.
 fn truncate(s: &str) -> String {
-    s.chars().take(1000).collect()
+    const MAX: usize = 1024;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 impl EventWriter {
@@ -86,11 +94,21 @@ impl EventWriter {
             let patch = json!({
                 "series": EventSeries { count, last_observed_time: MicroTime(now) }
             });
-            api.patch(&s.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            s.count = count;
-            s.last = now;
-            return Ok(());
+            match api
+                .patch(&s.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    s.count = count;
+                    s.last = now;
+                    return Ok(());
+                }
+                // The Event expired (or was deleted): start a new one below.
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    sent.remove(&key);
+                }
+                Err(e) => return Err(e),
+            }
         }
         let name = format!(
             "{}.{:x}",
@@ -123,5 +141,19 @@ impl EventWriter {
             },
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_are_cut_to_1024_bytes_on_a_character_boundary() {
+        assert_eq!(truncate("short"), "short");
+        let long = "é".repeat(700); // 1400 bytes
+        let t = truncate(&long);
+        assert!(t.len() <= 1024, "{}", t.len());
+        assert!(t.ends_with('…'));
     }
 }

@@ -14,7 +14,7 @@ use super::service_plan::{self, Cleanup, Converge, Desired, Plan};
 use super::{Context, Managed, Note, Outcome};
 use crate::api::cluster::EcsCluster;
 use crate::api::common::{
-    Health, OWNER_TAG, READY, STALLED, UID_TAG, is_condition_true, ownership_tags,
+    Health, OWNER_TAG, READY, RECONCILING, STALLED, UID_TAG, is_condition_true, ownership_tags,
 };
 use crate::api::service::{EcsService, EcsServiceStatus, LocalRef};
 use crate::api::task_definition::EcsTaskDefinition;
@@ -22,6 +22,9 @@ use crate::ecs::cluster::tags_to_sdk;
 use crate::ecs::service::{self as svc, ObservedService, ServiceUpdate};
 use crate::ecs::{Category, EcsApi};
 use crate::error::Error;
+
+/// Identical updates in a row before the operator stops repeating one ECS ignores.
+const MAX_SAME_UPDATE: u32 = 3;
 
 /// How soon a service waiting for a reference looks again (the watch on the
 /// referenced kind normally wakes it sooner).
@@ -70,13 +73,12 @@ pub(super) async fn resolve_cluster(
         )));
     };
     let status = cl.status.clone().unwrap_or_default();
-    match (
-        &status.cluster_name,
-        is_condition_true(&status.conditions, READY),
-    ) {
-        (Some(name), true) if status.arn.is_some() => Ok(Resolved::Found(name.clone())),
+    // The ECS cluster existing is what matters; a transient problem on the EcsCluster
+    // (e.g. a tag update failing) must not take its services down with it.
+    match (&status.cluster_name, &status.arn) {
+        (Some(name), Some(_)) => Ok(Resolved::Found(name.clone())),
         _ => Ok(Resolved::Waiting(format!(
-            "EcsCluster {} is not Ready yet{}",
+            "EcsCluster {} has no ECS cluster yet{}",
             r.name,
             ready_message(&status.conditions)
         ))),
@@ -336,14 +338,15 @@ impl Managed for EcsService {
             Resolved::Waiting(m) => return Ok(waiting(m)),
         };
 
-        // A spec change or an unsettled rollout needs the service as it is now; a
-        // routine resync shares a batched read with the other services of the cluster.
-        let settled = prev.observed_generation == self.metadata.generation
-            && is_condition_true(&prev.conditions, READY);
-        let max_age = if settled {
-            ctx.services.window()
-        } else {
+        // A spec change or work in progress (a rollout, an update just sent) needs the
+        // service as it is now; anything else (Ready, or Stalled waiting for a person)
+        // shares a batched read with the other services of the cluster.
+        let in_progress = prev.observed_generation != self.metadata.generation
+            || is_condition_true(&prev.conditions, RECONCILING);
+        let max_age = if in_progress {
             Duration::ZERO
+        } else {
+            ctx.services.window()
         };
         let observed = ctx
             .services
@@ -361,6 +364,7 @@ impl Managed for EcsService {
             managed_tag_keys: &prev.managed_tag_keys,
             applied_task_definition: prev.applied_task_definition.as_deref(),
             applied_redeploy_token: prev.applied_redeploy_token.as_deref(),
+            rolled_back_task_definition: prev.rolled_back_task_definition.as_deref(),
         };
         let managed_tag_keys: Vec<String> = self.spec.tags.keys().cloned().collect();
         let aligned = until_aligned(ctx.resync, SystemTime::now());
@@ -389,7 +393,8 @@ impl Managed for EcsService {
                 notes: vec![],
             }),
             Plan::Create => {
-                let token = service_plan::client_token(&uid, self.metadata.generation);
+                let token =
+                    service_plan::client_token(&uid, self.metadata.generation, prev.creations);
                 let created = svc::create(
                     &ctx.ecs,
                     &cluster,
@@ -426,6 +431,8 @@ impl Managed for EcsService {
                 st.applied_task_definition = Some(task_definition.clone());
                 st.applied_redeploy_token = self.spec.redeploy_token.clone();
                 st.managed_tag_keys = managed_tag_keys;
+                st.creations = prev.creations.saturating_add(1);
+                st.rolled_back_task_definition = None;
                 Ok(Outcome {
                     status: to_value(&st),
                     health: Health::progressing(
@@ -458,6 +465,28 @@ impl Managed for EcsService {
                         format!("adopted existing ECS service {name} (adoptExisting)"),
                     ));
                 }
+                // The same update again and again means ECS does not take it (or
+                // reports it differently): say so instead of calling it forever.
+                let repeats = ctx.services.note_update(
+                    &format!("{ns}/{}", self.name_any()),
+                    c.writes()
+                        .then(|| format!("{:?}{:?}{:?}", c.update, c.tag, c.untag)),
+                );
+                if repeats > MAX_SAME_UPDATE {
+                    let st = status_from(previous_body(self), &cluster, Some(&obs));
+                    let msg = format!(
+                        "ECS service {name} still differs from the spec after {MAX_SAME_UPDATE} \
+                         identical updates ({}); not retrying until the spec or the service \
+                         changes",
+                        c.changed.join(", ")
+                    );
+                    return Ok(Outcome {
+                        status: to_value(&st),
+                        health: Health::stalled("UpdateNotApplied", msg.clone()),
+                        requeue: Some(aligned),
+                        notes: vec![Note::warning("UpdateNotApplied", "UpdateService", msg)],
+                    });
+                }
                 if c.writes() {
                     let drift = prev.observed_generation == self.metadata.generation;
                     tag(&ctx.ecs, &obs.arn, &c.tag, &c.untag).await?;
@@ -482,6 +511,13 @@ impl Managed for EcsService {
                 }
                 st.applied_redeploy_token = self.spec.redeploy_token.clone();
                 st.managed_tag_keys = managed_tag_keys;
+                st.rolled_back_task_definition = if c.rolled_back {
+                    Some(task_definition.clone())
+                } else if c.update.task_definition.is_some() || c.update.force_new_deployment {
+                    None
+                } else {
+                    prev.rolled_back_task_definition.clone()
+                };
                 let (health, requeue) = if is_rollout(&c.update) {
                     (
                         Health::progressing(
@@ -500,7 +536,7 @@ impl Managed for EcsService {
                             "Updating",
                             format!("updating ECS service {name}: {}", c.changed.join(", ")),
                         ),
-                        Some(Duration::from_secs(1)),
+                        Some(Duration::from_secs(2)),
                     )
                 } else {
                     service_plan::health(&obs, &task_definition, c.rolled_back)
@@ -542,8 +578,9 @@ impl Managed for EcsService {
             .await
             {
                 Ok(Resolved::Found(c)) => c,
-                // Never resolved, so never created.
-                _ => return Ok(vec![]),
+                // No status and no cluster to look in: never created.
+                Ok(Resolved::Waiting(_)) => return Ok(vec![]),
+                Err(e) => return Err(e),
             },
         };
         let observed = ctx

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use crate::api::cluster::CapacityProviderStrategyItem;
 use crate::api::common::{Health, OWNER_TAG, Ownership, UID_TAG, ownership};
 use crate::api::service::{
-    AssignPublicIp, AwsVpcConfiguration, DeploymentConfiguration, EcsServiceSpec, ServiceEvent,
+    AssignPublicIp, AwsVpcConfiguration, DeploymentConfiguration, EcsServiceSpec,
+    PlacementStrategy, ServiceEvent,
 };
 use crate::ecs::service::{ObservedService, ServiceUpdate};
 
@@ -38,6 +39,9 @@ pub struct Desired<'a> {
     pub applied_task_definition: Option<&'a str>,
     /// status.appliedRedeployToken.
     pub applied_redeploy_token: Option<&'a str>,
+    /// status.rolledBackTaskDefinition: a revision ECS rolled back from, remembered
+    /// after ECS itself has forgotten the failed deployment.
+    pub rolled_back_task_definition: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,8 +78,11 @@ impl Converge {
 /// CreateService clientToken (at most 36 characters): the same resource at the same
 /// generation always gets the same token, so a create retried after a crash or a
 /// lost response cannot make a second service.
-pub fn client_token(uid: &str, generation: Option<i64>) -> String {
-    let digest = Sha256::digest(format!("{uid}/{}", generation.unwrap_or(0)).as_bytes());
+/// `creations` (status.creations) changes the token once a create succeeded, so a
+/// service deleted out of band is created anew rather than answered with the old one.
+pub fn client_token(uid: &str, generation: Option<i64>, creations: i32) -> String {
+    let digest =
+        Sha256::digest(format!("{uid}/{}/{creations}", generation.unwrap_or(0)).as_bytes());
     hex::encode(digest)[..32].to_string()
 }
 
@@ -107,6 +114,22 @@ fn normalise_network(n: &AwsVpcConfiguration) -> AwsVpcConfiguration {
     n.security_groups.dedup();
     n.assign_public_ip = Some(n.assign_public_ip.unwrap_or(AssignPublicIp::Disabled));
     n
+}
+
+/// ECS reports binpack's `cpu` / `memory` field in upper case.
+fn normalise_placement(p: &[PlacementStrategy]) -> Vec<PlacementStrategy> {
+    p.iter()
+        .map(|s| PlacementStrategy {
+            type_: s.type_.to_ascii_lowercase(),
+            field: s.field.as_ref().map(|f| {
+                if s.type_.eq_ignore_ascii_case("binpack") {
+                    f.to_ascii_lowercase()
+                } else {
+                    f.clone()
+                }
+            }),
+        })
+        .collect()
 }
 
 fn sorted<T: Ord + Clone>(v: &[T]) -> Vec<T> {
@@ -213,7 +236,18 @@ pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
                 ),
             ));
         }
-        Ownership::Foreign { .. } => true,
+        // Another EcsService's service: two owners would fight over it, and deleting
+        // either would delete it.
+        Ownership::Foreign { owner: Some(o) } => {
+            return Plan::Refuse(Health::stalled(
+                "NotOwned",
+                format!(
+                    "ECS service {} is managed by EcsService {o}; adoptExisting only takes over                      services no EcsService owns. Delete that resource with deletionPolicy: Orphan                      (or remove its ecs.operator.dev/* tags) first",
+                    d.name
+                ),
+            ));
+        }
+        Ownership::Foreign { owner: None } => true,
     };
     if let Some(refusal) = immutable_conflict(d, obs) {
         return Plan::Refuse(refusal);
@@ -233,12 +267,17 @@ pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
         u.desired_count = Some(n);
         changed("desiredCount");
     }
-    let redeploy = !adopt && spec.redeploy_token.as_deref() != d.applied_redeploy_token;
+    // Removing the token is not a request to redeploy.
+    let redeploy = !adopt
+        && spec.redeploy_token.is_some()
+        && spec.redeploy_token.as_deref() != d.applied_redeploy_token;
     if !same_task_definition(d.task_definition, &obs.task_definition) {
         let ours_rolled_back = d
             .applied_task_definition
             .is_some_and(|a| same_task_definition(d.task_definition, a))
-            && rolled_back(obs, d.task_definition);
+            && (rolled_back(obs, d.task_definition)
+                || d.rolled_back_task_definition
+                    .is_some_and(|r| same_task_definition(d.task_definition, r)));
         if ours_rolled_back && !redeploy {
             c.rolled_back = true;
         } else {
@@ -295,7 +334,7 @@ pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
         changed("placementConstraints");
     }
     if let Some(p) = &spec.placement_strategy
-        && *p != obs.placement_strategy
+        && normalise_placement(p) != normalise_placement(&obs.placement_strategy)
     {
         u.placement_strategy = Some(p.clone());
         changed("placementStrategy");
@@ -347,6 +386,33 @@ pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
         if !d.tags.contains_key(k) && obs.tags.contains_key(k) {
             c.untag.push(k.clone());
             changed(&format!("tags[{k}]"));
+        }
+    }
+    // With CodeDeploy or an external controller, deployments are not UpdateService's.
+    let controller = obs.deployment_controller.as_deref().unwrap_or("ECS");
+    if controller != "ECS" {
+        let u = &c.update;
+        let deploys = [
+            ("taskDefinition", u.task_definition.is_some()),
+            ("networkConfiguration", u.network.is_some()),
+            ("loadBalancers", u.load_balancers.is_some()),
+            ("platformVersion", u.platform_version.is_some()),
+            (
+                "capacityProviderStrategy",
+                u.capacity_provider_strategy.is_some(),
+            ),
+            ("redeployToken", u.force_new_deployment),
+        ];
+        let blocked: Vec<&str> = deploys.iter().filter(|d| d.1).map(|d| d.0).collect();
+        if !blocked.is_empty() {
+            return Plan::Refuse(Health::stalled(
+                "DeployedElsewhere",
+                format!(
+                    "ECS service {} uses the {controller} deployment controller: {} change(s) are                      deployed by it (e.g. a CodeDeploy deployment), not by UpdateService",
+                    d.name,
+                    blocked.join(", ")
+                ),
+            ));
         }
     }
     Plan::Converge(Box::new(c))
@@ -536,8 +602,10 @@ pub fn plan_cleanup(
     match policy {
         crate::api::common::DeletionPolicy::Orphan => Cleanup::Untag,
         crate::api::common::DeletionPolicy::Delete if obs.status == "DRAINING" => Cleanup::Draining,
+        // DAEMON services take no desiredCount; DeleteService drains them itself.
         crate::api::common::DeletionPolicy::Delete => Cleanup::Delete {
-            scale_down: obs.desired_count > 0,
+            scale_down: obs.desired_count > 0
+                && obs.scheduling_strategy.as_deref() != Some("DAEMON"),
         },
     }
 }
@@ -633,6 +701,7 @@ mod tests {
             managed_tag_keys: managed,
             applied_task_definition: Some(TD1),
             applied_redeploy_token: None,
+            rolled_back_task_definition: None,
         }
     }
 
@@ -1098,16 +1167,101 @@ mod tests {
     }
 
     #[test]
-    fn client_token_is_stable_per_generation_and_fits_ecs() {
-        let a = client_token("0b1c2d3e-aaaa-bbbb-cccc-000000000000", Some(1));
+    fn binpack_field_case_is_not_a_diff() {
+        let mut s = spec();
+        s.placement_strategy = Some(vec![PlacementStrategy {
+            type_: "binpack".into(),
+            field: Some("memory".into()),
+        }]);
+        let mut o = observed();
+        o.placement_strategy = vec![PlacementStrategy {
+            type_: "binpack".into(),
+            field: Some("MEMORY".into()),
+        }];
+        assert!(!converge(plan(&desired(&s, &["team".into()]), Some(&o))).writes());
+    }
+
+    #[test]
+    fn another_resources_service_is_never_adopted() {
+        let mut s = spec();
+        s.adopt_existing = true;
+        let mut o = observed();
+        o.tags = ownership_tags("other-ns", "web", "uid-9");
+        match plan(&desired(&s, &[]), Some(&o)) {
+            Plan::Refuse(Health::Stalled { reason, message }) => {
+                assert_eq!(reason, "NotOwned");
+                assert!(message.contains("other-ns/web"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_remembered_rollback_holds_after_ecs_forgets_it() {
+        let mut s = spec();
+        s.task_definition = Some(TD2.into());
+        // ECS shows only the restored deployment now, no trace of the failure.
+        let o = observed();
+        let team = ["team".to_string()];
+        let mut d = desired(&s, &team);
+        d.applied_task_definition = Some(TD2);
+        d.rolled_back_task_definition = Some(TD2);
+        let c = converge(plan(&d, Some(&o)));
+        assert!(c.rolled_back);
+        assert!(!c.writes(), "{c:?}");
+    }
+
+    #[test]
+    fn removing_the_redeploy_token_does_not_redeploy() {
+        let s = spec();
+        let team = ["team".to_string()];
+        let mut d = desired(&s, &team);
+        d.applied_redeploy_token = Some("7");
+        assert!(
+            !converge(plan(&d, Some(&observed())))
+                .update
+                .force_new_deployment
+        );
+    }
+
+    #[test]
+    fn codedeploy_services_get_no_deployments_through_update_service() {
+        let mut s = spec();
+        s.task_definition = Some(TD2.into());
+        let mut o = observed();
+        o.deployment_controller = Some("CODE_DEPLOY".into());
+        match plan(&desired(&s, &["team".into()]), Some(&o)) {
+            Plan::Refuse(Health::Stalled { reason, message }) => {
+                assert_eq!(reason, "DeployedElsewhere");
+                assert!(message.contains("taskDefinition"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Other fields still converge.
+        let mut s = spec();
+        s.desired_count = Some(4);
+        let c = converge(plan(&desired(&s, &["team".into()]), Some(&o)));
+        assert_eq!(c.update.desired_count, Some(4));
+    }
+
+    #[test]
+    fn daemon_services_are_deleted_without_scaling() {
+        let mut o = observed();
+        o.scheduling_strategy = Some("DAEMON".into());
         assert_eq!(
-            a,
-            client_token("0b1c2d3e-aaaa-bbbb-cccc-000000000000", Some(1))
+            plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&o)),
+            Cleanup::Delete { scale_down: false }
         );
-        assert_ne!(
-            a,
-            client_token("0b1c2d3e-aaaa-bbbb-cccc-000000000000", Some(2))
-        );
+    }
+
+    #[test]
+    fn client_token_is_stable_per_generation_and_fits_ecs() {
+        let uid = "0b1c2d3e-aaaa-bbbb-cccc-000000000000";
+        let a = client_token(uid, Some(1), 0);
+        assert_eq!(a, client_token(uid, Some(1), 0));
+        assert_ne!(a, client_token(uid, Some(2), 0));
+        // After a successful create, a re-create needs a new service, not the old one.
+        assert_ne!(a, client_token(uid, Some(1), 1));
         assert!(a.len() <= 36);
     }
 

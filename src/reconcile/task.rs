@@ -277,8 +277,25 @@ impl Managed for EcsTask {
             .map(|t| t.arn.clone())
             .collect();
         if !open.is_empty() {
-            let fresh = ecs_task::describe(&ctx.ecs, &cluster, &open).await?;
-            merge(&mut st.tasks, fresh.into_iter().map(|(r, _)| r).collect());
+            let fresh: Vec<TaskRecord> = ecs_task::describe(&ctx.ecs, &cluster, &open)
+                .await?
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect();
+            // ECS keeps stopped tasks for about an hour; one it no longer reports
+            // (operator down for longer) counts as stopped, outcome unknown.
+            for arn in &open {
+                if !fresh.iter().any(|f| &f.arn == arn)
+                    && let Some(r) = st.tasks.iter_mut().find(|t| &t.arn == arn)
+                {
+                    r.last_status = Some("STOPPED".into());
+                    r.stop_code = Some("TaskNotFound".into());
+                    r.stopped_reason = Some(
+                        "ECS no longer reports this task (stopped tasks are kept for about an hour); its result is unknown".into(),
+                    );
+                }
+            }
+            merge(&mut st.tasks, fresh);
         }
         let current: Vec<TaskRecord> = st
             .tasks

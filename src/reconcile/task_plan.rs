@@ -344,6 +344,15 @@ mod tests {
         assert_eq!(r, "UserInitiated");
         assert!(m.contains("task stopped with UserInitiated"), "{m}");
 
+        // Forgotten by ECS while nobody watched: not a success.
+        let (r, _, _) = failed_reason(attempt_result(
+            &[task(Some("TaskNotFound"), &[("app", None)])],
+            1,
+            &essential,
+            &[],
+        ));
+        assert_eq!(r, "TaskNotFound");
+
         let (r, m, _) = failed_reason(attempt_result(
             &[],
             1,

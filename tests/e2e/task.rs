@@ -259,7 +259,7 @@ async fn failed_attempt_is_retried_then_the_finished_task_expires() {
     ctx.apply(&manifest(
         &name,
         &format!(
-            "  cluster: {cluster}\n  taskDefinition: {td}\n  backoffLimit: 1\n  ttlSecondsAfterFinished: 2\n"
+            "  cluster: {cluster}\n  taskDefinition: {td}\n  backoffLimit: 1\n  ttlSecondsAfterFinished: 20\n"
         ),
     ))
     .await;
