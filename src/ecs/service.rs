@@ -619,8 +619,9 @@ impl ServiceObserver {
             .clone();
         let arrived = Instant::now();
         let _turn = gate.lock().await;
-        // Someone else may have read it while we waited for our turn.
-        if let Some(hit) = self.cached(cluster, name, arrived.elapsed()) {
+        // Someone else may have read it while we waited for our turn: good enough if
+        // it is as fresh as we asked, or was requested after we arrived.
+        if let Some(hit) = self.cached(cluster, name, max_age.max(arrived.elapsed())) {
             return Ok(hit);
         }
         let peers: Vec<String> = {
