@@ -56,7 +56,6 @@ pub fn attempt_result(
     if tasks.iter().any(|t| !stopped(t)) {
         return AttemptResult::Running;
     }
-    let mut first_exit = None;
     for t in tasks {
         let code = t.stop_code.as_deref().unwrap_or("");
         let essentials: Vec<_> = t
@@ -65,9 +64,13 @@ pub fn attempt_result(
             .filter(|c| essential.is_empty() || essential.contains(&c.name))
             .collect();
         let bad = essentials.iter().find(|c| c.exit_code != Some(0));
-        if let Some(c) = bad {
-            first_exit = first_exit.or(c.exit_code);
-        }
+        // The run's exit code: the failing container's, else 0 when every essential
+        // container reported 0 (a task stopped by StopTask exits 0 but is no success).
+        let exit_code = match bad {
+            Some(c) => c.exit_code,
+            None if essentials.is_empty() => None,
+            None => Some(0),
+        };
         if code != "EssentialContainerExited" || bad.is_some() {
             let why = match bad {
                 Some(c) => format!(
@@ -101,7 +104,7 @@ pub fn attempt_result(
                     "Stopped".into()
                 },
                 message: format!("task {short}: {why}"),
-                exit_code: first_exit,
+                exit_code,
             };
         }
     }
@@ -343,6 +346,16 @@ mod tests {
         ));
         assert_eq!(r, "UserInitiated");
         assert!(m.contains("task stopped with UserInitiated"), "{m}");
+        assert_eq!(
+            failed_reason(attempt_result(
+                &[task(Some("UserInitiated"), &[("app", Some(0))])],
+                1,
+                &essential,
+                &[]
+            ))
+            .2,
+            Some(0)
+        );
 
         // Forgotten by ECS while nobody watched: not a success.
         let (r, _, _) = failed_reason(attempt_result(

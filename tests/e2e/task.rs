@@ -165,6 +165,7 @@ async fn task_runs_and_its_stop_details_reach_status_and_kubectl() {
     .await;
     let st = o.status.clone().unwrap();
     assert_eq!(st.reason.as_deref(), Some("UserInitiated"));
+    assert_eq!(st.exit_code, Some(0));
     let rec = &st.tasks[0];
     assert_eq!(rec.last_status.as_deref(), Some("STOPPED"));
     assert_eq!(rec.stop_code.as_deref(), Some("UserInitiated"));
