@@ -64,6 +64,28 @@ struct RunArgs {
     #[arg(long, env = "ECS_OPERATOR_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,
 
+    /// Run only while holding a Lease, so several replicas can run and one reconciles
+    /// (the others wait and take over when the leader goes away).
+    #[arg(long, env = "ECS_OPERATOR_LEADER_ELECT", default_value_t = false)]
+    leader_elect: bool,
+
+    /// Namespace of the Lease (default: POD_NAMESPACE, else --namespace, else "default").
+    #[arg(long, env = "ECS_OPERATOR_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "ECS_OPERATOR_LEADER_ELECTION_ID",
+        default_value = "ecs-operator"
+    )]
+    leader_election_id: String,
+
+    /// How long a leader's Lease stays valid without renewal: the longest a standby
+    /// waits after the leader died (e.g. "15s").
+    #[arg(long, env = "ECS_OPERATOR_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_lease)]
+    leader_election_lease_duration: Duration,
+
     /// Share of each ECS API rate quota (per account and region) this operator may use,
     /// leaving the rest to other tools: 1.0 uses the full documented rate and burst.
     #[arg(long, env = "ECS_OPERATOR_ECS_RATE_FRACTION", default_value_t = 1.0, value_parser = parse_fraction)]
@@ -74,6 +96,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_secs(1) {
         return Err("must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(3) {
+        return Err("must be at least 3s".into());
     }
     Ok(d)
 }
@@ -180,6 +210,36 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
         stopped(),
     ));
 
+    // Ready means "up and connected"; a standby waiting for the Lease is ready too,
+    // or a rolling update of several replicas would never finish.
+    ready.store(true, Ordering::Relaxed);
+    let shutdown = shutdown;
+    tokio::pin!(shutdown);
+    let mut leadership = None;
+    if args.leader_elect {
+        let (rx, task) = leader_election(&client, &args).await?;
+        let mut rx = rx;
+        info!(lease = %args.leader_election_id, "waiting to become the leader");
+        let became = tokio::select! {
+            res = rx.wait_for(|leader| *leader) => Some(res.is_ok()),
+            _ = &mut shutdown => None,
+        };
+        if became == Some(false) {
+            return Err(ecs_operator::Error::Config(
+                "leader election stopped (see the log above)".into(),
+            ));
+        }
+        if became.is_none() {
+            info!("stopped before becoming the leader");
+            drop(rx);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            let _ = stop_tx.send(true);
+            return Ok(());
+        }
+        info!(lease = %args.leader_election_id, "became the leader");
+        leadership = Some((rx, task));
+    }
+
     let ctx = Arc::new(Context::new(client, ecs, metrics, args.resync_interval));
     let ns = args.namespace.clone();
     let c = args.concurrency;
@@ -205,9 +265,21 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
             async move { reconcile::run::<EcsScheduledTask>(ctx, ns.as_deref(), c, stop).await }
         }),
     ];
-    ready.store(true, Ordering::Relaxed);
 
-    shutdown.await;
+    let mut lost = false;
+    match leadership.as_mut() {
+        Some((rx, _)) => {
+            tokio::select! {
+                _ = &mut shutdown => {}
+                _ = rx.wait_for(|leader| !*leader) => {
+                    // Someone else may reconcile now: stop at once, let the pod restart.
+                    error!("lost the leader Lease; stopping");
+                    lost = true;
+                }
+            }
+        }
+        None => shutdown.await,
+    }
     info!("shutting down: finishing in-flight reconciles");
     let _ = stop_tx.send(true);
     // In-flight reconciles get a bounded time to finish; a watcher stuck in
@@ -228,7 +300,53 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
     {
         info!("shutdown grace period (20s) over; exiting");
     }
+    if let Some((rx, task)) = leadership {
+        // Closing the channel releases the Lease, so a standby takes over at once.
+        drop(rx);
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        info!("released the leader Lease");
+    }
+    if lost {
+        return Err(ecs_operator::Error::Config("lost the leader Lease".into()));
+    }
     Ok(())
+}
+
+type Leadership = (
+    watch::Receiver<bool>,
+    tokio::task::JoinHandle<
+        Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
+    >,
+);
+
+/// Starts competing for the Lease; the receiver says whether we hold it.
+async fn leader_election(
+    client: &Client,
+    args: &RunArgs,
+) -> Result<Leadership, ecs_operator::Error> {
+    let namespace = args
+        .leader_election_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let duration = args.leader_election_lease_duration.as_secs();
+    let manager =
+        kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.leader_election_id)
+            .with_namespace(&namespace)
+            .with_identity(&identity)
+            .with_duration(duration)
+            // Renew well before expiry; also the clock skew tolerated between replicas.
+            .with_grace((duration / 3).max(1))
+            .build()
+            .await
+            .map_err(|e| ecs_operator::Error::Config(format!("leader election: {e}")))?;
+    info!(%namespace, %identity, lease = %args.leader_election_id, "leader election enabled");
+    Ok(manager.watch().await)
 }
 
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, ecs_operator::Error> {

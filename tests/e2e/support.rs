@@ -223,7 +223,12 @@ impl TestContext {
         let env = env();
         let port = free_port();
         let metrics_addr = format!("127.0.0.1:{port}");
-        let log = env.run_dir.join(format!("operator-{}.log", self.namespace));
+        // One log per process: a test may run several operators in one namespace.
+        static OPERATORS: AtomicU32 = AtomicU32::new(0);
+        let n = OPERATORS.fetch_add(1, Ordering::Relaxed);
+        let log = env
+            .run_dir
+            .join(format!("operator-{}-{n}.log", self.namespace));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecs-operator"));
         cmd.arg("run")
