@@ -44,7 +44,8 @@ use super::task::EcsTaskSpec;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    validation = Rule::new("self.metadata.name.size() <= 52").message("the name of an EcsScheduledTask may have at most 52 characters: it is used in a label on every run and, with the slot, in the runs' names")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EcsScheduledTaskSpec {
@@ -77,7 +78,7 @@ pub struct EcsScheduledTaskSpec {
     /// A run that could not start within this many seconds of its slot (operator down,
     /// Forbid) is skipped. Omitted: late runs still start (only the latest missed one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 315360000))]
     pub starting_deadline_seconds: Option<i64>,
 
     /// Finished successful runs (EcsTask objects) to keep (default 3).

@@ -121,13 +121,13 @@ pub struct EcsTaskSpec {
     /// Delete this EcsTask this many seconds after it finished (Succeeded or Failed).
     /// Omitted: kept until deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 315360000))]
     pub ttl_seconds_after_finished: Option<i64>,
 
     /// Stop the tasks and fail the run when it has been running this long (seconds,
     /// counted from the first attempt's start). No retries after that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 315360000))]
     pub active_deadline_seconds: Option<i64>,
 
     /// Failed attempts to retry (default 0: a failed run is not repeated, which is the

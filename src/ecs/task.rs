@@ -228,8 +228,16 @@ pub async fn stop(ecs: &EcsApi, cluster: &str, arn: &str, reason: &str) -> Resul
         .await;
     match res {
         Ok(_) => Ok(()),
-        // Already gone: nothing left to stop.
-        Err(Error::Ecs { code: Some(c), .. }) if c == "InvalidParameterException" => Ok(()),
+        // Already gone: nothing left to stop (only that; other invalid input is an error).
+        Err(Error::Ecs {
+            code: Some(c),
+            message,
+            ..
+        }) if c == "InvalidParameterException"
+            && message.to_ascii_lowercase().contains("not found") =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }

@@ -84,11 +84,11 @@ pub fn due(
 ) -> Due {
     let next = s.next_after(now);
     let mut earliest = last_scheduled.unwrap_or(created);
-    if let Some(d) = starting_deadline_seconds {
-        let floor = now - SignedDuration::from_secs(d);
-        if floor > earliest {
-            earliest = floor;
-        }
+    if let Some(d) = starting_deadline_seconds
+        && let Ok(floor) = now.checked_sub(SignedDuration::from_secs(d))
+        && floor > earliest
+    {
+        earliest = floor;
     }
     let Some(latest) = s.latest_at_or_before(now).filter(|l| *l > earliest) else {
         return Due::Wait { next };
@@ -269,6 +269,23 @@ mod tests {
             2,
             "02:30 repeated by the fall-back ran twice: {fall:?}"
         );
+    }
+
+    #[test]
+    fn the_repeated_hour_of_a_fall_back_is_one_slot() {
+        let s = Schedule::parse("30 2 * * *", Some("Europe/Berlin")).unwrap();
+        // Last run Saturday 02:30 CEST; now Sunday 03:00 CET, after 02:30 came twice.
+        let last = Some(at("2026-10-24T00:30:00Z"));
+        match due(
+            &s,
+            last,
+            at("2026-10-01T00:00:00Z"),
+            at("2026-10-25T02:00:00Z"),
+            None,
+        ) {
+            Due::Run { missed, .. } => assert_eq!(missed, 0),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -24,9 +24,6 @@ pub const SCHEDULE_LABEL: &str = "ecs.operator.dev/scheduled-task";
 /// Annotation on every run: the slot it was started for.
 pub const SLOT_ANNOTATION: &str = "ecs.operator.dev/scheduled-at";
 
-/// How soon a skipped (Forbid) slot is looked at again.
-const FORBID_POLL: Duration = Duration::from_secs(15);
-
 fn rfc3339(t: Timestamp) -> String {
     t.to_string()
 }
@@ -243,11 +240,13 @@ impl Managed for EcsScheduledTask {
                             active.join(", ")
                         );
                         notes.push(Note::normal("Skipped", "Schedule", msg.clone()));
+                        // The active run finishing wakes us (owns() watch); until
+                        // then only the next slot matters.
                         return Ok(finish(
                             st,
                             active,
                             Health::ready("Scheduled", msg),
-                            Some(FORBID_POLL),
+                            next.map(|n| until(n, now)),
                             notes,
                         ));
                     }

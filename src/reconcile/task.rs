@@ -53,6 +53,37 @@ fn merge(records: &mut Vec<TaskRecord>, fresh: Vec<TaskRecord>) {
     }
 }
 
+/// Attempts whose task records status keeps (older ones are dropped, so the
+/// status stays small whatever backoffLimit is).
+const KEPT_ATTEMPTS: i32 = 5;
+
+fn clip(s: &mut Option<String>) {
+    if let Some(v) = s
+        && v.len() > 256
+    {
+        let mut end = 255;
+        while !v.is_char_boundary(end) {
+            end -= 1;
+        }
+        v.truncate(end);
+        v.push('…');
+    }
+}
+
+fn compact(st: &mut EcsTaskStatus) {
+    let oldest = st.attempts - KEPT_ATTEMPTS + 1;
+    st.tasks.retain(|t| t.attempt >= oldest);
+    for t in &mut st.tasks {
+        clip(&mut t.stopped_reason);
+        for c in &mut t.containers {
+            clip(&mut c.reason);
+        }
+    }
+    for f in &mut st.failures {
+        clip(&mut f.detail);
+    }
+}
+
 fn summary(st: &mut EcsTaskStatus, count: i32) {
     let current: Vec<&TaskRecord> = st
         .tasks
@@ -112,6 +143,7 @@ impl EcsTask {
         notes: Vec<Note>,
     ) -> Outcome {
         let now = Timestamp::now();
+        compact(&mut st);
         summary(&mut st, self.spec.count);
         let previous = self
             .status
@@ -193,7 +225,10 @@ impl Managed for EcsTask {
                 self.spec.ttl_seconds_after_finished,
                 parse_time(st.completion_time.as_deref()),
             ) {
-                let expires = done + SignedDuration::from_secs(ttl);
+                // A TTL too long to represent never expires.
+                let expires = done
+                    .checked_add(SignedDuration::from_secs(ttl))
+                    .unwrap_or(Timestamp::MAX);
                 if now >= expires {
                     let api: Api<EcsTask> = Api::namespaced(ctx.kube.clone(), &ns);
                     api.delete(&name, &DeleteParams::background()).await?;
@@ -266,8 +301,27 @@ impl Managed for EcsTask {
                 }
             },
         };
+        let newly_resolved = st.task_definition.is_none();
         st.cluster = Some(cluster.clone());
         st.task_definition = Some(task_definition.clone());
+        if newly_resolved {
+            // Record where and what before the first RunTask: a retry after a crash
+            // must send the same request with the same client token.
+            st.phase = Some(Phase::Pending);
+            st.reason = Some("Starting".into());
+            return Ok(self.outcome(
+                st,
+                Health::progressing(
+                    "Starting",
+                    format!(
+                        "starting {} in {cluster}",
+                        crate::reconcile::service_plan::td_short(&task_definition)
+                    ),
+                ),
+                Some(Duration::from_millis(200)),
+                vec![],
+            ));
+        }
 
         // Observe the current attempt's tasks that have not stopped yet.
         let open: Vec<String> = st
@@ -321,6 +375,7 @@ impl Managed for EcsTask {
             start_time: parse_time(st.start_time.as_deref()),
             current: &current,
             placement_failures: &placement,
+            retry_at: parse_time(st.next_attempt_time.as_deref()),
             essential: &st.essential_containers,
         });
 
@@ -426,23 +481,43 @@ impl Managed for EcsTask {
                             self.status.as_ref().map(|s| s.attempts).unwrap_or(0)
                         ),
                     ),
-                    Some(task_plan::TASK_POLL),
+                    Some(task_plan::poll_interval(
+                        parse_time(self.status.as_ref().and_then(|s| s.start_time.as_deref()))
+                            .map(|t| now.duration_since(t))
+                            .unwrap_or_default(),
+                    )),
                     vec![],
                 ))
             }
             Decision::StopAll { message } => {
-                for t in current
+                // Stop what ECS is not already stopping; Fargate can take a while.
+                let to_stop: Vec<&TaskRecord> = current
                     .iter()
                     .filter(|t| t.last_status.as_deref() != Some("STOPPED"))
-                {
+                    .filter(|t| t.desired_status.as_deref() != Some("STOPPED"))
+                    .collect();
+                for t in &to_stop {
                     ecs_task::stop(&ctx.ecs, &cluster, &t.arn, &message).await?;
                 }
-                // Record the stopped state on the next pass, then finish.
+                let notes = if to_stop.is_empty() {
+                    vec![]
+                } else {
+                    vec![Note::warning(
+                        "DeadlineExceeded",
+                        "StopTask",
+                        message.clone(),
+                    )]
+                };
+                // Record the stopped state on a later pass, then finish.
                 Ok(self.outcome(
                     st,
-                    Health::progressing("DeadlineExceeded", message.clone()),
-                    Some(Duration::from_secs(1)),
-                    vec![Note::warning("DeadlineExceeded", "StopTask", message)],
+                    Health::progressing("DeadlineExceeded", message),
+                    Some(if to_stop.is_empty() {
+                        task_plan::TASK_POLL
+                    } else {
+                        Duration::from_secs(1)
+                    }),
+                    notes,
                 ))
             }
             Decision::RetryAt { at, message } => {
@@ -509,21 +584,57 @@ impl Managed for EcsTask {
         let Some(cluster) = &st.cluster else {
             return Ok(vec![]);
         };
-        let running: Vec<&TaskRecord> = st
+        let uid = self.uid().unwrap_or_default();
+        let mut running: Vec<String> = st
             .tasks
             .iter()
             .filter(|t| t.last_status.as_deref() != Some("STOPPED"))
+            .map(|t| t.arn.clone())
             .collect();
+        // Also tasks started but never recorded (a crash right after RunTask).
+        if st
+            .phase
+            .is_some_and(|p| p == Phase::Running || p == Phase::Pending)
+        {
+            let found = match ecs_task::find(&ctx.ecs, cluster, &self.started_by()).await {
+                Ok(f) => f,
+                Err(Error::Ecs { code: Some(c), .. }) if c == "ClusterNotFoundException" => {
+                    return Ok(vec![]);
+                }
+                Err(e) => return Err(e),
+            };
+            let unknown: Vec<String> = found.into_iter().filter(|a| !running.contains(a)).collect();
+            if !unknown.is_empty() {
+                for (r, tags) in ecs_task::describe(&ctx.ecs, cluster, &unknown).await? {
+                    if tags.get(UID_TAG) == Some(&uid)
+                        && r.last_status.as_deref() != Some("STOPPED")
+                    {
+                        running.push(r.arn);
+                    }
+                }
+            }
+        }
         if running.is_empty() {
             return Ok(vec![]);
         }
-        let reason = format!(
+        // StopTask takes at most 255 characters of reason.
+        let mut reason = format!(
             "EcsTask {}/{} was deleted",
             self.namespace().unwrap_or_default(),
             self.name_any()
         );
-        for t in &running {
-            ecs_task::stop(&ctx.ecs, cluster, &t.arn, &reason).await?;
+        if reason.len() > 255 {
+            reason = "its EcsTask was deleted".to_string();
+        }
+        for arn in &running {
+            match ecs_task::stop(&ctx.ecs, cluster, arn, &reason).await {
+                Ok(()) => {}
+                // The cluster is gone, and its tasks with it.
+                Err(Error::Ecs { code: Some(c), .. }) if c == "ClusterNotFoundException" => {
+                    return Ok(vec![]);
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(vec![Note::normal(
             "Stopped",

@@ -10,6 +10,7 @@ use super::task_definition_plan::{self, ObservedRevision, Plan};
 use super::{Context, Managed, Note, Outcome};
 use crate::api::common::{DeletionPolicy, Health, UID_TAG, ownership_tags};
 use crate::api::service::EcsService;
+use crate::api::task::{EcsTask, Phase};
 use crate::api::task_definition::{EcsTaskDefinition, EcsTaskDefinitionStatus, RevisionRecord};
 use crate::ecs::cluster::tags_to_sdk;
 use crate::ecs::task_definition as td;
@@ -128,11 +129,12 @@ async fn prune(ecs: &EcsApi, revisions: &[ObservedRevision]) -> Result<(), Error
     td::delete(ecs, &arns).await
 }
 
-/// Task-definition ARNs that EcsServices in the namespace run or roll to.
+/// Task-definition ARNs that EcsServices in the namespace run or roll to, and that
+/// unfinished EcsTasks run (a retry needs its revision still registered).
 async fn in_use_by_services(ctx: &Context, ns: &str) -> Result<BTreeSet<String>, Error> {
     let api: Api<EcsService> = Api::namespaced(ctx.kube.clone(), ns);
     let services = api.list(&ListParams::default()).await?;
-    Ok(services
+    let mut in_use: BTreeSet<String> = services
         .items
         .iter()
         // A service being deleted is going away with its revisions.
@@ -146,7 +148,19 @@ async fn in_use_by_services(ctx: &Context, ns: &str) -> Result<BTreeSet<String>,
                 .cloned()
                 .collect::<Vec<_>>()
         })
-        .collect())
+        .collect();
+    let tasks: Api<EcsTask> = Api::namespaced(ctx.kube.clone(), ns);
+    in_use.extend(
+        tasks
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|t| t.status)
+            .filter(|st| !matches!(st.phase, Some(Phase::Succeeded | Phase::Failed)))
+            .filter_map(|st| st.task_definition),
+    );
+    Ok(in_use)
 }
 
 impl Managed for EcsTaskDefinition {

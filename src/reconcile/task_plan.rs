@@ -143,6 +143,8 @@ pub struct RunState<'a> {
     /// RunTask failure reasons of the current attempt.
     pub placement_failures: &'a [String],
     pub essential: &'a [String],
+    /// status.nextAttemptTime, once a retry was scheduled.
+    pub retry_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,26 +166,37 @@ pub enum Decision {
 }
 
 pub fn decide(s: &RunState<'_>) -> Decision {
-    if let (Some(limit), Some(start)) = (s.active_deadline_seconds, s.start_time)
-        && s.now >= start + SignedDuration::from_secs(limit)
-    {
-        let message = format!("the run exceeded activeDeadlineSeconds ({limit}s)");
-        return if s.current.iter().any(|t| !stopped(t)) {
-            Decision::StopAll { message }
-        } else {
-            Decision::Finish {
+    // A deadline too far away to represent is no deadline.
+    let deadline = match (s.active_deadline_seconds, s.start_time) {
+        (Some(limit), Some(start)) => start
+            .checked_add(SignedDuration::from_secs(limit))
+            .ok()
+            .map(|at| (limit, at)),
+        _ => None,
+    };
+    let past_deadline = deadline.filter(|(_, at)| s.now >= *at);
+    let deadline_message =
+        |limit: i64| format!("the run exceeded activeDeadlineSeconds ({limit}s)");
+    if s.attempts == 0 {
+        return match past_deadline {
+            Some((limit, _)) => Decision::Finish {
                 phase: Phase::Failed,
                 reason: "DeadlineExceeded".into(),
-                message,
+                message: deadline_message(limit),
                 exit_code: None,
-            }
+            },
+            None => Decision::Run { attempt: 1 },
         };
     }
-    if s.attempts == 0 {
-        return Decision::Run { attempt: 1 };
-    }
+    // What the attempt did is judged first: tasks that finished in time count even
+    // if the operator only sees them after the deadline.
     match attempt_result(s.current, s.count, s.essential, s.placement_failures) {
-        AttemptResult::Running => Decision::Poll,
+        AttemptResult::Running => match past_deadline {
+            Some((limit, _)) => Decision::StopAll {
+                message: deadline_message(limit),
+            },
+            None => Decision::Poll,
+        },
         AttemptResult::Succeeded => Decision::Finish {
             phase: Phase::Succeeded,
             reason: "Succeeded".into(),
@@ -200,6 +213,14 @@ pub fn decide(s: &RunState<'_>) -> Decision {
             message,
             exit_code,
         } => {
+            if let Some((limit, _)) = past_deadline {
+                return Decision::Finish {
+                    phase: Phase::Failed,
+                    reason: "DeadlineExceeded".into(),
+                    message: format!("{}; last attempt: {message}", deadline_message(limit)),
+                    exit_code,
+                };
+            }
             if s.attempts > s.backoff_limit {
                 return Decision::Finish {
                     phase: Phase::Failed,
@@ -212,13 +233,19 @@ pub fn decide(s: &RunState<'_>) -> Decision {
                     exit_code,
                 };
             }
-            let ended = s
-                .current
-                .iter()
-                .filter_map(|t| t.stopped_at.as_deref()?.parse::<Timestamp>().ok())
-                .max()
-                .unwrap_or(s.now);
-            let at = ended + retry_delay(s.attempts + 1);
+            // Once set, the retry time stays (a failure without stop times, e.g. no
+            // task placed, must not push it forward on every look).
+            let at = s.retry_at.unwrap_or_else(|| {
+                let ended = s
+                    .current
+                    .iter()
+                    .filter_map(|t| t.stopped_at.as_deref()?.parse::<Timestamp>().ok())
+                    .max()
+                    .unwrap_or(s.now);
+                ended
+                    .checked_add(retry_delay(s.attempts + 1))
+                    .unwrap_or(ended)
+            });
             if s.now >= at {
                 Decision::Run {
                     attempt: s.attempts + 1,
@@ -230,6 +257,16 @@ pub fn decide(s: &RunState<'_>) -> Decision {
                 }
             }
         }
+    }
+}
+
+/// How often running tasks are described: often at first, less for long runs (ECS
+/// keeps a stopped task for about an hour, so results are still recorded).
+pub fn poll_interval(running_for: SignedDuration) -> Duration {
+    if running_for < SignedDuration::from_mins(5) {
+        TASK_POLL
+    } else {
+        Duration::from_secs(30)
     }
 }
 
@@ -412,6 +449,7 @@ mod tests {
             current,
             placement_failures: &[],
             essential,
+            retry_at: None,
         }
     }
 
@@ -459,6 +497,40 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_success_seen_after_the_deadline_is_still_a_success() {
+        let essential = vec!["app".to_string()];
+        let ok = vec![task(Some(OK), &[("app", Some(0))])];
+        let mut s = state("2026-01-01T00:01:00Z", 1, &ok, &essential);
+        s.active_deadline_seconds = Some(30);
+        assert!(matches!(
+            decide(&s),
+            Decision::Finish {
+                phase: Phase::Succeeded,
+                ..
+            }
+        ));
+        // Absurd deadlines do not overflow.
+        s.active_deadline_seconds = Some(i64::MAX);
+        assert!(matches!(decide(&s), Decision::Finish { .. }));
+    }
+
+    #[test]
+    fn an_unplaced_attempt_retries_at_a_fixed_time() {
+        let essential = vec!["app".to_string()];
+        let none: Vec<TaskRecord> = vec![];
+        let failures = vec!["RESOURCE:MEMORY".to_string()];
+        let mut s = state("2026-01-01T00:00:05Z", 1, &none, &essential);
+        s.placement_failures = &failures;
+        let Decision::RetryAt { at, .. } = decide(&s) else {
+            panic!("expected RetryAt");
+        };
+        // Later looks keep that time, and reach it.
+        s.retry_at = Some(at);
+        s.now = at;
+        assert_eq!(decide(&s), Decision::Run { attempt: 2 });
     }
 
     #[test]

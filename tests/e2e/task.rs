@@ -288,7 +288,7 @@ async fn failed_attempt_is_retried_then_the_finished_task_expires() {
         phase(o) == Some(Phase::Failed)
     })
     .await;
-    // ttlSecondsAfterFinished: 2 -> the resource goes away.
+    // ttlSecondsAfterFinished: 20 -> the resource goes away.
     let api = Api::<EcsTask>::namespaced(ctx.kube.clone(), &ctx.namespace);
     eventually(30, "EcsTask deleted after its TTL", || async {
         api.get_opt(&name).await.ok()?.is_none().then_some(())
