@@ -54,10 +54,14 @@ test: tools lint ## Everything CI runs: lint, unit + e2e tests, generated-file d
 	@$(MAKE) --no-print-directory crds-check OPERATOR_BIN=$(OPERATOR)
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the Rust types
-	@mkdir -p crds
+# The generated CRDs, and the copies kustomize and Helm need inside their own trees.
+CRD_COPIES := config/crd/bases/ecs-operator.yaml charts/ecs-operator/crds/ecs-operator.yaml
+
+crds: ## Regenerate crds/ (and its copies in config/ and charts/) from the Rust types
+	@mkdir -p crds config/crd/bases charts/ecs-operator/crds
 	$(CARGO) run --quiet --locked -- crd > crds/ecs-operator.yaml
-	@echo "wrote crds/ecs-operator.yaml"
+	@for f in $(CRD_COPIES); do cp crds/ecs-operator.yaml $$f; done
+	@echo "wrote crds/ecs-operator.yaml and $(CRD_COPIES)"
 
 # Uses the binary `cargo test` just built (same features), so no second build.
 OPERATOR_BIN ?=
@@ -66,9 +70,11 @@ crds-check: ## Fail if crds/ differs from what the code generates
 	@mkdir -p crds
 	@tmp=$$(mktemp); \
 	if [ -n "$(OPERATOR_BIN)" ]; then "$(OPERATOR_BIN)" crd > $$tmp; else $(CARGO) run --quiet --locked -- crd > $$tmp; fi; \
-	if ! diff -u crds/ecs-operator.yaml $$tmp; then \
-	  echo "crds/ is stale: run 'make crds' and commit the result"; rm -f $$tmp; exit 1; fi; \
-	rm -f $$tmp; echo "crds/ is up to date"
+	for f in crds/ecs-operator.yaml $(CRD_COPIES); do \
+	  if ! diff -u $$f $$tmp; then \
+	    echo "$$f is stale: run 'make crds' and commit the result"; rm -f $$tmp; exit 1; fi; \
+	done; \
+	rm -f $$tmp; echo "crds/ and its copies are up to date"
 
 .PHONY: env-up
 env-up: tools ## Start kube-apiserver + etcd + ECS endpoint in the background; prints exports

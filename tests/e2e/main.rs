@@ -3,6 +3,7 @@
 //! all on 127.0.0.1 (see `support` and the `testenv` crate).
 
 mod cluster;
+mod deploy;
 mod leader;
 mod scheduled_task;
 mod service;

@@ -219,6 +219,11 @@ fn free_port() -> u16 {
 impl TestContext {
     /// Starts the real operator binary against this test's namespace.
     pub async fn start_operator(&self, extra_args: &[&str]) -> Operator {
+        self.start_operator_env(extra_args, &[]).await
+    }
+
+    /// Same, with extra environment (e.g. another KUBECONFIG).
+    pub async fn start_operator_env(&self, extra_args: &[&str], envs: &[(&str, &str)]) -> Operator {
         install_crds(&self.kube).await;
         let env = env();
         let port = free_port();
@@ -244,6 +249,7 @@ impl TestContext {
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("RUST_LOG", "info,ecs_operator=debug")
+            .envs(envs.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)

@@ -1,0 +1,175 @@
+//! The shipped manifests on the real apiserver: `config/` builds with kustomize and is
+//! accepted by a server-side dry run, and the operator reconciles the samples with
+//! nothing but the RBAC of `config/rbac`, as its ServiceAccount (TokenRequest).
+
+use std::path::{Path, PathBuf};
+
+use ecs_operator::api::cluster::EcsCluster;
+use ecs_operator::api::service::EcsService;
+use kube::api::Api;
+
+use crate::support::{TestContext, env, eventually};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+#[tokio::test]
+async fn kustomize_default_builds_and_the_server_accepts_it() {
+    let ctx = TestContext::new("deploy-kustomize").await;
+    crate::support::install_crds(&ctx.kube).await;
+    let dir = repo().join("config/default");
+    let (ok, built) = ctx
+        .kubectl(&["kustomize", dir.to_str().unwrap()], None)
+        .await;
+    assert!(ok, "{built}");
+    for kind in [
+        "kind: CustomResourceDefinition",
+        "kind: Deployment",
+        "kind: ClusterRole",
+        "kind: ServiceAccount",
+        "kind: Namespace",
+    ] {
+        assert!(built.contains(kind), "{kind} missing");
+    }
+    // The namespace must exist for a dry run of what goes in it.
+    let _ = ctx
+        .kubectl(&["create", "namespace", "ecs-operator-system"], None)
+        .await;
+    let (ok, out) = ctx
+        .kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=e2e-dry-run",
+                "--dry-run=server",
+                // (the last --namespace wins over the test's own)
+                "--namespace=ecs-operator-system",
+                "-f",
+                "-",
+            ],
+            Some(&built),
+        )
+        .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("deployment.apps/ecs-operator serverside-applied (server dry run)"),
+        "{out}"
+    );
+
+    let samples = repo().join("config/samples");
+    let (ok, built) = ctx
+        .kubectl(&["kustomize", samples.to_str().unwrap()], None)
+        .await;
+    assert!(ok, "{built}");
+    let (ok, out) = ctx
+        .kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&built))
+        .await;
+    assert!(ok, "samples refused: {out}");
+}
+
+#[tokio::test]
+async fn operator_runs_on_its_service_account_with_least_privilege() {
+    let ctx = TestContext::new("deploy-rbac").await;
+    crate::support::install_crds(&ctx.kube).await;
+    let ns = ctx.namespace.clone();
+    let sa = format!("system:serviceaccount:{ns}:ecs-operator");
+    // config/rbac, bound in this test's namespace.
+    let dir = repo().join("config/rbac");
+    let (ok, rbac) = ctx
+        .kubectl(&["kustomize", dir.to_str().unwrap()], None)
+        .await;
+    assert!(ok, "{rbac}");
+    // Bind to the ServiceAccount in this namespace (kubectl puts the namespaced
+    // objects here).
+    let rbac = rbac.replace(
+        "namespace: ecs-operator-system",
+        &format!("namespace: {ns}"),
+    );
+    let (ok, out) = ctx.kubectl(&["apply", "-f", "-"], Some(&rbac)).await;
+    assert!(ok, "{out}");
+
+    let can = |verb: &'static str, what: &'static str| {
+        let ctx = &ctx;
+        let sa = sa.clone();
+        async move {
+            let (_, out) = ctx
+                .kubectl(&["auth", "can-i", verb, what, "--as", &sa], None)
+                .await;
+            out.trim().starts_with("yes")
+        }
+    };
+    for (verb, what) in [
+        ("patch", "ecsservices.ecs.operator.dev"),
+        ("patch", "ecsservices.ecs.operator.dev/status"),
+        ("create", "ecstasks.ecs.operator.dev"),
+        ("delete", "ecstasks.ecs.operator.dev"),
+        ("create", "events.events.k8s.io"),
+        ("update", "leases.coordination.k8s.io"),
+    ] {
+        assert!(can(verb, what).await, "{sa} cannot {verb} {what}");
+    }
+    for (verb, what) in [
+        ("get", "secrets"),
+        ("list", "configmaps"),
+        ("list", "pods"),
+        ("create", "deployments.apps"),
+        ("delete", "ecsservices.ecs.operator.dev"),
+        ("create", "ecsclusters.ecs.operator.dev"),
+        ("update", "customresourcedefinitions.apiextensions.k8s.io"),
+    ] {
+        assert!(!can(verb, what).await, "{sa} may {verb} {what}");
+    }
+
+    // A token for the ServiceAccount from the TokenRequest API, in a kubeconfig.
+    let (ok, token) = ctx
+        .kubectl(&["create", "token", "ecs-operator", "--duration=1h"], None)
+        .await;
+    assert!(ok, "{token}");
+    let admin = std::fs::read_to_string(&env().kubeconfig).unwrap();
+    let mut kubeconfig = String::new();
+    for line in admin.lines() {
+        if line.trim_start().starts_with("token:") {
+            kubeconfig.push_str(&format!("    token: {}\n", token.trim()));
+        } else {
+            kubeconfig.push_str(line);
+            kubeconfig.push('\n');
+        }
+    }
+    let path = env().run_dir.join(format!("kubeconfig-{ns}-sa"));
+    std::fs::write(&path, kubeconfig).unwrap();
+    let op = ctx
+        .start_operator_env(
+            &["--leader-elect", "--leader-election-namespace", &ns],
+            &[("KUBECONFIG", path.to_str().unwrap())],
+        )
+        .await;
+
+    // The samples' cluster and worker service, renamed for this test's ECS names.
+    let (cl, td, svc) = (ctx.name("shop"), ctx.name("worker"), ctx.name("worker"));
+    let yaml = read("config/samples/cluster.yaml").replace("name: shop", &format!("name: {cl}"))
+        + "---\n"
+        + &read("config/samples/worker.yaml")
+            .replace("name: shop", &format!("name: {cl}"))
+            .replace("name: worker", &format!("name: {td}"));
+    ctx.apply(&yaml).await;
+    let clusters = Api::<EcsCluster>::namespaced(ctx.kube.clone(), &ns);
+    let services = Api::<EcsService>::namespaced(ctx.kube.clone(), &ns);
+    eventually(60, "sample cluster and worker Ready", || async {
+        let c = clusters.get(&cl).await.ok()?;
+        let s = services.get(&svc).await.ok()?;
+        let ready = |conds: &[ecs_operator::api::common::Condition]| {
+            ecs_operator::api::common::is_condition_true(conds, "Ready")
+        };
+        (ready(&c.status?.conditions) && ready(&s.status?.conditions)).then_some(())
+    })
+    .await;
+    let log = op.log_text();
+    assert!(!log.contains("forbidden"), "RBAC denials:\n{log}");
+    op.stop().await;
+}
