@@ -48,10 +48,14 @@ lint: ## rustfmt check + clippy (warnings are errors)
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 .PHONY: test
-test: tools lint ## Everything CI runs: lint, unit + e2e tests, generated-file drift
+test: tools lint docker-lint ## Everything CI runs: lint, unit + e2e tests, drift, make run, release build
 	@echo "== cargo test (unit + e2e against a real kube-apiserver and ECS endpoint)"
 	time $(CARGO) test --workspace --locked
 	@$(MAKE) --no-print-directory crds-check OPERATOR_BIN=$(OPERATOR)
+	@echo "== make run, until the samples are Ready"
+	@$(MAKE) --no-print-directory run-check
+	@echo "== release build (what the Dockerfile runs)"
+	@$(MAKE) --no-print-directory release
 
 .PHONY: crds
 # The generated CRDs, and the copies kustomize and Helm need inside their own trees.
@@ -75,6 +79,23 @@ crds-check: ## Fail if crds/ differs from what the code generates
 	    echo "$$f is stale: run 'make crds' and commit the result"; rm -f $$tmp; exit 1; fi; \
 	done; \
 	rm -f $$tmp; echo "crds/ and its copies are up to date"
+
+.PHONY: release
+release: ## The release build the Dockerfile runs (cargo build --release --locked)
+	$(CARGO) build --release --locked -p ecs-operator
+	@ls -l $(CARGO_TARGET_DIR)/release/ecs-operator
+
+.PHONY: docker-lint
+docker-lint: venv ## Lint the Dockerfile with hadolint (no Docker engine needed)
+	$(VENV)/bin/hadolint Dockerfile && echo "Dockerfile: hadolint clean"
+
+.PHONY: run-check
+run-check: ## make run until the samples are Ready, then stop (what CI checks of `make run`)
+	@ECS_OPERATOR_RUN_UNTIL_READY=1 CARGO="$(CARGO)" hack/run.sh
+
+.PHONY: run
+run: tools ## Run the operator locally: real apiserver + ECS endpoint, CRDs, samples (Ctrl-C stops)
+	@CARGO="$(CARGO)" hack/run.sh
 
 .PHONY: env-up
 env-up: tools ## Start kube-apiserver + etcd + ECS endpoint in the background; prints exports

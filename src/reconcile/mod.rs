@@ -399,6 +399,18 @@ pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
             }
             Ok(Action::requeue(wait))
         }
+        // The finalizer helper's JSON patch tests the finalizer list first; it fails
+        // (422 / 409) when our copy is older than the apiserver's (e.g. a reconcile
+        // woken by a related object right after the finalizer was added). That is
+        // not a failure: look again in a moment.
+        Err(finalizer::Error::AddFinalizer(kube::Error::Api(e)))
+        | Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(e)))
+            if e.code == 422 || e.code == 409 =>
+        {
+            ctx.metrics.reconciled(K::KIND, "conflict", elapsed);
+            debug!(object = %key, "finalizer patch raced a newer version; retrying");
+            Ok(Action::requeue(Duration::from_millis(500)))
+        }
         Err(other) => {
             ctx.metrics.reconciled(K::KIND, "finalizer", elapsed);
             Err(match other {
