@@ -23,7 +23,15 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: venv envtest ## Install/build what the tests need (cached)
+tools: venv envtest helm lua ## Install/build what the tests need (cached)
+
+.PHONY: helm
+helm: ## Build the pinned helm CLI from its Go module (cached)
+	@hack/helm.sh >/dev/null
+
+.PHONY: lua
+lua: ## lua5.4 from Debian, for the Argo CD health-script test
+	@command -v lua5.4 >/dev/null || { echo "installing lua5.4"; apt-get update -qq && apt-get install -y -qq lua5.4 >/dev/null; }
 
 .PHONY: venv
 venv: $(VENV_STAMP)

@@ -73,36 +73,13 @@ async fn kustomize_default_builds_and_the_server_accepts_it() {
     assert!(ok, "samples refused: {out}");
 }
 
-#[tokio::test]
-async fn operator_runs_on_its_service_account_with_least_privilege() {
-    let ctx = TestContext::new("deploy-rbac").await;
-    crate::support::install_crds(&ctx.kube).await;
-    let ns = ctx.namespace.clone();
-    let sa = format!("system:serviceaccount:{ns}:ecs-operator");
-    // config/rbac, bound in this test's namespace.
-    let dir = repo().join("config/rbac");
-    let (ok, rbac) = ctx
-        .kubectl(&["kustomize", dir.to_str().unwrap()], None)
-        .await;
-    assert!(ok, "{rbac}");
-    // Bind to the ServiceAccount in this namespace (kubectl puts the namespaced
-    // objects here).
-    let rbac = rbac.replace(
-        "namespace: ecs-operator-system",
-        &format!("namespace: {ns}"),
-    );
-    let (ok, out) = ctx.kubectl(&["apply", "-f", "-"], Some(&rbac)).await;
-    assert!(ok, "{out}");
-
-    let can = |verb: &'static str, what: &'static str| {
-        let ctx = &ctx;
-        let sa = sa.clone();
-        async move {
-            let (_, out) = ctx
-                .kubectl(&["auth", "can-i", verb, what, "--as", &sa], None)
-                .await;
-            out.trim().starts_with("yes")
-        }
+/// `kubectl auth can-i` as the ServiceAccount: what it needs, yes; anything else, no.
+async fn assert_least_privilege(ctx: &TestContext, sa: &str) {
+    let can = |verb: &'static str, what: &'static str| async move {
+        let (_, out) = ctx
+            .kubectl(&["auth", "can-i", verb, what, "--as", sa], None)
+            .await;
+        out.trim().starts_with("yes")
     };
     for (verb, what) in [
         ("patch", "ecsservices.ecs.operator.dev"),
@@ -125,10 +102,14 @@ async fn operator_runs_on_its_service_account_with_least_privilege() {
     ] {
         assert!(!can(verb, what).await, "{sa} may {verb} {what}");
     }
+}
 
-    // A token for the ServiceAccount from the TokenRequest API, in a kubeconfig.
+/// Runs the operator with a TokenRequest token of `service_account` (nothing else) and
+/// waits until the samples' cluster and worker service are Ready.
+async fn reconcile_samples_as(ctx: &TestContext, service_account: &str, extra_args: &[&str]) {
+    let ns = ctx.namespace.clone();
     let (ok, token) = ctx
-        .kubectl(&["create", "token", "ecs-operator", "--duration=1h"], None)
+        .kubectl(&["create", "token", service_account, "--duration=1h"], None)
         .await;
     assert!(ok, "{token}");
     let admin = std::fs::read_to_string(&env().kubeconfig).unwrap();
@@ -141,13 +122,12 @@ async fn operator_runs_on_its_service_account_with_least_privilege() {
             kubeconfig.push('\n');
         }
     }
-    let path = env().run_dir.join(format!("kubeconfig-{ns}-sa"));
+    let path = env()
+        .run_dir
+        .join(format!("kubeconfig-{ns}-{service_account}"));
     std::fs::write(&path, kubeconfig).unwrap();
     let op = ctx
-        .start_operator_env(
-            &["--leader-elect", "--leader-election-namespace", &ns],
-            &[("KUBECONFIG", path.to_str().unwrap())],
-        )
+        .start_operator_env(extra_args, &[("KUBECONFIG", path.to_str().unwrap())])
         .await;
 
     // The samples' cluster and worker service, renamed for this test's ECS names.
@@ -172,4 +152,178 @@ async fn operator_runs_on_its_service_account_with_least_privilege() {
     let log = op.log_text();
     assert!(!log.contains("forbidden"), "RBAC denials:\n{log}");
     op.stop().await;
+}
+
+#[tokio::test]
+async fn operator_runs_on_its_service_account_with_least_privilege() {
+    let ctx = TestContext::new("deploy-rbac").await;
+    crate::support::install_crds(&ctx.kube).await;
+    let ns = ctx.namespace.clone();
+    // config/rbac, bound in this test's namespace.
+    let dir = repo().join("config/rbac");
+    let (ok, rbac) = ctx
+        .kubectl(&["kustomize", dir.to_str().unwrap()], None)
+        .await;
+    assert!(ok, "{rbac}");
+    // Bind to the ServiceAccount in this namespace (kubectl puts the namespaced
+    // objects here).
+    let rbac = rbac.replace(
+        "namespace: ecs-operator-system",
+        &format!("namespace: {ns}"),
+    );
+    let (ok, out) = ctx.kubectl(&["apply", "-f", "-"], Some(&rbac)).await;
+    assert!(ok, "{out}");
+    assert_least_privilege(&ctx, &format!("system:serviceaccount:{ns}:ecs-operator")).await;
+    reconcile_samples_as(
+        &ctx,
+        "ecs-operator",
+        &["--leader-elect", "--leader-election-namespace", &ns],
+    )
+    .await;
+}
+
+fn helm() -> String {
+    let out = std::process::Command::new(repo().join("hack/helm.sh"))
+        .output()
+        .expect("hack/helm.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+async fn run_helm(args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(helm())
+        .args(args)
+        .env("KUBECONFIG", &env().kubeconfig)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn helm_chart_lints_renders_installs_and_its_rbac_suffices() {
+    let ctx = TestContext::new("deploy-helm").await;
+    crate::support::install_crds(&ctx.kube).await;
+    let ns = ctx.namespace.clone();
+    let chart = repo().join("charts/ecs-operator");
+    let chart = chart.to_str().unwrap();
+
+    let (ok, out) = run_helm(&["lint", "--strict", chart]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = run_helm(&[
+        "lint",
+        "--strict",
+        chart,
+        "--set",
+        "replicaCount=3",
+        "--set",
+        "watchNamespace=team-a",
+    ])
+    .await;
+    assert!(ok, "{out}");
+    // values.schema.json refuses nonsense.
+    let (ok, out) = run_helm(&[
+        "template",
+        "x",
+        chart,
+        "--kube-version",
+        "1.37.1",
+        "--set",
+        "concurrency=0",
+    ])
+    .await;
+    assert!(!ok && out.contains("concurrency"), "{out}");
+
+    // Rendered (all modes) and accepted by the apiserver.
+    let own_ns = format!("watchNamespace={ns}");
+    for extra in [
+        vec![],
+        vec![
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "metrics.serviceMonitor.enabled=false",
+        ],
+        vec!["--set", own_ns.as_str()],
+    ] {
+        // (helm template assumes an old Kubernetes unless told)
+        let mut args = vec![
+            "template",
+            "rel",
+            chart,
+            "--namespace",
+            ns.as_str(),
+            "--kube-version",
+            "1.37.1",
+        ];
+        args.extend(extra.iter().copied());
+        let (ok, rendered) = run_helm(&args).await;
+        assert!(ok, "{rendered}");
+        let (ok, out) = ctx
+            .kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&rendered))
+            .await;
+        assert!(ok, "{extra:?}: {out}");
+    }
+
+    // Installed for real, single-namespace mode with leader election (2 replicas).
+    let (ok, out) = run_helm(&[
+        "install",
+        "ecs",
+        chart,
+        "--namespace",
+        &ns,
+        "--set",
+        &format!("watchNamespace={ns}"),
+        "--set",
+        "replicaCount=2",
+    ])
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    let (ok, out) = ctx
+        .kubectl(
+            &["get", "deployment,serviceaccount,role,rolebinding,service"],
+            None,
+        )
+        .await;
+    assert!(ok, "{out}");
+    for want in [
+        "deployment.apps/ecs-ecs-operator",
+        "serviceaccount/ecs-ecs-operator",
+        "role.rbac.authorization.k8s.io/ecs-ecs-operator-leader-election",
+    ] {
+        assert!(out.contains(want), "{want} missing: {out}");
+    }
+    let sa = format!("system:serviceaccount:{ns}:ecs-ecs-operator");
+    assert_least_privilege(&ctx, &sa).await;
+    // Namespace mode: nothing outside this namespace.
+    let (_, out) = ctx
+        .kubectl(
+            &[
+                "auth",
+                "can-i",
+                "list",
+                "ecsservices.ecs.operator.dev",
+                "--as",
+                &sa,
+                "--namespace",
+                "default",
+            ],
+            None,
+        )
+        .await;
+    assert!(out.trim().starts_with("no"), "{out}");
+    reconcile_samples_as(
+        &ctx,
+        "ecs-ecs-operator",
+        &["--leader-elect", "--leader-election-id", "ecs-ecs-operator"],
+    )
+    .await;
 }

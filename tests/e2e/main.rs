@@ -4,6 +4,7 @@
 
 mod cluster;
 mod deploy;
+mod gitops;
 mod leader;
 mod scheduled_task;
 mod service;
