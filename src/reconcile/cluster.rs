@@ -7,6 +7,7 @@ use super::cluster_plan::{self, Action, Cleanup, Desired, Plan};
 use super::{Context, Managed, Note, Outcome};
 use crate::api::cluster::{EcsCluster, EcsClusterStatus};
 use crate::api::common::{Health, ownership_tags};
+use crate::api::service::EcsService;
 use crate::ecs::cluster::{
     ObservedCluster, container_insights_setting, describe_one, exec_to_sdk, service_connect_to_sdk,
     strategy_to_sdk, tags_to_sdk,
@@ -156,6 +157,30 @@ fn identity(obj: &EcsCluster) -> Result<(String, String, String), Error> {
 
 impl Managed for EcsCluster {
     const KIND: &'static str = "EcsCluster";
+
+    /// Services coming and going change what the cluster reports (services, running
+    /// tasks): look again then, not only at the next resync.
+    fn watch_related(
+        controller: kube::runtime::Controller<Self>,
+        client: &kube::Client,
+        namespace: Option<&str>,
+    ) -> kube::runtime::Controller<Self> {
+        let services: kube::Api<EcsService> = super::scoped_api(client, namespace);
+        controller.watches(
+            services,
+            kube::runtime::watcher::Config::default(),
+            |s: EcsService| {
+                let ns = s.namespace();
+                s.spec.cluster_ref.map(|r| {
+                    let o = kube::runtime::reflector::ObjectRef::<EcsCluster>::new(&r.name);
+                    match ns {
+                        Some(ns) => o.within(&ns),
+                        None => o,
+                    }
+                })
+            },
+        )
+    }
 
     async fn apply(&self, ctx: &Context) -> Result<Outcome, Error> {
         let (ns, name, uid) = identity(self)?;

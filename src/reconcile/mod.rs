@@ -431,6 +431,17 @@ pub fn error_policy<K: Managed>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> 
     Action::requeue(wait)
 }
 
+/// An Api for a namespaced kind: in `namespace`, or across all namespaces.
+pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// Runs the controller for kind `K` until `shutdown` resolves.
 pub async fn run<K: Managed>(
     ctx: Arc<Context>,
@@ -438,10 +449,7 @@ pub async fn run<K: Managed>(
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced(ctx.kube.clone(), ns),
-        None => Api::all(ctx.kube.clone()),
-    };
+    let api: Api<K> = scoped_api(&ctx.kube, namespace);
     info!(
         kind = K::KIND,
         namespace = namespace.unwrap_or("<all>"),

@@ -71,10 +71,7 @@ impl Managed for EcsScheduledTask {
         client: &Client,
         namespace: Option<&str>,
     ) -> Controller<Self> {
-        let runs: Api<EcsTask> = match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
+        let runs: Api<EcsTask> = super::scoped_api(client, namespace);
         // A run finishing matters for Forbid, history and lastSuccessfulTime.
         controller.owns(runs, watcher::Config::default().labels(SCHEDULE_LABEL))
     }

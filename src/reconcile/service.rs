@@ -282,14 +282,8 @@ impl Managed for EcsService {
         client: &Client,
         namespace: Option<&str>,
     ) -> Controller<Self> {
-        let tds: Api<EcsTaskDefinition> = match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        let clusters: Api<EcsCluster> = match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
+        let tds: Api<EcsTaskDefinition> = super::scoped_api(client, namespace);
+        let clusters: Api<EcsCluster> = super::scoped_api(client, namespace);
         let store = controller.store();
         let store2 = store.clone();
         controller

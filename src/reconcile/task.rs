@@ -185,6 +185,56 @@ impl EcsTask {
 impl Managed for EcsTask {
     const KIND: &'static str = "EcsTask";
 
+    /// A run waiting for its cluster or task definition starts as soon as it appears.
+    fn watch_related(
+        controller: kube::runtime::Controller<Self>,
+        client: &kube::Client,
+        namespace: Option<&str>,
+    ) -> kube::runtime::Controller<Self> {
+        // Only runs that have not resolved their references yet care.
+        fn waiting(
+            store: &kube::runtime::reflector::Store<EcsTask>,
+            ns: Option<String>,
+            name: &str,
+            by_cluster: bool,
+        ) -> Vec<kube::runtime::reflector::ObjectRef<EcsTask>> {
+            store
+                .state()
+                .iter()
+                .filter(|t| t.namespace() == ns)
+                .filter(|t| {
+                    t.status
+                        .as_ref()
+                        .is_none_or(|s| s.task_definition.is_none())
+                })
+                .filter(|t| {
+                    let r = if by_cluster {
+                        &t.spec.cluster_ref
+                    } else {
+                        &t.spec.task_definition_ref
+                    };
+                    r.as_ref().is_some_and(|r| r.name == name)
+                })
+                .map(|t| kube::runtime::reflector::ObjectRef::from(t.as_ref()))
+                .collect()
+        }
+        let store = controller.store();
+        let store2 = store.clone();
+        controller
+            .watches(
+                super::scoped_api::<crate::api::task_definition::EcsTaskDefinition>(
+                    client, namespace,
+                ),
+                kube::runtime::watcher::Config::default(),
+                move |td| waiting(&store, td.namespace(), &td.name_any(), false),
+            )
+            .watches(
+                super::scoped_api::<crate::api::cluster::EcsCluster>(client, namespace),
+                kube::runtime::watcher::Config::default(),
+                move |c| waiting(&store2, c.namespace(), &c.name_any(), true),
+            )
+    }
+
     async fn apply(&self, ctx: &Context) -> Result<Outcome, Error> {
         let ns = self.namespace().unwrap_or_default();
         let name = self.name_any();

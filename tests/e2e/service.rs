@@ -205,6 +205,16 @@ spec:
         Some(100)
     );
 
+    // The cluster's counts follow its services without waiting for a resync (5 min).
+    let clusters =
+        Api::<ecs_operator::api::cluster::EcsCluster>::namespaced(ctx.kube.clone(), &ctx.namespace);
+    eventually(15, "EcsCluster counts the service", || async {
+        let c = clusters.get(&cl).await.ok()?;
+        let st = c.status?;
+        (st.active_services_count == Some(1) && st.running_tasks_count == Some(2)).then_some(())
+    })
+    .await;
+
     // kubectl get shows the columns people look at.
     let (_, table) = ctx.kubectl(&["get", "ecssvc", &svc], None).await;
     let header = table.lines().next().unwrap_or_default();

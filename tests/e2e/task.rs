@@ -385,3 +385,34 @@ async fn task_specs_are_validated_and_immutable() {
     assert!(!ok);
     assert!(out.contains("the spec of an EcsTask is immutable"), "{out}");
 }
+
+#[tokio::test]
+async fn a_run_waiting_for_its_task_definition_starts_when_it_appears() {
+    let ctx = TestContext::new("task-waiting").await;
+    let op = ctx.start_operator(&[]).await;
+    let (cluster, _) = cluster_and_td(&ctx).await;
+    let (name, td) = (ctx.name("later"), ctx.name("later-td"));
+    ctx.apply(&manifest(
+        &name,
+        &format!("  cluster: {cluster}\n  taskDefinitionRef:\n    name: {td}\n"),
+    ))
+    .await;
+    let o = wait_task(&ctx, &name, 30, "waiting for the reference", |o| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| c.reason == "WaitingForReference")
+    })
+    .await;
+    assert_eq!(phase(&o), Some(Phase::Pending));
+    ctx.apply(&format!(
+        "apiVersion: ecs.operator.dev/v1alpha1\nkind: EcsTaskDefinition\nmetadata:\n  name: {td}\nspec:\n  containerDefinitions:\n    - name: app\n      image: busybox:1\n      memory: 64\n"
+    ))
+    .await;
+    // Its own poll is 30 s; the watch on EcsTaskDefinition starts it sooner.
+    wait_task(&ctx, &name, 15, "Running", |o| {
+        phase(o) == Some(Phase::Running)
+    })
+    .await;
+    op.stop().await;
+}
