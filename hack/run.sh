@@ -45,8 +45,9 @@ if exports=$("$TESTENV" env 2>/dev/null); then
   say "reusing the environment started by make env-up"
 else
   say "starting kube-apiserver + etcd + ECS endpoint on 127.0.0.1"
-  exports=$("$TESTENV" up --detach)
+  # Set first: an interrupted start still gets cleaned up (down is harmless).
   started_env=1
+  exports=$("$TESTENV" up --detach)
 fi
 eval "$exports"
 export KUBECONFIG AWS_ENDPOINT_URL AWS_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
@@ -62,11 +63,13 @@ say "starting ecs-operator (namespace $NS, metrics http://$METRICS/metrics)"
 RUST_LOG=${RUST_LOG:-info} "$OPERATOR" run --namespace "$NS" --metrics-addr "$METRICS" \
   --resync-interval 1m &
 op_pid=$!
-for _ in $(seq 1 100); do
-  if curl -fsS "http://$METRICS/readyz" >/dev/null 2>&1; then break; fi
+ready=0
+for _ in $(seq 1 150); do
+  if curl -fsS "http://$METRICS/readyz" >/dev/null 2>&1; then ready=1; break; fi
   kill -0 "$op_pid" 2>/dev/null || { echo "ecs-operator exited" >&2; exit 1; }
   sleep 0.2
 done
+[[ $ready == 1 ]] || { echo "ecs-operator did not become ready in 30s" >&2; exit 1; }
 
 say "applying config/samples"
 kubectl apply -n "$NS" -k config/samples >&2

@@ -217,8 +217,12 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
     tokio::pin!(shutdown);
     let mut leadership = None;
     if args.leader_elect {
-        let (rx, task) = leader_election(&client, &args).await?;
-        let mut rx = rx;
+        let Leadership {
+            holder: mut rx,
+            task,
+            namespace,
+            identity,
+        } = leader_election(&client, &args).await?;
         info!(lease = %args.leader_election_id, "waiting to become the leader");
         let became = tokio::select! {
             res = rx.wait_for(|leader| *leader) => Some(res.is_ok()),
@@ -237,7 +241,14 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
             return Ok(());
         }
         info!(lease = %args.leader_election_id, "became the leader");
-        leadership = Some((rx, task));
+        let watchdog = tokio::spawn(lease_lost(
+            client.clone(),
+            namespace,
+            args.leader_election_id.clone(),
+            identity,
+            args.leader_election_lease_duration,
+        ));
+        leadership = Some((rx, task, watchdog));
     }
 
     let ctx = Arc::new(Context::new(client, ecs, metrics, args.resync_interval));
@@ -268,17 +279,22 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
 
     let mut lost = false;
     match leadership.as_mut() {
-        Some((rx, _)) => {
+        Some((rx, _, watchdog)) => {
             tokio::select! {
                 _ = &mut shutdown => {}
-                _ = rx.wait_for(|leader| !*leader) => {
-                    // Someone else may reconcile now: stop at once, let the pod restart.
-                    error!("lost the leader Lease; stopping");
-                    lost = true;
-                }
+                _ = rx.wait_for(|leader| !*leader) => lost = true,
+                _ = watchdog => lost = true,
             }
         }
         None => shutdown.await,
+    }
+    if lost {
+        // Someone else may reconcile now: no draining, stop at once and let the pod
+        // restart as a standby.
+        error!("lost the leader Lease; stopping");
+        for c in &controllers {
+            c.abort();
+        }
     }
     info!("shutting down: finishing in-flight reconciles");
     let _ = stop_tx.send(true);
@@ -300,8 +316,9 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
     {
         info!("shutdown grace period (20s) over; exiting");
     }
-    if let Some((rx, task)) = leadership {
-        // Closing the channel releases the Lease, so a standby takes over at once.
+    if let Some((rx, task, watchdog)) = leadership {
+        // Closing the channel releases the Lease (a standby takes it at its next try).
+        watchdog.abort();
         drop(rx);
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         info!("released the leader Lease");
@@ -312,12 +329,14 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
     Ok(())
 }
 
-type Leadership = (
-    watch::Receiver<bool>,
-    tokio::task::JoinHandle<
+struct Leadership {
+    holder: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<
         Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
     >,
-);
+    namespace: String,
+    identity: String,
+}
 
 /// Starts competing for the Lease; the receiver says whether we hold it.
 async fn leader_election(
@@ -340,13 +359,65 @@ async fn leader_election(
             .with_namespace(&namespace)
             .with_identity(&identity)
             .with_duration(duration)
-            // Renew well before expiry; also the clock skew tolerated between replicas.
-            .with_grace((duration / 3).max(1))
+            // Renew at half the duration, leaving the watchdog (`lease_lost`) room to
+            // stop a leader whose renewals fail before the Lease can expire.
+            .with_grace((duration / 2).max(1))
             .build()
             .await
             .map_err(|e| ecs_operator::Error::Config(format!("leader election: {e}")))?;
     info!(%namespace, %identity, lease = %args.leader_election_id, "leader election enabled");
-    Ok(manager.watch().await)
+    let (holder, task) = manager.watch().await;
+    Ok(Leadership {
+        holder,
+        task,
+        namespace,
+        identity,
+    })
+}
+
+/// Resolves when this process can no longer be sure it holds the Lease. The lease
+/// crate keeps retrying renewals quietly while the apiserver is unreachable; a
+/// leader must stop before its Lease could have expired and a standby taken over.
+async fn lease_lost(
+    client: Client,
+    namespace: String,
+    name: String,
+    identity: String,
+    duration: Duration,
+) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let api: kube::Api<Lease> = kube::Api::namespaced(client, &namespace);
+    // Renewals come every half duration; stop once none came for three quarters,
+    // still before the Lease expires for the standbys.
+    let limit = duration * 3 / 4;
+    let mut confirmed = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(duration / 6).await;
+        match api.get(&name).await {
+            Ok(lease) => {
+                let spec = lease.spec.unwrap_or_default();
+                if spec.holder_identity.as_deref() != Some(identity.as_str()) {
+                    return;
+                }
+                // renewTime is written by the holder (us), so our clock reads it.
+                let renewed = spec
+                    .renew_time
+                    .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0))
+                    .and_then(|d| Duration::try_from(d).ok())
+                    .unwrap_or_default();
+                if renewed > limit {
+                    return;
+                }
+                confirmed = std::time::Instant::now();
+            }
+            Err(e) => {
+                if confirmed.elapsed() > limit {
+                    error!(error = %e, "cannot confirm the leader Lease");
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, ecs_operator::Error> {

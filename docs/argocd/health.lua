@@ -3,7 +3,7 @@
 --   Stalled=True                       -> Degraded
 --   spec not yet observed              -> Progressing
 --   suspended EcsScheduledTask         -> Suspended
---   Ready=True (EcsTask: Complete)     -> Healthy
+--   Ready=True                         -> Healthy (a Succeeded EcsTask is Ready)
 --   otherwise (Reconciling, no status) -> Progressing
 local hs = {}
 local function condition(t)
@@ -21,10 +21,11 @@ local function say(c)
   if c == nil then
     return ""
   end
+  local reason = c.reason or ""
   if c.message ~= nil and c.message ~= "" then
-    return c.reason .. ": " .. c.message
+    return reason .. ": " .. c.message
   end
-  return c.reason or ""
+  return reason
 end
 
 if obj.status == nil or obj.status.conditions == nil then

@@ -87,7 +87,7 @@ async fn assert_least_privilege(ctx: &TestContext, sa: &str) {
         ("create", "ecstasks.ecs.operator.dev"),
         ("delete", "ecstasks.ecs.operator.dev"),
         ("create", "events.events.k8s.io"),
-        ("update", "leases.coordination.k8s.io"),
+        ("patch", "leases.coordination.k8s.io"),
     ] {
         assert!(can(verb, what).await, "{sa} cannot {verb} {what}");
     }
@@ -99,6 +99,7 @@ async fn assert_least_privilege(ctx: &TestContext, sa: &str) {
         ("delete", "ecsservices.ecs.operator.dev"),
         ("create", "ecsclusters.ecs.operator.dev"),
         ("update", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("update", "ecsservices.ecs.operator.dev"),
     ] {
         assert!(!can(verb, what).await, "{sa} may {verb} {what}");
     }
