@@ -173,6 +173,17 @@ impl EcsTask {
         }
     }
 
+    /// Pending on a missing or unready reference (the watches wake it when it comes).
+    fn waiting(&self, mut st: EcsTaskStatus, message: String) -> Outcome {
+        st.phase = Some(Phase::Pending);
+        self.outcome(
+            st,
+            Health::progressing("WaitingForReference", message),
+            Some(Duration::from_secs(30)),
+            vec![],
+        )
+    }
+
     fn started_by(&self) -> String {
         self.spec
             .started_by
@@ -314,15 +325,7 @@ impl Managed for EcsTask {
             .await?
             {
                 Resolved::Found(c) => c,
-                Resolved::Waiting(m) => {
-                    st.phase = Some(Phase::Pending);
-                    return Ok(self.outcome(
-                        st,
-                        Health::progressing("WaitingForReference", m),
-                        Some(Duration::from_secs(30)),
-                        vec![],
-                    ));
-                }
+                Resolved::Waiting(m) => return Ok(self.waiting(st, m)),
             },
         };
         let task_definition = match &st.task_definition {
@@ -340,15 +343,7 @@ impl Managed for EcsTask {
                     st.essential_containers = essential;
                     arn
                 }
-                Resolved::Waiting(m) => {
-                    st.phase = Some(Phase::Pending);
-                    return Ok(self.outcome(
-                        st,
-                        Health::progressing("WaitingForReference", m),
-                        Some(Duration::from_secs(30)),
-                        vec![],
-                    ));
-                }
+                Resolved::Waiting(m) => return Ok(self.waiting(st, m)),
             },
         };
         let newly_resolved = st.task_definition.is_none();

@@ -2,14 +2,23 @@
 //! references, suspension, history pruning, invalid schedules. Missed-slot, DST and
 //! concurrency rules are unit-tested against an injected clock in `schedule_plan`.
 
-use std::time::Duration;
-
 use ecs_operator::api::scheduled_task::EcsScheduledTask;
 use ecs_operator::api::task::EcsTask;
 use ecs_operator::reconcile::scheduled_task::{SCHEDULE_LABEL, SLOT_ANNOTATION};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
-use crate::support::{TestContext, eventually};
+use crate::support::{TestContext, ecs_cluster_and_td, eventually, wait_for};
+
+/// `wait_for` typed for EcsScheduledTask.
+async fn wait_sched(
+    ctx: &TestContext,
+    name: &str,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&EcsScheduledTask) -> bool,
+) -> EcsScheduledTask {
+    wait_for(ctx, name, secs, what, pred).await
+}
 
 fn manifest(name: &str, body: &str) -> String {
     format!(
@@ -26,32 +35,6 @@ fn condition(o: &EcsScheduledTask, t: &str) -> Option<(String, String, String)> 
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-async fn wait_sched(
-    ctx: &TestContext,
-    name: &str,
-    secs: u64,
-    what: &str,
-    pred: impl Fn(&EcsScheduledTask) -> bool,
-) -> EcsScheduledTask {
-    let api = Api::<EcsScheduledTask>::namespaced(ctx.kube.clone(), &ctx.namespace);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let o = api.get_opt(name).await.ok().flatten();
-        if let Some(o) = &o
-            && pred(o)
-        {
-            return o.clone();
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "timed out after {secs}s waiting for {name}: {what}; status now: {:#?}",
-                o.and_then(|o| o.status)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 async fn runs(ctx: &TestContext, schedule: &str) -> Vec<EcsTask> {
     Api::<EcsTask>::namespaced(ctx.kube.clone(), &ctx.namespace)
         .list(&ListParams::default().labels(&format!("{SCHEDULE_LABEL}={schedule}")))
@@ -64,31 +47,7 @@ async fn runs(ctx: &TestContext, schedule: &str) -> Vec<EcsTask> {
 async fn every_minute_schedule_starts_named_owned_runs() {
     let ctx = TestContext::new("sched-minute").await;
     let op = ctx.start_operator(&[]).await;
-    let cluster = ctx.name("cron");
-    ctx.ecs
-        .create_cluster()
-        .cluster_name(&cluster)
-        .send()
-        .await
-        .unwrap();
-    let td = ctx
-        .ecs
-        .register_task_definition()
-        .family(ctx.name("nightly"))
-        .container_definitions(
-            aws_sdk_ecs::types::ContainerDefinition::builder()
-                .name("app")
-                .image("busybox:1")
-                .memory(64)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .unwrap()
-        .to_string();
+    let (cluster, td) = ecs_cluster_and_td(&ctx, "cron", "nightly").await;
     let name = ctx.name("report");
     ctx.apply(&manifest(
         &name,

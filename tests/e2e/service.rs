@@ -2,13 +2,24 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_ecs::types::{ContainerDefinition, Service, ServiceField};
+use aws_sdk_ecs::types::{Service, ServiceField};
 use ecs_operator::api::common::{Condition, OWNER_TAG, UID_TAG};
 use ecs_operator::api::service::EcsService;
 use ecs_operator::ecs::cluster::tags_from_sdk;
 use kube::api::{Api, DeleteParams};
 
-use crate::support::{TestContext, eventually, sum_metric};
+use crate::support::{TestContext, ecs_cluster_and_td, eventually, sum_metric, wait_for};
+
+/// `wait_for` typed for EcsService.
+async fn wait_svc(
+    ctx: &TestContext,
+    name: &str,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&EcsService) -> bool,
+) -> EcsService {
+    wait_for(ctx, name, secs, what, pred).await
+}
 
 fn condition(o: &EcsService, type_: &str) -> Option<Condition> {
     o.status
@@ -31,32 +42,6 @@ fn ready(o: &EcsService) -> bool {
         && is_true(o, "Ready")
 }
 
-async fn wait_svc(
-    ctx: &TestContext,
-    name: &str,
-    secs: u64,
-    what: &str,
-    pred: impl Fn(&EcsService) -> bool,
-) -> EcsService {
-    let api = Api::<EcsService>::namespaced(ctx.kube.clone(), &ctx.namespace);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let o = api.get_opt(name).await.ok().flatten();
-        if let Some(o) = &o
-            && pred(o)
-        {
-            return o.clone();
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "timed out after {secs}s waiting for {name}: {what}; status now: {:#?}",
-                o.and_then(|o| o.status)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn ecs_service(ctx: &TestContext, cluster: &str, name: &str) -> Option<Service> {
     ctx.ecs
         .describe_services()
@@ -70,36 +55,6 @@ async fn ecs_service(ctx: &TestContext, cluster: &str, name: &str) -> Option<Ser
         .iter()
         .find(|s| s.status() != Some("INACTIVE"))
         .cloned()
-}
-
-/// An ECS cluster and a task definition made directly in ECS (not managed here).
-async fn ecs_cluster_and_td(ctx: &TestContext) -> (String, String) {
-    let cluster = ctx.name("ecs");
-    ctx.ecs
-        .create_cluster()
-        .cluster_name(&cluster)
-        .send()
-        .await
-        .unwrap();
-    let td = ctx
-        .ecs
-        .register_task_definition()
-        .family(ctx.name("app"))
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("app")
-                .image("busybox:1")
-                .memory(64)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .unwrap()
-        .to_string();
-    (cluster, td)
 }
 
 fn service_manifest(name: &str, body: &str) -> String {
@@ -282,7 +237,7 @@ spec:
 async fn missing_reference_waits_then_proceeds_when_it_appears() {
     let ctx = TestContext::new("svc-waiting-ref").await;
     let op = ctx.start_operator(&[]).await;
-    let (cluster, _) = ecs_cluster_and_td(&ctx).await;
+    let (cluster, _) = ecs_cluster_and_td(&ctx, "ecs", "app").await;
     let (svc, td) = (ctx.name("api"), ctx.name("api-td"));
     ctx.apply(&service_manifest(
         &svc,
@@ -328,7 +283,7 @@ spec:
 async fn kubectl_scale_and_desired_count_ownership() {
     let ctx = TestContext::new("svc-scale").await;
     let op = ctx.start_operator(&["--resync-interval", "4s"]).await;
-    let (cluster, td) = ecs_cluster_and_td(&ctx).await;
+    let (cluster, td) = ecs_cluster_and_td(&ctx, "ecs", "app").await;
     let (owned, free) = (ctx.name("owned"), ctx.name("free"));
     ctx.apply(&service_manifest(
         &owned,
@@ -418,7 +373,7 @@ async fn kubectl_scale_and_desired_count_ownership() {
 async fn foreign_service_is_not_owned_until_adopted() {
     let ctx = TestContext::new("svc-adopt").await;
     let op = ctx.start_operator(&[]).await;
-    let (cluster, td) = ecs_cluster_and_td(&ctx).await;
+    let (cluster, td) = ecs_cluster_and_td(&ctx, "ecs", "app").await;
     let name = ctx.name("legacy");
     ctx.ecs
         .create_service()
@@ -466,7 +421,7 @@ async fn foreign_service_is_not_owned_until_adopted() {
 async fn crash_after_create_does_not_make_a_second_service() {
     let ctx = TestContext::new("svc-crash").await;
     crate::support::install_crds(&ctx.kube).await;
-    let (cluster, td) = ecs_cluster_and_td(&ctx).await;
+    let (cluster, td) = ecs_cluster_and_td(&ctx, "ecs", "app").await;
     let name = ctx.name("once");
     // The resource exists but no operator has seen it yet...
     ctx.apply(&service_manifest(
@@ -525,7 +480,7 @@ async fn fifty_services_cost_at_most_five_describe_calls_per_resync() {
     let op = ctx
         .start_operator(&["--resync-interval", &format!("{interval}s")])
         .await;
-    let (cluster, td) = ecs_cluster_and_td(&ctx).await;
+    let (cluster, td) = ecs_cluster_and_td(&ctx, "ecs", "app").await;
     let names: Vec<String> = (0..50).map(|i| ctx.name(&format!("s{i:02}"))).collect();
     let docs: Vec<String> = names
         .iter()
@@ -578,7 +533,7 @@ async fn fifty_services_cost_at_most_five_describe_calls_per_resync() {
 async fn delete_policies_delete_or_orphan_the_ecs_service() {
     let ctx = TestContext::new("svc-delete").await;
     let op = ctx.start_operator(&[]).await;
-    let (cluster, td) = ecs_cluster_and_td(&ctx).await;
+    let (cluster, td) = ecs_cluster_and_td(&ctx, "ecs", "app").await;
     let (gone, kept) = (ctx.name("gone"), ctx.name("kept"));
     let body = format!("  cluster: {cluster}\n  taskDefinition: {td}\n  desiredCount: 2\n");
     ctx.apply(&service_manifest(&gone, &body)).await;

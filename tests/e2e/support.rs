@@ -316,3 +316,73 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Polls the object `name` of kind `K` in the test's namespace until `pred` holds, or
+/// panics after `secs` with `what` and the object as it was last seen.
+pub async fn wait_for<K>(
+    ctx: &TestContext,
+    name: &str,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&K) -> bool,
+) -> K
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(ctx.kube.clone(), &ctx.namespace);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let o = api.get_opt(name).await.ok().flatten();
+        if let Some(o) = &o
+            && pred(o)
+        {
+            return o.clone();
+        }
+        if tokio::time::Instant::now() > deadline {
+            let status = o
+                .and_then(|o| serde_json::to_value(&o).ok())
+                .map(|v| v["status"].clone());
+            panic!("timed out after {secs}s waiting for {name}: {what}; status now: {status:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An ECS cluster and a one-container task definition made directly in ECS (not
+/// managed by the operator): (cluster name, task definition ARN).
+pub async fn ecs_cluster_and_td(
+    ctx: &TestContext,
+    cluster: &str,
+    family: &str,
+) -> (String, String) {
+    let cluster = ctx.name(cluster);
+    ctx.ecs
+        .create_cluster()
+        .cluster_name(&cluster)
+        .send()
+        .await
+        .unwrap();
+    let td = ctx
+        .ecs
+        .register_task_definition()
+        .family(ctx.name(family))
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("app")
+                .image("busybox:1")
+                .memory(64)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .unwrap()
+        .to_string();
+    (cluster, td)
+}

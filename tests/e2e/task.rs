@@ -4,50 +4,16 @@
 
 use std::time::Duration;
 
-use aws_sdk_ecs::types::{ContainerDefinition, DesiredStatus, Task, TaskField};
+use aws_sdk_ecs::types::{DesiredStatus, Task, TaskField};
 use ecs_operator::api::common::{UID_TAG, ownership_tags};
 use ecs_operator::api::task::{EcsTask, Phase};
 use ecs_operator::ecs::cluster::{tags_from_sdk, tags_to_sdk};
 use ecs_operator::ecs::task::ATTEMPT_TAG;
 use kube::api::{Api, DeleteParams};
 
-use crate::support::{TestContext, eventually, sum_metric};
+use crate::support::{TestContext, ecs_cluster_and_td, eventually, sum_metric, wait_for};
 
-async fn cluster_and_td(ctx: &TestContext) -> (String, String) {
-    let cluster = ctx.name("batch");
-    ctx.ecs
-        .create_cluster()
-        .cluster_name(&cluster)
-        .send()
-        .await
-        .unwrap();
-    let td = ctx
-        .ecs
-        .register_task_definition()
-        .family(ctx.name("job"))
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("app")
-                .image("busybox:1")
-                .memory(64)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .unwrap()
-        .to_string();
-    (cluster, td)
-}
-
-fn manifest(name: &str, body: &str) -> String {
-    format!(
-        "apiVersion: ecs.operator.dev/v1alpha1\nkind: EcsTask\nmetadata:\n  name: {name}\nspec:\n{body}"
-    )
-}
-
+/// `wait_for` typed for EcsTask.
 async fn wait_task(
     ctx: &TestContext,
     name: &str,
@@ -55,23 +21,13 @@ async fn wait_task(
     what: &str,
     pred: impl Fn(&EcsTask) -> bool,
 ) -> EcsTask {
-    let api = Api::<EcsTask>::namespaced(ctx.kube.clone(), &ctx.namespace);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let o = api.get_opt(name).await.ok().flatten();
-        if let Some(o) = &o
-            && pred(o)
-        {
-            return o.clone();
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "timed out after {secs}s waiting for {name}: {what}; status now: {:#?}",
-                o.and_then(|o| o.status)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(ctx, name, secs, what, pred).await
+}
+
+fn manifest(name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: ecs.operator.dev/v1alpha1\nkind: EcsTask\nmetadata:\n  name: {name}\nspec:\n{body}"
+    )
 }
 
 fn phase(o: &EcsTask) -> Option<Phase> {
@@ -126,7 +82,7 @@ async fn stop_all(ctx: &TestContext, cluster: &str, started_by: &str, reason: &s
 async fn task_runs_and_its_stop_details_reach_status_and_kubectl() {
     let ctx = TestContext::new("task-run").await;
     let op = ctx.start_operator(&[]).await;
-    let (cluster, td) = cluster_and_td(&ctx).await;
+    let (cluster, td) = ecs_cluster_and_td(&ctx, "batch", "job").await;
     let name = ctx.name("migrate");
     ctx.apply(&manifest(
         &name,
@@ -209,7 +165,7 @@ async fn task_runs_and_its_stop_details_reach_status_and_kubectl() {
 async fn restart_between_run_task_and_status_write_starts_nothing_new() {
     let ctx = TestContext::new("task-crash").await;
     crate::support::install_crds(&ctx.kube).await;
-    let (cluster, td) = cluster_and_td(&ctx).await;
+    let (cluster, td) = ecs_cluster_and_td(&ctx, "batch", "job").await;
     let name = ctx.name("once");
     ctx.apply(&manifest(
         &name,
@@ -255,7 +211,7 @@ async fn restart_between_run_task_and_status_write_starts_nothing_new() {
 async fn failed_attempt_is_retried_then_the_finished_task_expires() {
     let ctx = TestContext::new("task-retry").await;
     let op = ctx.start_operator(&[]).await;
-    let (cluster, td) = cluster_and_td(&ctx).await;
+    let (cluster, td) = ecs_cluster_and_td(&ctx, "batch", "job").await;
     let name = ctx.name("retry");
     ctx.apply(&manifest(
         &name,
@@ -302,7 +258,7 @@ async fn failed_attempt_is_retried_then_the_finished_task_expires() {
 async fn deadline_and_deletion_stop_running_tasks() {
     let ctx = TestContext::new("task-stop").await;
     let op = ctx.start_operator(&[]).await;
-    let (cluster, td) = cluster_and_td(&ctx).await;
+    let (cluster, td) = ecs_cluster_and_td(&ctx, "batch", "job").await;
     let (slow, doomed) = (ctx.name("slow"), ctx.name("doomed"));
     ctx.apply(&manifest(
         &slow,
@@ -390,7 +346,7 @@ async fn task_specs_are_validated_and_immutable() {
 async fn a_run_waiting_for_its_task_definition_starts_when_it_appears() {
     let ctx = TestContext::new("task-waiting").await;
     let op = ctx.start_operator(&[]).await;
-    let (cluster, _) = cluster_and_td(&ctx).await;
+    let (cluster, _) = ecs_cluster_and_td(&ctx, "batch", "job").await;
     let (name, td) = (ctx.name("later"), ctx.name("later-td"));
     ctx.apply(&manifest(
         &name,
