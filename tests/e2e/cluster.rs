@@ -9,7 +9,7 @@ use ecs_operator::ecs::cluster::tags_from_sdk;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::wait::await_condition;
 
-use crate::support::{TestContext, eventually};
+use crate::support::{TestContext, events_for, eventually};
 
 fn manifest(name: &str, extra_spec: &str) -> String {
     format!(
@@ -63,22 +63,6 @@ async fn wait_stalled(ctx: &TestContext, name: &str) -> Condition {
         .flat_map(|s| s.conditions)
         .find(|c| c.type_ == "Stalled" && c.status == "True")
         .expect("Stalled condition")
-}
-
-async fn events_for(ctx: &TestContext, name: &str) -> String {
-    ctx.kubectl(
-        &[
-            "get",
-            "events.events.k8s.io",
-            "--field-selector",
-            &format!("regarding.name={name}"),
-            "-o",
-            "custom-columns=REASON:.reason,NOTE:.note",
-        ],
-        None,
-    )
-    .await
-    .1
 }
 
 #[tokio::test]

@@ -8,7 +8,9 @@ use ecs_operator::api::service::EcsService;
 use ecs_operator::ecs::cluster::tags_from_sdk;
 use kube::api::{Api, DeleteParams};
 
-use crate::support::{TestContext, ecs_cluster_and_td, eventually, sum_metric, wait_for};
+use crate::support::{
+    TestContext, ecs_cluster_and_td, events_for, eventually, sum_metric, wait_for,
+};
 
 /// `wait_for` typed for EcsService.
 async fn wait_svc(
@@ -68,22 +70,6 @@ fn operation_count(metrics: &str, op: &str) -> u64 {
     sum_metric(metrics, "ecs_operator_aws_requests_total", |l| {
         l.contains(&needle)
     })
-}
-
-async fn events_for(ctx: &TestContext, name: &str) -> String {
-    ctx.kubectl(
-        &[
-            "get",
-            "events.events.k8s.io",
-            "--field-selector",
-            &format!("regarding.name={name}"),
-            "-o",
-            "custom-columns=REASON:.reason,NOTE:.note",
-        ],
-        None,
-    )
-    .await
-    .1
 }
 
 #[tokio::test]

@@ -386,3 +386,20 @@ pub async fn ecs_cluster_and_td(
         .to_string();
     (cluster, td)
 }
+
+/// The Events about an object, as "REASON NOTE" lines.
+pub async fn events_for(ctx: &TestContext, name: &str) -> String {
+    ctx.kubectl(
+        &[
+            "get",
+            "events.events.k8s.io",
+            "--field-selector",
+            &format!("regarding.name={name}"),
+            "-o",
+            "custom-columns=REASON:.reason,NOTE:.note",
+        ],
+        None,
+    )
+    .await
+    .1
+}
