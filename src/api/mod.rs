@@ -24,6 +24,40 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         task::EcsTask::crd(),
         scheduled_task::EcsScheduledTask::crd(),
     ]
+    .into_iter()
+    .map(unwrap_descriptions)
+    .collect()
+}
+
+/// Doc comments are wrapped at 100 columns in the source; `kubectl explain` wraps by
+/// itself, so line breaks inside a paragraph are turned back into spaces.
+fn unwrap_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m.iter_mut() {
+                    match v {
+                        serde_json::Value::String(s) if k == "description" => *s = unwrap(s),
+                        other => walk(other),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut v) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    walk(&mut v);
+    serde_json::from_value(v).unwrap_or(crd)
+}
+
+fn unwrap(text: &str) -> String {
+    text.split("\n\n")
+        .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// The CRDs as a multi-document YAML stream, as written to `crds/`.
@@ -38,4 +72,19 @@ pub fn crds_yaml() -> Result<String, Error> {
         out.push_str(&doc);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_read_as_paragraphs() {
+        assert_eq!(unwrap("a b\nc d\n\ne"), "a b c d\n\ne");
+        let yaml = crds_yaml().unwrap();
+        assert!(
+            yaml.contains("Number of tasks to keep running. Omitted: the operator never changes ECS's desiredCount"),
+            "descriptions are still wrapped"
+        );
+    }
 }
