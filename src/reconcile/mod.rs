@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod cluster_plan;
 pub mod events;
+pub mod refs;
 pub mod schedule_plan;
 pub mod scheduled_task;
 pub mod service;
@@ -184,11 +185,24 @@ fn previous_conditions(status: &Value) -> Vec<Condition> {
         .unwrap_or_default()
 }
 
-fn now() -> Time {
+pub(super) fn now() -> Time {
     // The apiserver stores condition times with second precision; match it so an
     // unchanged status compares equal and costs no write.
     let secs = k8s_openapi::jiff::Timestamp::now().as_second();
     Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default())
+}
+
+/// `s` cut to at most `max_bytes` bytes on a character boundary, marked with '…' when
+/// cut (API limits are in bytes: Event notes, reasons kept in status).
+pub fn shorten(s: &str, max_bytes: usize) -> String {
+    if s.len() <= max_bytes {
+        return s.to_string();
+    }
+    let mut end = max_bytes.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// The status the driver writes: the kind's fields plus observedGeneration and conditions.

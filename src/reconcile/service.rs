@@ -3,24 +3,19 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kube::api::Api;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
+use super::refs::{self, Resolved, resolve_cluster, resolve_task_definition};
 use super::service_plan::{self, Cleanup, Converge, Desired, Plan};
 use super::{Context, Managed, Note, Outcome};
-use crate::api::cluster::EcsCluster;
 use crate::api::common::{
-    Health, OWNER_TAG, READY, RECONCILING, STALLED, UID_TAG, is_condition_true, ownership_tags,
+    Health, OWNER_TAG, RECONCILING, STALLED, UID_TAG, is_condition_true, ownership_tags,
 };
 use crate::api::service::{EcsService, EcsServiceStatus, LocalRef};
-use crate::api::task_definition::EcsTaskDefinition;
-use crate::ecs::cluster::tags_to_sdk;
 use crate::ecs::service::{self as svc, ObservedService, ServiceUpdate};
-use crate::ecs::{Category, EcsApi};
+use crate::ecs::set_tags;
 use crate::error::Error;
 
 /// Identical updates in a row before the operator stops repeating one ECS ignores.
@@ -42,100 +37,6 @@ pub fn until_aligned(interval: Duration, now: SystemTime) -> Duration {
     let left = period - since % period;
     // A little past the boundary, so the whole round sees it as passed.
     Duration::from_millis(u64::try_from(left).unwrap_or(0) + 50)
-}
-
-/// A reference resolved to what ECS needs, or why not yet.
-pub(super) enum Resolved {
-    Found(String),
-    Waiting(String),
-}
-
-/// `cluster` as given, or the ECS name of the Ready EcsCluster `cluster_ref` names.
-pub(super) async fn resolve_cluster(
-    client: &Client,
-    ns: &str,
-    cluster: Option<&String>,
-    cluster_ref: Option<&LocalRef>,
-) -> Result<Resolved, Error> {
-    if let Some(c) = cluster {
-        return Ok(Resolved::Found(c.clone()));
-    }
-    let Some(r) = cluster_ref else {
-        return Err(Error::Config(
-            "neither cluster nor clusterRef is set".into(),
-        ));
-    };
-    let api: Api<EcsCluster> = Api::namespaced(client.clone(), ns);
-    let Some(cl) = api.get_opt(&r.name).await? else {
-        return Ok(Resolved::Waiting(format!(
-            "EcsCluster {} does not exist in namespace {ns}",
-            r.name
-        )));
-    };
-    let status = cl.status.clone().unwrap_or_default();
-    // The ECS cluster existing is what matters; a transient problem on the EcsCluster
-    // (e.g. a tag update failing) must not take its services down with it.
-    match (&status.cluster_name, &status.arn) {
-        (Some(name), Some(_)) => Ok(Resolved::Found(name.clone())),
-        _ => Ok(Resolved::Waiting(format!(
-            "EcsCluster {} has no ECS cluster yet{}",
-            r.name,
-            ready_message(&status.conditions)
-        ))),
-    }
-}
-
-/// `task_definition` as given, or the latest revision of the Ready EcsTaskDefinition
-/// `task_definition_ref` names.
-pub(super) async fn resolve_task_definition(
-    client: &Client,
-    ns: &str,
-    task_definition: Option<&String>,
-    task_definition_ref: Option<&LocalRef>,
-) -> Result<Resolved, Error> {
-    if let Some(td) = task_definition {
-        return Ok(Resolved::Found(td.clone()));
-    }
-    let Some(r) = task_definition_ref else {
-        return Err(Error::Config(
-            "neither taskDefinition nor taskDefinitionRef is set".into(),
-        ));
-    };
-    let api: Api<EcsTaskDefinition> = Api::namespaced(client.clone(), ns);
-    let Some(td) = api.get_opt(&r.name).await? else {
-        return Ok(Resolved::Waiting(format!(
-            "EcsTaskDefinition {} does not exist in namespace {ns}",
-            r.name
-        )));
-    };
-    let status = td.status.clone().unwrap_or_default();
-    // A spec change not yet registered: rolling out the previous revision now would
-    // only cost an extra deployment.
-    if status.observed_generation != td.metadata.generation {
-        return Ok(Resolved::Waiting(format!(
-            "EcsTaskDefinition {} is registering its latest spec",
-            r.name
-        )));
-    }
-    match (
-        &status.latest_arn,
-        is_condition_true(&status.conditions, READY),
-    ) {
-        (Some(arn), true) => Ok(Resolved::Found(arn.clone())),
-        _ => Ok(Resolved::Waiting(format!(
-            "EcsTaskDefinition {} is not Ready yet{}",
-            r.name,
-            ready_message(&status.conditions)
-        ))),
-    }
-}
-
-fn ready_message(conditions: &[crate::api::common::Condition]) -> String {
-    conditions
-        .iter()
-        .find(|c| c.type_ == READY && !c.message.is_empty())
-        .map(|c| format!(" ({}: {})", c.reason, c.message))
-        .unwrap_or_default()
 }
 
 /// The status the resource had, without the driver's fields, for outcomes that
@@ -216,61 +117,12 @@ fn change_notes(
     notes
 }
 
-async fn tag(
-    ecs: &EcsApi,
-    arn: &str,
-    set: &std::collections::BTreeMap<String, String>,
-    remove: &[String],
-) -> Result<(), Error> {
-    if !set.is_empty() {
-        ecs.call(
-            "TagResource",
-            Category::Tagging,
-            ecs.client
-                .tag_resource()
-                .resource_arn(arn)
-                .set_tags(Some(tags_to_sdk(set)))
-                .send(),
-        )
-        .await?;
+impl refs::References for EcsService {
+    fn cluster_ref(&self) -> Option<&LocalRef> {
+        self.spec.cluster_ref.as_ref()
     }
-    if !remove.is_empty() {
-        ecs.call(
-            "UntagResource",
-            Category::Tagging,
-            ecs.client
-                .untag_resource()
-                .resource_arn(arn)
-                .set_tag_keys(Some(remove.to_vec()))
-                .send(),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-impl EcsService {
-    /// Services whose spec points at the given object (same namespace).
-    fn referencing(
-        store: &kube::runtime::reflector::Store<EcsService>,
-        ns: Option<String>,
-        name: &str,
-        by_cluster: bool,
-    ) -> Vec<ObjectRef<EcsService>> {
-        store
-            .state()
-            .iter()
-            .filter(|s| s.namespace() == ns)
-            .filter(|s| {
-                let r = if by_cluster {
-                    &s.spec.cluster_ref
-                } else {
-                    &s.spec.task_definition_ref
-                };
-                r.as_ref().is_some_and(|r| r.name == name)
-            })
-            .map(|s| ObjectRef::from(s.as_ref()))
-            .collect()
+    fn task_definition_ref(&self) -> Option<&LocalRef> {
+        self.spec.task_definition_ref.as_ref()
     }
 }
 
@@ -282,17 +134,7 @@ impl Managed for EcsService {
         client: &Client,
         namespace: Option<&str>,
     ) -> Controller<Self> {
-        let tds: Api<EcsTaskDefinition> = super::scoped_api(client, namespace);
-        let clusters: Api<EcsCluster> = super::scoped_api(client, namespace);
-        let store = controller.store();
-        let store2 = store.clone();
-        controller
-            .watches(tds, watcher::Config::default(), move |td| {
-                EcsService::referencing(&store, td.namespace(), &td.name_any(), false)
-            })
-            .watches(clusters, watcher::Config::default(), move |c| {
-                EcsService::referencing(&store2, c.namespace(), &c.name_any(), true)
-            })
+        refs::watch_references(controller, client, namespace)
     }
 
     async fn apply(&self, ctx: &Context) -> Result<Outcome, Error> {
@@ -483,7 +325,7 @@ impl Managed for EcsService {
                 }
                 if c.writes() {
                     let drift = prev.observed_generation == self.metadata.generation;
-                    tag(&ctx.ecs, &obs.arn, &c.tag, &c.untag).await?;
+                    set_tags(&ctx.ecs, &obs.arn, &c.tag, &c.untag).await?;
                     if !c.update.is_empty() {
                         svc::update(&ctx.ecs, &cluster, &name, &c.update).await?;
                     }
@@ -600,7 +442,7 @@ impl Managed for EcsService {
             }
             Cleanup::Untag => {
                 if let Some(o) = &observed {
-                    tag(
+                    set_tags(
                         &ctx.ecs,
                         &o.arn,
                         &Default::default(),

@@ -8,7 +8,7 @@ use kube::api::{Api, DeleteParams};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::service::{Resolved, resolve_cluster, resolve_task_definition};
+use super::refs::{self, Resolved, resolve_cluster, resolve_task_definition};
 use super::task_plan::{self, Decision, RunState};
 use super::{Context, Managed, Note, Outcome};
 use crate::api::common::{Condition, Health, Time, UID_TAG, condition, ownership_tags};
@@ -57,16 +57,12 @@ fn merge(records: &mut Vec<TaskRecord>, fresh: Vec<TaskRecord>) {
 /// status stays small whatever backoffLimit is).
 const KEPT_ATTEMPTS: i32 = 5;
 
+/// Longest reason text kept per task or container in status.
+const REASON_BYTES: usize = 256;
+
 fn clip(s: &mut Option<String>) {
-    if let Some(v) = s
-        && v.len() > 256
-    {
-        let mut end = 255;
-        while !v.is_char_boundary(end) {
-            end -= 1;
-        }
-        v.truncate(end);
-        v.push('…');
+    if let Some(v) = s {
+        *v = super::shorten(v, REASON_BYTES);
     }
 }
 
@@ -142,7 +138,6 @@ impl EcsTask {
         requeue: Option<Duration>,
         notes: Vec<Note>,
     ) -> Outcome {
-        let now = Timestamp::now();
         compact(&mut st);
         summary(&mut st, self.spec.count);
         let previous = self
@@ -150,7 +145,7 @@ impl EcsTask {
             .as_ref()
             .map(|s| s.conditions.clone())
             .unwrap_or_default();
-        let t = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
+        let t = super::now();
         let (reason, message) = match &health {
             Health::Ready { reason, message }
             | Health::Stalled { reason, message }
@@ -193,6 +188,21 @@ impl EcsTask {
     }
 }
 
+impl refs::References for EcsTask {
+    fn cluster_ref(&self) -> Option<&crate::api::service::LocalRef> {
+        self.spec.cluster_ref.as_ref()
+    }
+    fn task_definition_ref(&self) -> Option<&crate::api::service::LocalRef> {
+        self.spec.task_definition_ref.as_ref()
+    }
+    /// Only runs that have not resolved their references yet care.
+    fn follows_references(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_none_or(|s| s.task_definition.is_none())
+    }
+}
+
 impl Managed for EcsTask {
     const KIND: &'static str = "EcsTask";
 
@@ -202,48 +212,7 @@ impl Managed for EcsTask {
         client: &kube::Client,
         namespace: Option<&str>,
     ) -> kube::runtime::Controller<Self> {
-        // Only runs that have not resolved their references yet care.
-        fn waiting(
-            store: &kube::runtime::reflector::Store<EcsTask>,
-            ns: Option<String>,
-            name: &str,
-            by_cluster: bool,
-        ) -> Vec<kube::runtime::reflector::ObjectRef<EcsTask>> {
-            store
-                .state()
-                .iter()
-                .filter(|t| t.namespace() == ns)
-                .filter(|t| {
-                    t.status
-                        .as_ref()
-                        .is_none_or(|s| s.task_definition.is_none())
-                })
-                .filter(|t| {
-                    let r = if by_cluster {
-                        &t.spec.cluster_ref
-                    } else {
-                        &t.spec.task_definition_ref
-                    };
-                    r.as_ref().is_some_and(|r| r.name == name)
-                })
-                .map(|t| kube::runtime::reflector::ObjectRef::from(t.as_ref()))
-                .collect()
-        }
-        let store = controller.store();
-        let store2 = store.clone();
-        controller
-            .watches(
-                super::scoped_api::<crate::api::task_definition::EcsTaskDefinition>(
-                    client, namespace,
-                ),
-                kube::runtime::watcher::Config::default(),
-                move |td| waiting(&store, td.namespace(), &td.name_any(), false),
-            )
-            .watches(
-                super::scoped_api::<crate::api::cluster::EcsCluster>(client, namespace),
-                kube::runtime::watcher::Config::default(),
-                move |c| waiting(&store2, c.namespace(), &c.name_any(), true),
-            )
+        refs::watch_references(controller, client, namespace)
     }
 
     async fn apply(&self, ctx: &Context) -> Result<Outcome, Error> {

@@ -1,0 +1,164 @@
+//! References between kinds (`clusterRef`, `taskDefinitionRef`, same namespace):
+//! resolving them to what ECS needs, and waking the referencing objects when the
+//! referenced ones change.
+
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+use super::{Managed, scoped_api};
+use crate::api::cluster::EcsCluster;
+use crate::api::common::{READY, is_condition_true};
+use crate::api::service::LocalRef;
+use crate::api::task_definition::EcsTaskDefinition;
+use crate::error::Error;
+
+/// A kind whose spec may reference an EcsCluster and an EcsTaskDefinition.
+pub trait References {
+    fn cluster_ref(&self) -> Option<&LocalRef>;
+    fn task_definition_ref(&self) -> Option<&LocalRef>;
+    /// Whether a change of a referenced object matters now (e.g. a run that has
+    /// already resolved its references does not care any more).
+    fn follows_references(&self) -> bool {
+        true
+    }
+}
+
+/// Objects in `store` (namespace `ns`) whose reference picked by `by_cluster` names `name`.
+fn referencing<K: Managed + References>(
+    store: &Store<K>,
+    ns: Option<String>,
+    name: &str,
+    by_cluster: bool,
+) -> Vec<ObjectRef<K>> {
+    store
+        .state()
+        .iter()
+        .filter(|o| o.namespace() == ns && o.follows_references())
+        .filter(|o| {
+            let r = if by_cluster {
+                o.cluster_ref()
+            } else {
+                o.task_definition_ref()
+            };
+            r.is_some_and(|r| r.name == name)
+        })
+        .map(|o| ObjectRef::from(o.as_ref()))
+        .collect()
+}
+
+/// Watches EcsTaskDefinitions and EcsClusters and reconciles the objects of kind `K`
+/// that reference a changed one.
+pub fn watch_references<K: Managed + References>(
+    controller: Controller<K>,
+    client: &Client,
+    namespace: Option<&str>,
+) -> Controller<K> {
+    let tds: Api<EcsTaskDefinition> = scoped_api(client, namespace);
+    let clusters: Api<EcsCluster> = scoped_api(client, namespace);
+    let store = controller.store();
+    let store2 = store.clone();
+    controller
+        .watches(tds, watcher::Config::default(), move |td| {
+            referencing(&store, td.namespace(), &td.name_any(), false)
+        })
+        .watches(clusters, watcher::Config::default(), move |c| {
+            referencing(&store2, c.namespace(), &c.name_any(), true)
+        })
+}
+
+/// A reference resolved to what ECS needs, or why not yet.
+pub enum Resolved {
+    Found(String),
+    Waiting(String),
+}
+
+/// `cluster` as given, or the ECS name of the Ready EcsCluster `cluster_ref` names.
+pub async fn resolve_cluster(
+    client: &Client,
+    ns: &str,
+    cluster: Option<&String>,
+    cluster_ref: Option<&LocalRef>,
+) -> Result<Resolved, Error> {
+    if let Some(c) = cluster {
+        return Ok(Resolved::Found(c.clone()));
+    }
+    let Some(r) = cluster_ref else {
+        return Err(Error::Config(
+            "neither cluster nor clusterRef is set".into(),
+        ));
+    };
+    let api: Api<EcsCluster> = Api::namespaced(client.clone(), ns);
+    let Some(cl) = api.get_opt(&r.name).await? else {
+        return Ok(Resolved::Waiting(format!(
+            "EcsCluster {} does not exist in namespace {ns}",
+            r.name
+        )));
+    };
+    let status = cl.status.clone().unwrap_or_default();
+    // The ECS cluster existing is what matters; a transient problem on the EcsCluster
+    // (e.g. a tag update failing) must not take its services down with it.
+    match (&status.cluster_name, &status.arn) {
+        (Some(name), Some(_)) => Ok(Resolved::Found(name.clone())),
+        _ => Ok(Resolved::Waiting(format!(
+            "EcsCluster {} has no ECS cluster yet{}",
+            r.name,
+            ready_message(&status.conditions)
+        ))),
+    }
+}
+
+/// `task_definition` as given, or the latest revision of the Ready EcsTaskDefinition
+/// `task_definition_ref` names.
+pub async fn resolve_task_definition(
+    client: &Client,
+    ns: &str,
+    task_definition: Option<&String>,
+    task_definition_ref: Option<&LocalRef>,
+) -> Result<Resolved, Error> {
+    if let Some(td) = task_definition {
+        return Ok(Resolved::Found(td.clone()));
+    }
+    let Some(r) = task_definition_ref else {
+        return Err(Error::Config(
+            "neither taskDefinition nor taskDefinitionRef is set".into(),
+        ));
+    };
+    let api: Api<EcsTaskDefinition> = Api::namespaced(client.clone(), ns);
+    let Some(td) = api.get_opt(&r.name).await? else {
+        return Ok(Resolved::Waiting(format!(
+            "EcsTaskDefinition {} does not exist in namespace {ns}",
+            r.name
+        )));
+    };
+    let status = td.status.clone().unwrap_or_default();
+    // A spec change not yet registered: rolling out the previous revision now would
+    // only cost an extra deployment.
+    if status.observed_generation != td.metadata.generation {
+        return Ok(Resolved::Waiting(format!(
+            "EcsTaskDefinition {} is registering its latest spec",
+            r.name
+        )));
+    }
+    match (
+        &status.latest_arn,
+        is_condition_true(&status.conditions, READY),
+    ) {
+        (Some(arn), true) => Ok(Resolved::Found(arn.clone())),
+        _ => Ok(Resolved::Waiting(format!(
+            "EcsTaskDefinition {} is not Ready yet{}",
+            r.name,
+            ready_message(&status.conditions)
+        ))),
+    }
+}
+
+fn ready_message(conditions: &[crate::api::common::Condition]) -> String {
+    conditions
+        .iter()
+        .find(|c| c.type_ == READY && !c.message.is_empty())
+        .map(|c| format!(" ({}: {})", c.reason, c.message))
+        .unwrap_or_default()
+}
