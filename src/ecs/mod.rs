@@ -66,6 +66,49 @@ impl EcsApi {
     }
 }
 
+/// Sets `set` and removes `remove` on an ECS resource (TagResource / UntagResource,
+/// each only when there is something to do).
+pub async fn set_tags(
+    ecs: &EcsApi,
+    arn: &str,
+    set: &std::collections::BTreeMap<String, String>,
+    remove: &[String],
+) -> Result<(), Error> {
+    if !set.is_empty() {
+        ecs.call(
+            "TagResource",
+            Category::Tagging,
+            ecs.client
+                .tag_resource()
+                .resource_arn(arn)
+                .set_tags(Some(cluster::tags_to_sdk(set)))
+                .send(),
+        )
+        .await?;
+    }
+    if !remove.is_empty() {
+        ecs.call(
+            "UntagResource",
+            Category::Tagging,
+            ecs.client
+                .untag_resource()
+                .resource_arn(arn)
+                .set_tag_keys(Some(remove.to_vec()))
+                .send(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// An ECS timestamp as RFC 3339 text, for status.
+pub(crate) fn rfc3339(t: Option<&aws_sdk_ecs::primitives::DateTime>) -> Option<String> {
+    t.and_then(|t| {
+        t.fmt(aws_sdk_ecs::primitives::DateTimeFormat::DateTime)
+            .ok()
+    })
+}
+
 /// Loads region, credentials and endpoint through the standard AWS chain
 /// (env, profile, IRSA / EKS Pod Identity, IMDS). `AWS_ENDPOINT_URL` or
 /// `AWS_ENDPOINT_URL_ECS` redirect calls, e.g. to a local ECS emulator.

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_ecs::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_ecs::types::{
     AssignPublicIp as SdkAssignPublicIp, AwsVpcConfiguration as SdkAwsVpc,
     DeploymentAlarms as SdkAlarms, DeploymentCircuitBreaker as SdkBreaker,
@@ -18,7 +17,7 @@ use aws_sdk_ecs::types::{
 };
 
 use super::cluster::{strategy_to_sdk, tags_from_sdk, tags_to_sdk};
-use super::{Category, EcsApi};
+use super::{Category, EcsApi, rfc3339};
 use crate::api::cluster::CapacityProviderStrategyItem;
 use crate::api::service::{
     AssignPublicIp, AwsVpcConfiguration, DeploymentAlarms, DeploymentCircuitBreaker,
@@ -73,10 +72,6 @@ impl ObservedService {
     pub fn primary(&self) -> Option<&DeploymentStatus> {
         self.deployments.iter().find(|d| d.status == "PRIMARY")
     }
-}
-
-fn time(t: Option<&DateTime>) -> Option<String> {
-    t.and_then(|t| t.fmt(DateTimeFormat::DateTime).ok())
 }
 
 /// The name part of a cluster ARN (`arn:...:cluster/NAME`), or the input itself.
@@ -294,15 +289,15 @@ pub fn from_sdk(s: &Service) -> ObservedService {
                 running_count: d.running_count(),
                 pending_count: d.pending_count(),
                 failed_tasks: d.failed_tasks(),
-                created_at: time(d.created_at()),
-                updated_at: time(d.updated_at()),
+                created_at: rfc3339(d.created_at()),
+                updated_at: rfc3339(d.updated_at()),
             })
             .collect(),
         events: s
             .events()
             .iter()
             .map(|e| ServiceEvent {
-                created_at: time(e.created_at()),
+                created_at: rfc3339(e.created_at()),
                 message: e.message().unwrap_or_default().to_string(),
             })
             .collect(),

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ecs::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_ecs::types::{
     ContainerOverride as SdkContainerOverride, DesiredStatus, KeyValuePair,
     LaunchType as SdkLaunchType, PropagateTags as SdkPropagateTags, Task, TaskField,
@@ -12,7 +11,7 @@ use aws_sdk_ecs::types::{
 
 use super::cluster::{strategy_to_sdk, tags_from_sdk, tags_to_sdk};
 use super::service::network_to_sdk;
-use super::{Category, EcsApi};
+use super::{Category, EcsApi, rfc3339};
 use crate::api::task::{
     ContainerResult, EcsTaskSpec, RunFailure, TaskOverrides, TaskPropagateTags, TaskRecord,
 };
@@ -20,10 +19,6 @@ use crate::error::Error;
 
 /// Tag with the attempt (1-based) that started a task.
 pub const ATTEMPT_TAG: &str = "ecs.operator.dev/attempt";
-
-fn time(t: Option<&DateTime>) -> Option<String> {
-    t.and_then(|t| t.fmt(DateTimeFormat::DateTime).ok())
-}
 
 pub fn record_from_sdk(t: &Task) -> (TaskRecord, BTreeMap<String, String>) {
     let tags = tags_from_sdk(t.tags());
@@ -54,8 +49,8 @@ pub fn record_from_sdk(t: &Task) -> (TaskRecord, BTreeMap<String, String>) {
                 reason: c.reason().filter(|r| !r.is_empty()).map(str::to_string),
             })
             .collect(),
-        started_at: time(t.started_at()),
-        stopped_at: time(t.stopped_at()),
+        started_at: rfc3339(t.started_at()),
+        stopped_at: rfc3339(t.stopped_at()),
     };
     (record, tags)
 }

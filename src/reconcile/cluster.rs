@@ -12,7 +12,7 @@ use crate::ecs::cluster::{
     ObservedCluster, container_insights_setting, describe_one, exec_to_sdk, service_connect_to_sdk,
     strategy_to_sdk, tags_to_sdk,
 };
-use crate::ecs::{Category, EcsApi};
+use crate::ecs::{Category, EcsApi, set_tags};
 use crate::error::Error;
 
 fn status_body(name: &str, obs: Option<&ObservedCluster>, managed_tag_keys: Vec<String>) -> Value {
@@ -108,21 +108,11 @@ async fn act(ecs: &EcsApi, name: &str, arn: Option<&str>, action: &Action) -> Re
         }
         Action::Tag(tags) => {
             let arn = arn.ok_or_else(|| Error::Config(format!("cluster {name} has no ARN")))?;
-            let req = c
-                .tag_resource()
-                .resource_arn(arn)
-                .set_tags(Some(tags_to_sdk(tags)));
-            ecs.call("TagResource", Category::Tagging, req.send())
-                .await?;
+            set_tags(ecs, arn, tags, &[]).await?;
         }
         Action::Untag(keys) => {
             let arn = arn.ok_or_else(|| Error::Config(format!("cluster {name} has no ARN")))?;
-            let req = c
-                .untag_resource()
-                .resource_arn(arn)
-                .set_tag_keys(Some(keys.clone()));
-            ecs.call("UntagResource", Category::Tagging, req.send())
-                .await?;
+            set_tags(ecs, arn, &Default::default(), keys).await?;
         }
     }
     Ok(())

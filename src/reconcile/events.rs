@@ -15,7 +15,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use super::Note;
+use super::{Note, shorten};
 
 /// Repeats within this time join the earlier Event's series.
 const SERIES_TTL: SignedDuration = SignedDuration::from_mins(6);
@@ -43,17 +43,7 @@ pub struct EventWriter {
 }
 
 /// Event notes are limited to 1 KiB (bytes) by the API.
-fn truncate(s: &str) -> String {
-    const MAX: usize = 1024;
-    if s.len() <= MAX {
-        return s.to_string();
-    }
-    let mut end = MAX - '…'.len_utf8();
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
+const NOTE_BYTES: usize = 1024;
 
 impl EventWriter {
     pub fn new(client: Client, controller: &str, instance: Option<String>) -> Self {
@@ -85,7 +75,7 @@ impl EventWriter {
             warning: note.warning,
             reason: note.reason,
             action: note.action,
-            note: truncate(&note.message),
+            note: shorten(&note.message, NOTE_BYTES),
         };
         let mut sent = self.sent.lock().await;
         sent.retain(|_, s| s.last + SERIES_TTL > now);
@@ -150,9 +140,9 @@ mod tests {
 
     #[test]
     fn notes_are_cut_to_1024_bytes_on_a_character_boundary() {
-        assert_eq!(truncate("short"), "short");
+        assert_eq!(shorten("short", NOTE_BYTES), "short");
         let long = "é".repeat(700); // 1400 bytes
-        let t = truncate(&long);
+        let t = shorten(&long, NOTE_BYTES);
         assert!(t.len() <= 1024, "{}", t.len());
         assert!(t.ends_with('…'));
     }

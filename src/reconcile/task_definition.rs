@@ -12,9 +12,8 @@ use crate::api::common::{DeletionPolicy, Health, UID_TAG, ownership_tags};
 use crate::api::service::EcsService;
 use crate::api::task::{EcsTask, Phase};
 use crate::api::task_definition::{EcsTaskDefinition, EcsTaskDefinitionStatus, RevisionRecord};
-use crate::ecs::cluster::tags_to_sdk;
 use crate::ecs::task_definition as td;
-use crate::ecs::{Category, EcsApi};
+use crate::ecs::{EcsApi, set_tags};
 use crate::error::Error;
 
 /// Tag with the spec hash a revision was registered from.
@@ -226,18 +225,7 @@ impl Managed for EcsTaskDefinition {
                     .filter(|(k, v)| observed.latest_tags.get(k) != Some(v))
                     .collect();
                 if !differ.is_empty() {
-                    ctx.ecs
-                        .call(
-                            "TagResource",
-                            Category::Tagging,
-                            ctx.ecs
-                                .client
-                                .tag_resource()
-                                .resource_arn(&latest.arn)
-                                .set_tags(Some(tags_to_sdk(&differ)))
-                                .send(),
-                        )
-                        .await?;
+                    set_tags(&ctx.ecs, &latest.arn, &differ, &[]).await?;
                     let keys: Vec<&String> = differ.keys().collect();
                     notes.push(Note::normal(
                         "TagsUpdated",
