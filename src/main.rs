@@ -251,7 +251,13 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
         leadership = Some((rx, task, watchdog));
     }
 
-    let ctx = Arc::new(Context::new(client, ecs, metrics, args.resync_interval));
+    let ctx = Arc::new(Context::new(
+        client,
+        ecs,
+        metrics,
+        args.resync_interval,
+        args.namespace.clone(),
+    ));
     let ns = args.namespace.clone();
     let c = args.concurrency;
     let controllers = vec![

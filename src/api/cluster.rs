@@ -88,8 +88,10 @@ pub struct EcsClusterSpec {
     /// Tags on the ECS cluster, besides the operator's ownership tags (at most 48: ECS
     /// allows 50 and the operator uses 2). Keys starting with `aws:` are reserved by AWS.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 48))]
-    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('ecs.operator.dev/'))").message("tag keys may not start with 'aws:' (reserved by AWS) or 'ecs.operator.dev/' (reserved for ownership tags)"))]
+    #[schemars(extend("maxProperties" = 50))]
+    #[x_kube(validation = crate::api::common::tag_key_rule())]
+    #[x_kube(validation = crate::api::common::tag_size_rule())]
+    #[x_kube(validation = crate::api::common::tag_count_rule(2))]
     pub tags: BTreeMap<String, String>,
 
     /// Adopt an existing ECS cluster of the same name that the operator did not create:
@@ -105,7 +107,9 @@ pub struct EcsClusterSpec {
 }
 
 /// One capacity provider in a strategy.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, KubeSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct CapacityProviderStrategyItem {
     /// Name of the capacity provider.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::{Message, Rule};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -23,12 +24,52 @@ pub enum DeletionPolicy {
     Orphan,
 }
 
-/// The ownership tags for a resource.
+/// ECS's tag limits (Tag data type, ECS API reference): 50 tags per resource, keys up
+/// to 128 and values up to 256 characters; the `aws:` prefix is reserved in any case.
+pub const MAX_TAGS: usize = 50;
+pub const MAX_TAG_VALUE: usize = 256;
+
+/// The ownership tags for a resource. The owner value is for people (`kubectl`-style
+/// `<namespace>/<name>`); identity is the uid tag, so a name too long for a tag value
+/// is cut, with a hash of the whole name to keep it distinct.
 pub fn ownership_tags(namespace: &str, name: &str, uid: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (OWNER_TAG.to_string(), format!("{namespace}/{name}")),
+        (OWNER_TAG.to_string(), owner_value(namespace, name)),
         (UID_TAG.to_string(), uid.to_string()),
     ])
+}
+
+fn owner_value(namespace: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let full = format!("{namespace}/{name}");
+    if full.len() <= MAX_TAG_VALUE {
+        return full;
+    }
+    let hash = &hex::encode(Sha256::digest(full.as_bytes()))[..8];
+    // Kubernetes names are ASCII, so any byte index is a character boundary.
+    format!("{}-{hash}", &full[..MAX_TAG_VALUE - 9])
+}
+
+/// CEL rules for a `tags` map, shared by every kind. `ours` is how many tags the
+/// operator adds itself, so users learn the real limit at admission, with the count.
+pub fn tag_key_rule() -> Rule {
+    Rule::new("self.all(k, !k.lowerAscii().startsWith('aws:') && !k.startsWith('ecs.operator.dev/'))")
+        .message("tag keys may not start with 'aws:' (reserved by AWS, in any case) or 'ecs.operator.dev/' (reserved for the operator's own tags)")
+}
+
+pub fn tag_size_rule() -> Rule {
+    Rule::new("self.all(k, k.size() >= 1 && k.size() <= 128 && self[k].size() <= 256)").message(
+        "ECS allows tag keys of 1 to 128 characters and tag values of up to 256 characters",
+    )
+}
+
+pub fn tag_count_rule(ours: usize) -> Rule {
+    let max = MAX_TAGS - ours;
+    // A messageExpression with the actual count is priced far over the CEL budget
+    // for an unbounded map; the limit itself is what a person needs.
+    Rule::new(format!("self.size() <= {max}")).message(Message::Message(format!(
+        "too many tags: ECS allows {MAX_TAGS} tags per resource and the operator adds {ours} of its own, so spec.tags may have at most {max}"
+    )))
 }
 
 /// Who holds an existing ECS object, judged by its tags.
@@ -211,6 +252,20 @@ mod tests {
         assert_eq!(get(&third, RECONCILING).last_transition_time, at(30));
         // Stalled stayed False throughout.
         assert_eq!(get(&third, STALLED).last_transition_time, at(10));
+    }
+
+    #[test]
+    fn owner_tags_fit_ecs_limits_for_the_longest_names() {
+        let ns = "n".repeat(63);
+        let name = "x".repeat(253);
+        let tags = ownership_tags(&ns, &name, "uid-1");
+        let owner = &tags[OWNER_TAG];
+        assert_eq!(owner.len(), MAX_TAG_VALUE);
+        assert!(owner.starts_with(&format!("{ns}/xxx")));
+        // Distinct names stay distinct after the cut.
+        let other = ownership_tags(&ns, &format!("{}y", "x".repeat(252)), "uid-2");
+        assert_ne!(owner, &other[OWNER_TAG]);
+        assert_eq!(ownership_tags("ns", "a", "u")[OWNER_TAG], "ns/a");
     }
 
     #[test]

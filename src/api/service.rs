@@ -68,7 +68,7 @@ use super::common::{Condition, DeletionPolicy};
 #[x_kube(validation = Rule::new("has(self.cluster) == has(oldSelf.cluster) && (!has(self.cluster) || self.cluster == oldSelf.cluster) && has(self.clusterRef) == has(oldSelf.clusterRef) && (!has(self.clusterRef) || self.clusterRef.name == oldSelf.clusterRef.name)").message("the cluster (cluster / clusterRef) is immutable: ECS cannot move a service to another cluster; create a new EcsService"))]
 #[x_kube(validation = Rule::new("(has(self.schedulingStrategy) ? self.schedulingStrategy : 'REPLICA') == (has(oldSelf.schedulingStrategy) ? oldSelf.schedulingStrategy : 'REPLICA')").message("schedulingStrategy is immutable: ECS cannot switch a service between REPLICA and DAEMON; create a new EcsService"))]
 #[x_kube(validation = Rule::new("(has(self.deploymentController) ? self.deploymentController.type : 'ECS') == (has(oldSelf.deploymentController) ? oldSelf.deploymentController.type : 'ECS')").message("deploymentController.type is immutable: create a new EcsService to change the deployment controller"))]
-#[x_kube(validation = Rule::new("has(oldSelf.launchType) ? (has(self.launchType) ? self.launchType == oldSelf.launchType : has(self.capacityProviderStrategy)) : !has(self.launchType)").message("launchType cannot be added or changed after creation; a service can only move from a launchType to a capacityProviderStrategy (which forces a new deployment)"))]
+#[x_kube(validation = Rule::new("has(oldSelf.launchType) ? (has(self.launchType) ? self.launchType == oldSelf.launchType : has(self.capacityProviderStrategy)) : !has(self.launchType)").message("launchType cannot be added or changed after creation. A service can move from a launchType to a capacityProviderStrategy (the operator forces the new deployment ECS requires), but not back: UpdateService cannot name a launch type. Create a new EcsService to go back to a launchType"))]
 #[serde(rename_all = "camelCase")]
 pub struct EcsServiceSpec {
     /// Name of the ECS service. Defaults to metadata.name. Immutable.
@@ -186,8 +186,10 @@ pub struct EcsServiceSpec {
 
     /// Tags on the ECS service, besides the operator's ownership tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 48))]
-    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('ecs.operator.dev/'))").message("tag keys may not start with 'aws:' (reserved by AWS) or 'ecs.operator.dev/' (reserved for ownership tags)"))]
+    #[schemars(extend("maxProperties" = 50))]
+    #[x_kube(validation = crate::api::common::tag_key_rule())]
+    #[x_kube(validation = crate::api::common::tag_size_rule())]
+    #[x_kube(validation = crate::api::common::tag_count_rule(2))]
     pub tags: BTreeMap<String, String>,
 
     /// Adopt an existing ECS service of the same name that the operator did not create.
@@ -511,6 +513,20 @@ pub struct EcsServiceStatus {
     /// until the spec asks for another revision or a new redeployToken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_task_definition: Option<String>,
+    /// The task definition the service ran when the operator pushed
+    /// appliedTaskDefinition. With rollback enabled, a service found back on it is
+    /// a rollback, even after an operator downtime in which ECS's events aged out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_task_definition: Option<String>,
+    /// When the operator last called CreateService (RFC 3339). DescribeServices lags
+    /// behind CreateService: until a grace period after this, a service ECS does not
+    /// report is "not seen yet", never "gone" (no second create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_create_time: Option<String>,
+    /// Task sets (CODE_DEPLOY and EXTERNAL deployment controllers report the rollout
+    /// here instead of in deployments), PRIMARY first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_sets: Vec<TaskSetStatus>,
     /// Services this resource has created so far; part of the CreateService client
     /// token, so a service deleted outside Kubernetes is created anew.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -522,6 +538,25 @@ pub struct EcsServiceStatus {
     /// spec is removed from ECS while tags set by others are left alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed_tag_keys: Vec<String>,
+}
+
+/// One task set of a CODE_DEPLOY or EXTERNAL service.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSetStatus {
+    /// Task set ID (ecs-svc/...).
+    pub id: String,
+    /// PRIMARY (serves production traffic), ACTIVE or DRAINING.
+    pub status: String,
+    /// Task definition ARN of this task set.
+    pub task_definition: String,
+    /// Tasks ECS computed for this task set from its scale.
+    pub computed_desired_count: i32,
+    pub running_count: i32,
+    pub pending_count: i32,
+    /// STEADY_STATE once running matches computedDesiredCount, else STABILIZING.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stability_status: Option<String>,
 }
 
 /// One ECS deployment of the service.

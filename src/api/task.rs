@@ -110,8 +110,10 @@ pub struct EcsTaskSpec {
 
     /// Tags on the tasks, besides the operator's ownership tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 47))]
-    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('ecs.operator.dev/'))").message("tag keys may not start with 'aws:' (reserved by AWS) or 'ecs.operator.dev/' (reserved for ownership tags)"))]
+    #[schemars(extend("maxProperties" = 50))]
+    #[x_kube(validation = crate::api::common::tag_key_rule())]
+    #[x_kube(validation = crate::api::common::tag_size_rule())]
+    #[x_kube(validation = crate::api::common::tag_count_rule(4))]
     pub tags: BTreeMap<String, String>,
 
     /// Allow `aws ecs execute-command` into the tasks.
@@ -130,6 +132,13 @@ pub struct EcsTaskSpec {
     #[schemars(range(min = 1, max = 315360000))]
     pub active_deadline_seconds: Option<i64>,
 
+    /// Containers whose exit codes decide success (default: every essential container
+    /// of the task definition). Name only the job's own containers when the task has
+    /// sidecars: once an essential container exits, ECS stops the others, and they
+    /// usually report 137 or 143, which would otherwise fail the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 10), extend("x-kubernetes-list-type" = "set"))]
+    pub success_containers: Option<Vec<String>>,
     /// Failed attempts to retry (default 0: a failed run is not repeated, which is the
     /// safe choice for jobs such as migrations). Retries wait 10 s, 20 s, 40 s, ...
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -240,7 +249,8 @@ pub struct EcsTaskStatus {
     /// Task definition ARN (or family:revision) every attempt runs, fixed at the start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_definition: Option<String>,
-    /// Essential containers of that task definition: success needs exit 0 from each.
+    /// Containers whose exit codes decide success: spec.successContainers, else the
+    /// essential containers of the task definition. Success needs exit 0 from each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub essential_containers: Vec<String>,
     /// When the first attempt started (RFC 3339).
@@ -287,6 +297,11 @@ pub struct TaskRecord {
     pub stopped_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<ContainerResult>,
+    /// When RunTask created it (RFC 3339). ECS reads lag behind RunTask: until a
+    /// grace period after this, a task DescribeTasks does not report is "not seen
+    /// yet", never "gone".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

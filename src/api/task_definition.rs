@@ -115,8 +115,10 @@ pub struct EcsTaskDefinitionSpec {
 
     /// Tags on every revision, besides the operator's ownership tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 47))]
-    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('ecs.operator.dev/'))").message("tag keys may not start with 'aws:' (reserved by AWS) or 'ecs.operator.dev/' (reserved for the operator)"))]
+    #[schemars(extend("maxProperties" = 50))]
+    #[x_kube(validation = crate::api::common::tag_key_rule())]
+    #[x_kube(validation = crate::api::common::tag_size_rule())]
+    #[x_kube(validation = crate::api::common::tag_count_rule(2))]
     pub tags: BTreeMap<String, String>,
 
     /// Adopt a family that already has revisions the operator did not register. Without
@@ -611,6 +613,10 @@ pub struct EcsTaskDefinitionStatus {
     /// Revisions the operator registered and still retains, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revisions: Vec<RevisionRecord>,
+    /// Tag keys from spec.tags the operator has applied, so that a key removed from the
+    /// spec is removed from the current revision while tags set by others stay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_tag_keys: Vec<String>,
 }
 
 impl EcsTaskDefinition {

@@ -11,7 +11,8 @@ pub mod task_definition;
 use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
-use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::config::http::HttpResponse;
+use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 use crate::error::{Error, ErrorClass};
 use crate::telemetry::Metrics;
@@ -36,15 +37,14 @@ impl EcsApi {
     }
 
     /// Runs one request (`send` is lazy: nothing goes out before the limiter allows it).
-    pub async fn call<T, E, R>(
+    pub async fn call<T, E>(
         &self,
         operation: &'static str,
         category: Category,
-        send: impl std::future::Future<Output = Result<T, SdkError<E, R>>>,
+        send: impl std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     ) -> Result<T, Error>
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         self.limiter.acquire(category).await;
         match send.await {
@@ -122,6 +122,8 @@ pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_ecs::Client {
 
 /// AWS error codes that say "try again later". `ThrottlingException` is not
 /// in ECS's model, so it arrives as an unhandled error carrying only the code.
+/// `ResourceInUseException` is not here: "the capacity provider is in use" stays
+/// true until the spec or ECS changes, so it is reported, not retried quickly.
 const RETRYABLE_CODES: &[&str] = &[
     "ThrottlingException",
     "Throttling",
@@ -135,52 +137,122 @@ const RETRYABLE_CODES: &[&str] = &[
     "RequestTimeoutException",
     // Another update to the same resource is in flight.
     "UpdateInProgressException",
-    "ResourceInUseException",
 ];
 
-pub fn classify_code(code: Option<&str>) -> ErrorClass {
+/// ClientException messages that are transient: RegisterTaskDefinition answers
+/// "Too many concurrent attempts to create a new revision of the specified family."
+/// while another registration of the family runs.
+const RETRYABLE_CLIENT_MESSAGES: &[&str] = &["too many concurrent attempts"];
+
+pub fn classify(code: Option<&str>, message: &str) -> ErrorClass {
+    let lower = message.to_ascii_lowercase();
     match code {
         Some(c) if RETRYABLE_CODES.contains(&c) => ErrorClass::Retryable,
+        Some("ClientException") if RETRYABLE_CLIENT_MESSAGES.iter().any(|m| lower.contains(m)) => {
+            ErrorClass::Retryable
+        }
         Some(_) => ErrorClass::Terminal,
         // No code: the request never got a modelled answer.
         None => ErrorClass::Retryable,
     }
 }
 
-/// Converts an SDK error into the operator's error, keeping ECS's own message.
-pub fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> Error
+/// ECS's way of saying "no such object": a `*NotFoundException` code, or one of
+/// the messages ECS sends with a ClientException / InvalidParameterException for a
+/// missing task definition or task. Any other ClientException is a real error.
+pub fn is_not_found(err: &Error) -> bool {
+    let Error::Ecs {
+        code: Some(code),
+        message,
+        ..
+    } = err
+    else {
+        return false;
+    };
+    if code.ends_with("NotFoundException") {
+        return true;
+    }
+    let lower = message.to_ascii_lowercase();
+    matches!(
+        code.as_str(),
+        "ClientException" | "InvalidParameterException"
+    ) && [
+        "unable to describe task definition",
+        "does not exist",
+        "not found",
+    ]
+    .iter()
+    .any(|m| lower.contains(m))
+}
+
+/// Longest text kept from an error: condition messages must stay short and the
+/// same for the same cause, or each failure rewrites status.
+const ERROR_TEXT_BYTES: usize = 300;
+
+/// Converts an SDK error into the operator's error, keeping ECS's own message but
+/// never the raw HTTP response (its headers change on every call).
+pub fn sdk_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let (code, message, class) = match &err {
         SdkError::ServiceError(se) => {
             let e = se.err();
             let code = e.code().map(str::to_string);
-            let message = e
-                .message()
-                .map(str::to_string)
-                .unwrap_or_else(|| code.clone().unwrap_or_else(|| e.to_string()));
-            let class = classify_code(code.as_deref());
+            let status = se.raw().status().as_u16();
+            let message = match (e.message(), &code) {
+                (Some(m), _) => m.to_string(),
+                (None, Some(c)) => c.clone(),
+                (None, None) => format!("ECS answered HTTP {status} without an AWS error"),
+            };
+            let class = match code.as_deref() {
+                None if status < 500 && status != 429 => ErrorClass::Terminal,
+                c => classify(c, &message),
+            };
             (code, message, class)
+        }
+        SdkError::ResponseError(re) => (
+            None,
+            format!(
+                "ECS sent a response that could not be read (HTTP {})",
+                re.raw().status().as_u16()
+            ),
+            ErrorClass::Retryable,
+        ),
+        SdkError::TimeoutError(_) => (
+            None,
+            "ECS did not answer in time".to_string(),
+            ErrorClass::Retryable,
+        ),
+        SdkError::DispatchFailure(df) => {
+            let why = if df.is_timeout() {
+                "timed out"
+            } else if df.is_io() {
+                "connection failed"
+            } else {
+                "request could not be sent"
+            };
+            (
+                None,
+                format!("cannot reach ECS: {why}"),
+                ErrorClass::Retryable,
+            )
         }
         SdkError::ConstructionFailure(_) => (
             None,
-            format!("could not build the request: {err:?}"),
+            format!("could not build the request: {}", DisplayErrorContext(&err)),
             ErrorClass::Terminal,
         ),
-        // Timeouts, dispatch failures (connection refused, DNS) and unparsable
-        // responses are transient from where we stand.
         _ => (
             None,
-            aws_sdk_ecs::error::DisplayErrorContext(&err).to_string(),
+            "ECS request failed".to_string(),
             ErrorClass::Retryable,
         ),
     };
     Error::Ecs {
         operation,
         code,
-        message,
+        message: crate::reconcile::shorten(&message, ERROR_TEXT_BYTES),
         class,
     }
 }
@@ -196,7 +268,7 @@ mod tests {
             "ServerException",
             "RequestLimitExceeded",
         ] {
-            assert_eq!(classify_code(Some(c)), ErrorClass::Retryable, "{c}");
+            assert_eq!(classify(Some(c), "x"), ErrorClass::Retryable, "{c}");
         }
     }
 
@@ -208,12 +280,72 @@ mod tests {
             "AccessDeniedException",
             "ClusterNotFoundException",
         ] {
-            assert_eq!(classify_code(Some(c)), ErrorClass::Terminal, "{c}");
+            assert_eq!(classify(Some(c), "bad input"), ErrorClass::Terminal, "{c}");
         }
     }
 
     #[test]
     fn missing_code_is_treated_as_transient() {
-        assert_eq!(classify_code(None), ErrorClass::Retryable);
+        assert_eq!(classify(None, ""), ErrorClass::Retryable);
+    }
+
+    #[test]
+    fn a_capacity_provider_in_use_waits_for_a_change() {
+        // PutClusterCapacityProviders: "The specified capacity provider is in use and
+        // cannot be removed." stays true until a service moves off the provider.
+        assert_eq!(
+            classify(
+                Some("ResourceInUseException"),
+                "The specified capacity provider is in use and cannot be removed."
+            ),
+            ErrorClass::Terminal
+        );
+    }
+
+    #[test]
+    fn concurrent_revision_registration_is_retried() {
+        let m = "Too many concurrent attempts to create a new revision of the specified family.";
+        assert_eq!(classify(Some("ClientException"), m), ErrorClass::Retryable);
+        assert_eq!(
+            classify(
+                Some("ClientException"),
+                "Container.image should not be null"
+            ),
+            ErrorClass::Terminal
+        );
+    }
+
+    fn ecs_error(code: &str, message: &str) -> Error {
+        Error::Ecs {
+            operation: "X",
+            code: Some(code.into()),
+            message: message.into(),
+            class: ErrorClass::Terminal,
+        }
+    }
+
+    #[test]
+    fn only_real_not_found_answers_mean_gone() {
+        assert!(is_not_found(&ecs_error(
+            "ClusterNotFoundException",
+            "Cluster not found."
+        )));
+        assert!(is_not_found(&ecs_error("ServiceNotFoundException", "")));
+        assert!(is_not_found(&ecs_error(
+            "ClientException",
+            "Unable to describe task definition."
+        )));
+        assert!(!is_not_found(&ecs_error(
+            "ClientException",
+            "Too many concurrent attempts to create a new revision of the specified family."
+        )));
+        assert!(!is_not_found(&ecs_error(
+            "ClientException",
+            "User is not authorized to perform this action"
+        )));
+        assert!(!is_not_found(&ecs_error(
+            "ThrottlingException",
+            "Rate exceeded"
+        )));
     }
 }

@@ -22,7 +22,7 @@ use crate::api::cluster::CapacityProviderStrategyItem;
 use crate::api::service::{
     AssignPublicIp, AwsVpcConfiguration, DeploymentAlarms, DeploymentCircuitBreaker,
     DeploymentConfiguration, DeploymentStatus, EcsServiceSpec, LoadBalancer, PlacementStrategy,
-    ServiceEvent, ServicePlacementConstraint, ServiceRegistry,
+    ServiceEvent, ServicePlacementConstraint, ServiceRegistry, TaskSetStatus,
 };
 use crate::error::Error;
 
@@ -30,7 +30,7 @@ use crate::error::Error;
 pub const DESCRIBE_BATCH: usize = 10;
 
 /// What ECS holds for one service, in the operator's own terms.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ObservedService {
     pub name: String,
     pub arn: String,
@@ -62,6 +62,14 @@ pub struct ObservedService {
     pub deployments: Vec<DeploymentStatus>,
     /// Newest first, as ECS lists them.
     pub events: Vec<ServiceEvent>,
+    /// CODE_DEPLOY / EXTERNAL services: their task sets, PRIMARY first.
+    pub task_sets: Vec<TaskSetStatus>,
+    /// The deployment configuration and load balancers exactly as ECS has them,
+    /// including settings the spec does not model (native blue/green strategy, bake
+    /// time, lifecycle hooks, advancedConfiguration): an update carries them over
+    /// instead of resetting them.
+    pub raw_deployment_configuration: Option<SdkDeploymentConfiguration>,
+    pub raw_load_balancers: Vec<SdkLoadBalancer>,
 }
 
 impl ObservedService {
@@ -71,6 +79,15 @@ impl ObservedService {
     }
     pub fn primary(&self) -> Option<&DeploymentStatus> {
         self.deployments.iter().find(|d| d.status == "PRIMARY")
+    }
+    pub fn primary_task_set(&self) -> Option<&TaskSetStatus> {
+        self.task_sets.iter().find(|t| t.status == "PRIMARY")
+    }
+    /// Deployed by CodeDeploy or an external controller, not by UpdateService.
+    pub fn deployed_elsewhere(&self) -> bool {
+        self.deployment_controller
+            .as_deref()
+            .is_some_and(|c| c != "ECS")
     }
 }
 
@@ -112,12 +129,25 @@ pub fn network_to_sdk(a: &AwsVpcConfiguration) -> Result<SdkNetwork, Error> {
     Ok(SdkNetwork::builder().awsvpc_configuration(vpc).build())
 }
 
-fn load_balancer_to_sdk(l: &LoadBalancer) -> SdkLoadBalancer {
+/// The SDK load balancer for `l`, keeping the advancedConfiguration (blue/green
+/// target groups and listener rules, not modelled in the spec) that ECS has for the
+/// same target group and container.
+fn load_balancer_to_sdk(l: &LoadBalancer, observed: &[SdkLoadBalancer]) -> SdkLoadBalancer {
+    let advanced = observed
+        .iter()
+        .find(|o| {
+            o.target_group_arn() == l.target_group_arn.as_deref()
+                && o.load_balancer_name() == l.load_balancer_name.as_deref()
+                && o.container_name() == Some(l.container_name.as_str())
+                && o.container_port() == Some(l.container_port)
+        })
+        .and_then(|o| o.advanced_configuration().cloned());
     SdkLoadBalancer::builder()
         .set_target_group_arn(l.target_group_arn.clone())
         .set_load_balancer_name(l.load_balancer_name.clone())
         .container_name(&l.container_name)
         .container_port(l.container_port)
+        .set_advanced_configuration(advanced)
         .build()
 }
 
@@ -144,8 +174,12 @@ fn placement_strategy_to_sdk(s: &PlacementStrategy) -> SdkStrategy {
         .build()
 }
 
+/// The SDK deployment configuration for `d`, on top of `observed` (what ECS has):
+/// the native deployment settings the spec does not model (strategy, bake time,
+/// lifecycle hooks, canary / linear configuration) are carried over, never reset.
 pub fn deployment_configuration_to_sdk(
     d: &DeploymentConfiguration,
+    observed: Option<&SdkDeploymentConfiguration>,
 ) -> Result<SdkDeploymentConfiguration, Error> {
     let alarms = match &d.alarms {
         Some(a) => Some(
@@ -168,6 +202,15 @@ pub fn deployment_configuration_to_sdk(
                 .build()
         }))
         .set_alarms(alarms)
+        .set_strategy(observed.and_then(|o| o.strategy().cloned()))
+        .set_bake_time_in_minutes(observed.and_then(|o| o.bake_time_in_minutes()))
+        .set_lifecycle_hooks(
+            observed
+                .map(|o| o.lifecycle_hooks().to_vec())
+                .filter(|h| !h.is_empty()),
+        )
+        .set_canary_configuration(observed.and_then(|o| o.canary_configuration().cloned()))
+        .set_linear_configuration(observed.and_then(|o| o.linear_configuration().cloned()))
         .build())
 }
 
@@ -301,7 +344,31 @@ pub fn from_sdk(s: &Service) -> ObservedService {
                 message: e.message().unwrap_or_default().to_string(),
             })
             .collect(),
+        task_sets: task_sets_from_sdk(s.task_sets()),
+        raw_deployment_configuration: s.deployment_configuration().cloned(),
+        raw_load_balancers: s.load_balancers().to_vec(),
     }
+}
+
+fn task_sets_from_sdk(sets: &[aws_sdk_ecs::types::TaskSet]) -> Vec<TaskSetStatus> {
+    let mut out: Vec<TaskSetStatus> = sets
+        .iter()
+        .map(|t| TaskSetStatus {
+            id: t.id().unwrap_or_default().to_string(),
+            status: t.status().unwrap_or_default().to_string(),
+            task_definition: t.task_definition().unwrap_or_default().to_string(),
+            computed_desired_count: t.computed_desired_count(),
+            running_count: t.running_count(),
+            pending_count: t.pending_count(),
+            stability_status: t
+                .stability_status()
+                .map(|s| s.as_str().to_string())
+                .filter(|s| !s.is_empty()),
+        })
+        .collect();
+    // PRIMARY first, as for deployments.
+    out.sort_by_key(|t| t.status != "PRIMARY");
+    out
 }
 
 /// Describes up to 10 services of one cluster. Services ECS does not know are
@@ -418,7 +485,9 @@ pub async fn create(
         req = req.network_configuration(network_to_sdk(&n.awsvpc_configuration)?);
     }
     if let Some(l) = &spec.load_balancers {
-        req = req.set_load_balancers(Some(l.iter().map(load_balancer_to_sdk).collect()));
+        req = req.set_load_balancers(Some(
+            l.iter().map(|l| load_balancer_to_sdk(l, &[])).collect(),
+        ));
     }
     if let Some(r) = &spec.service_registries {
         req = req.set_service_registries(Some(r.iter().map(registry_to_sdk).collect()));
@@ -430,7 +499,7 @@ pub async fn create(
         req = req.set_placement_strategy(Some(p.iter().map(placement_strategy_to_sdk).collect()));
     }
     if let Some(d) = &spec.deployment_configuration {
-        req = req.deployment_configuration(deployment_configuration_to_sdk(d)?);
+        req = req.deployment_configuration(deployment_configuration_to_sdk(d, None)?);
     }
     if let Some(c) = &spec.deployment_controller {
         req = req.deployment_controller(
@@ -477,7 +546,12 @@ pub async fn update(
     cluster: &str,
     name: &str,
     u: &ServiceUpdate,
+    observed: Option<&ObservedService>,
 ) -> Result<(), Error> {
+    let raw_lbs = observed
+        .map(|o| o.raw_load_balancers.as_slice())
+        .unwrap_or(&[]);
+    let raw_deployment = observed.and_then(|o| o.raw_deployment_configuration.as_ref());
     let mut req = ecs
         .client
         .update_service()
@@ -498,7 +572,9 @@ pub async fn update(
         req = req.network_configuration(network_to_sdk(n)?);
     }
     if let Some(l) = &u.load_balancers {
-        req = req.set_load_balancers(Some(l.iter().map(load_balancer_to_sdk).collect()));
+        req = req.set_load_balancers(Some(
+            l.iter().map(|l| load_balancer_to_sdk(l, raw_lbs)).collect(),
+        ));
     }
     if let Some(r) = &u.service_registries {
         req = req.set_service_registries(Some(r.iter().map(registry_to_sdk).collect()));
@@ -510,7 +586,7 @@ pub async fn update(
         req = req.set_placement_strategy(Some(p.iter().map(placement_strategy_to_sdk).collect()));
     }
     if let Some(d) = &u.deployment_configuration {
-        req = req.deployment_configuration(deployment_configuration_to_sdk(d)?);
+        req = req.deployment_configuration(deployment_configuration_to_sdk(d, raw_deployment)?);
     }
     ecs.call("UpdateService", Category::ServiceModify, req.send())
         .await?;
@@ -557,8 +633,6 @@ pub struct ServiceObserver {
     clusters: Mutex<HashMap<String, ClusterCache>>,
     /// One fetch per cluster at a time, so concurrent reconciles share it.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// object key -> (fingerprint of the last update sent, times in a row).
-    updates: Mutex<HashMap<String, (String, u32)>>,
 }
 
 impl ServiceObserver {
@@ -675,26 +749,6 @@ impl ServiceObserver {
         let c = all.entry(cluster_name(cluster).to_string()).or_default();
         c.seen.remove(name);
         *c.epoch.entry(name.to_string()).or_insert(0) += 1;
-    }
-
-    /// Counts identical updates in a row for one object (`None`: nothing to send,
-    /// which resets the count). Returns how many times this update has now been due.
-    pub fn note_update(&self, key: &str, fingerprint: Option<String>) -> u32 {
-        let mut u = self.updates.lock().unwrap_or_else(|e| e.into_inner());
-        match fingerprint {
-            None => {
-                u.remove(key);
-                0
-            }
-            Some(f) => {
-                let e = u.entry(key.to_string()).or_insert((f.clone(), 0));
-                if e.0 != f {
-                    *e = (f, 0);
-                }
-                e.1 = e.1.saturating_add(1);
-                e.1
-            }
-        }
     }
 
     /// Stop reading a service along with its peers (its EcsService is gone).
@@ -837,6 +891,8 @@ mod tests {
             applied_task_definition: None,
             applied_redeploy_token: None,
             rolled_back_task_definition: None,
+            replaced_task_definition: None,
+            recently_created: false,
         };
         assert!(matches!(
             crate::reconcile::service_plan::plan(&d, obs.as_ref()),
@@ -867,6 +923,66 @@ mod tests {
             observer.cached("c", "b", w).is_none(),
             "b's pre-write copy must not be served as fresh"
         );
+    }
+
+    #[tokio::test]
+    async fn an_update_keeps_native_deployment_settings_the_spec_does_not_model() {
+        use aws_sdk_ecs::types::{AdvancedConfiguration, DeploymentStrategy};
+        // An adopted blue/green service: strategy, bake time and the load balancer's
+        // advancedConfiguration exist only in ECS.
+        let advanced = AdvancedConfiguration::builder()
+            .alternate_target_group_arn("arn:tg/green")
+            .production_listener_rule("arn:rule/prod")
+            .role_arn("arn:role/ecs")
+            .build();
+        let raw_lb = SdkLoadBalancer::builder()
+            .target_group_arn("arn:tg/blue")
+            .container_name("app")
+            .container_port(80)
+            .advanced_configuration(advanced.clone())
+            .build();
+        let raw_deployment = SdkDeploymentConfiguration::builder()
+            .strategy(DeploymentStrategy::BlueGreen)
+            .bake_time_in_minutes(15)
+            .maximum_percent(200)
+            .build();
+        let observed = ObservedService {
+            raw_deployment_configuration: Some(raw_deployment),
+            raw_load_balancers: vec![raw_lb],
+            ..Default::default()
+        };
+        let change = ServiceUpdate {
+            deployment_configuration: Some(DeploymentConfiguration {
+                minimum_healthy_percent: Some(50),
+                maximum_percent: Some(200),
+                ..Default::default()
+            }),
+            load_balancers: Some(vec![LoadBalancer {
+                target_group_arn: Some("arn:tg/blue".into()),
+                load_balancer_name: None,
+                container_name: "app".into(),
+                container_port: 80,
+            }]),
+            ..Default::default()
+        };
+        let sent = mock!(Client::update_service)
+            .match_requests(move |r| {
+                let d = r.deployment_configuration();
+                let lb = r.load_balancers().first();
+                d.and_then(|d| d.strategy()) == Some(&DeploymentStrategy::BlueGreen)
+                    && d.and_then(|d| d.bake_time_in_minutes()) == Some(15)
+                    && d.and_then(|d| d.minimum_healthy_percent()) == Some(50)
+                    && lb.and_then(|l| l.advanced_configuration()) == Some(&advanced)
+            })
+            .then_output(|| {
+                aws_sdk_ecs::operation::update_service::UpdateServiceOutput::builder().build()
+            });
+        let client = mock_client!(aws_sdk_ecs, RuleMode::Sequential, [&sent]);
+        let (ecs, _) = ecs(client);
+        update(&ecs, "c", "web", &change, Some(&observed))
+            .await
+            .expect("the update carries the settings over");
+        assert_eq!(sent.num_calls(), 1);
     }
 
     #[tokio::test]

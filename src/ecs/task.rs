@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_ecs::types::{
-    ContainerOverride as SdkContainerOverride, DesiredStatus, KeyValuePair,
-    LaunchType as SdkLaunchType, PropagateTags as SdkPropagateTags, Task, TaskField,
-    TaskOverride as SdkTaskOverride,
+    ContainerOverride as SdkContainerOverride, KeyValuePair, LaunchType as SdkLaunchType,
+    PropagateTags as SdkPropagateTags, Task, TaskField, TaskOverride as SdkTaskOverride,
 };
 
 use super::cluster::{strategy_to_sdk, tags_from_sdk, tags_to_sdk};
@@ -19,6 +18,10 @@ use crate::error::Error;
 
 /// Tag with the attempt (1-based) that started a task.
 pub const ATTEMPT_TAG: &str = "ecs.operator.dev/attempt";
+/// Tag with the UID of the EcsTask that started a task. Not the ownership uid tag:
+/// `propagateTags: TASK_DEFINITION` copies the task definition's ownership tags onto
+/// the task, and a task definition never carries this key.
+pub const RUN_TAG: &str = "ecs.operator.dev/run";
 
 pub fn record_from_sdk(t: &Task) -> (TaskRecord, BTreeMap<String, String>) {
     let tags = tags_from_sdk(t.tags());
@@ -49,6 +52,7 @@ pub fn record_from_sdk(t: &Task) -> (TaskRecord, BTreeMap<String, String>) {
                 reason: c.reason().filter(|r| !r.is_empty()).map(str::to_string),
             })
             .collect(),
+        created_at: rfc3339(t.created_at()),
         started_at: rfc3339(t.started_at()),
         stopped_at: rfc3339(t.stopped_at()),
     };
@@ -177,30 +181,35 @@ pub async fn describe(
     Ok(out)
 }
 
-/// ARNs of the tasks (running or stopped) started with this `startedBy`.
-pub async fn find(ecs: &EcsApi, cluster: &str, started_by: &str) -> Result<Vec<String>, Error> {
+/// ARNs of the RUNNING tasks started with this `startedBy`. `startedBy` must be the
+/// only filter: real ECS refuses it with any other ("cannot specify startedBy with
+/// other arguments", ListTasks API reference; aws-sdk-go-v2 issue 1893), and with no
+/// desiredStatus it lists RUNNING tasks only. Stopped tasks of a run are found by the
+/// RunTask clientToken instead (a repeated RunTask returns the first call's tasks).
+pub async fn find_running(
+    ecs: &EcsApi,
+    cluster: &str,
+    started_by: &str,
+) -> Result<Vec<String>, Error> {
     let mut arns = Vec::new();
-    for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
-        let mut token: Option<String> = None;
-        loop {
-            let resp = ecs
-                .call(
-                    "ListTasks",
-                    Category::Read,
-                    ecs.client
-                        .list_tasks()
-                        .cluster(cluster)
-                        .started_by(started_by)
-                        .desired_status(desired.clone())
-                        .set_next_token(token.take())
-                        .send(),
-                )
-                .await?;
-            arns.extend(resp.task_arns().iter().cloned());
-            match resp.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => break,
-            }
+    let mut token: Option<String> = None;
+    loop {
+        let resp = ecs
+            .call(
+                "ListTasks",
+                Category::Read,
+                ecs.client
+                    .list_tasks()
+                    .cluster(cluster)
+                    .started_by(started_by)
+                    .set_next_token(token.take())
+                    .send(),
+            )
+            .await?;
+        arns.extend(resp.task_arns().iter().cloned());
+        match resp.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
         }
     }
     arns.sort();
@@ -224,24 +233,25 @@ pub async fn stop(ecs: &EcsApi, cluster: &str, arn: &str, reason: &str) -> Resul
     match res {
         Ok(_) => Ok(()),
         // Already gone: nothing left to stop (only that; other invalid input is an error).
-        Err(Error::Ecs {
-            code: Some(c),
-            message,
-            ..
-        }) if c == "InvalidParameterException"
-            && message.to_ascii_lowercase().contains("not found") =>
-        {
-            Ok(())
-        }
+        Err(e) if super::is_not_found(&e) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
-/// The task definition's ARN and its essential containers.
-pub async fn essential_containers(
+/// A task definition's ARN and container names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskDefinitionContainers {
+    pub arn: String,
+    /// Containers with `essential` true (the default).
+    pub essential: Vec<String>,
+    pub all: Vec<String>,
+}
+
+/// The task definition's ARN and its containers.
+pub async fn containers(
     ecs: &EcsApi,
     task_definition: &str,
-) -> Result<(String, Vec<String>), Error> {
+) -> Result<TaskDefinitionContainers, Error> {
     let resp = ecs
         .call(
             "DescribeTaskDefinition",
@@ -253,18 +263,19 @@ pub async fn essential_containers(
         )
         .await?;
     let td = resp.task_definition();
-    let arn = td
-        .and_then(|t| t.task_definition_arn())
-        .unwrap_or(task_definition)
-        .to_string();
-    let essential = td
-        .map(|t| {
-            t.container_definitions()
-                .iter()
-                .filter(|c| c.essential() != Some(false))
-                .filter_map(|c| c.name().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((arn, essential))
+    let defs = td.map(|t| t.container_definitions()).unwrap_or_default();
+    let names = |essential_only: bool| {
+        defs.iter()
+            .filter(|c| !essential_only || c.essential() != Some(false))
+            .filter_map(|c| c.name().map(str::to_string))
+            .collect()
+    };
+    Ok(TaskDefinitionContainers {
+        arn: td
+            .and_then(|t| t.task_definition_arn())
+            .unwrap_or(task_definition)
+            .to_string(),
+        essential: names(true),
+        all: names(false),
+    })
 }

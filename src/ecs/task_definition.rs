@@ -384,11 +384,7 @@ pub async fn describe(
                 tags_from_sdk(out.tags()),
             )
         })),
-        Err(Error::Ecs { code: Some(c), .. })
-            if c == "ClientException" || c.contains("NotFound") =>
-        {
-            Ok(None)
-        }
+        Err(e) if super::is_not_found(&e) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -407,19 +403,32 @@ pub async fn deregister(ecs: &EcsApi, arn: &str) -> Result<(), Error> {
 }
 
 /// DeleteTaskDefinitions, 10 per call (the ECS maximum); only INACTIVE revisions.
-pub async fn delete(ecs: &EcsApi, arns: &[String]) -> Result<(), Error> {
+/// DeleteTaskDefinitions, 10 per call. ECS deletes only INACTIVE revisions and
+/// answers per revision: the ones it refused come back as (ARN, reason) so they are
+/// reported and tried again, never dropped from the history.
+pub async fn delete(ecs: &EcsApi, arns: &[String]) -> Result<Vec<(String, String)>, Error> {
+    let mut failures = Vec::new();
     for chunk in arns.chunks(10) {
-        ecs.call(
-            "DeleteTaskDefinitions",
-            Category::TaskDefinitionModify,
-            ecs.client
-                .delete_task_definitions()
-                .set_task_definitions(Some(chunk.to_vec()))
-                .send(),
-        )
-        .await?;
+        let out = ecs
+            .call(
+                "DeleteTaskDefinitions",
+                Category::TaskDefinitionModify,
+                ecs.client
+                    .delete_task_definitions()
+                    .set_task_definitions(Some(chunk.to_vec()))
+                    .send(),
+            )
+            .await?;
+        failures.extend(out.failures().iter().map(|f| {
+            let why = [f.reason(), f.detail()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": ");
+            (f.arn().unwrap_or_default().to_string(), why)
+        }));
     }
-    Ok(())
+    Ok(failures)
 }
 
 #[cfg(test)]

@@ -204,6 +204,21 @@ impl Managed for EcsCluster {
             } => (actions, changed, adopting),
         };
 
+        let fingerprint = (!actions.is_empty()).then(|| format!("{actions:?}"));
+        if let Err(health) = ctx.updates.check(
+            &super::key_of(self),
+            fingerprint,
+            &format!("ECS cluster {ecs_name}"),
+            &changed,
+        ) {
+            let note = Note::warning("UpdateNotApplied", "UpdateCluster", health.message());
+            return Ok(Outcome {
+                status: status_body(&ecs_name, observed.as_ref(), managed_keys),
+                health,
+                requeue: None,
+                notes: vec![note],
+            });
+        }
         if actions.is_empty() {
             let obs = observed.as_ref();
             return Ok(Outcome {

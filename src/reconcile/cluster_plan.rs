@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::cluster::{
     CapacityProviderStrategyItem, ContainerInsights, EcsClusterSpec, ExecuteCommandConfiguration,
+    ExecuteCommandLogConfiguration,
 };
 use crate::api::common::{DeletionPolicy, Health, OWNER_TAG, Ownership, UID_TAG, ownership};
 use crate::ecs::cluster::ObservedCluster;
@@ -81,6 +82,31 @@ fn same_namespace(desired: &str, observed: &str) -> bool {
         || (!desired.starts_with("arn:") && observed.rsplit(['/', ':']).next() == Some(desired))
 }
 
+/// ECS Exec settings as ECS reports them: an encryption flag that is false reads as
+/// absent, empty text as absent, and a configuration that sets nothing as none.
+fn normalise_exec(e: Option<&ExecuteCommandConfiguration>) -> ExecuteCommandConfiguration {
+    let text = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let flag = |v: Option<bool>| v.filter(|b| *b);
+    let Some(e) = e else {
+        return ExecuteCommandConfiguration::default();
+    };
+    let log = e
+        .log_configuration
+        .as_ref()
+        .map(|l| ExecuteCommandLogConfiguration {
+            cloud_watch_log_group_name: text(&l.cloud_watch_log_group_name),
+            cloud_watch_encryption_enabled: flag(l.cloud_watch_encryption_enabled),
+            s3_bucket_name: text(&l.s3_bucket_name),
+            s3_encryption_enabled: flag(l.s3_encryption_enabled),
+            s3_key_prefix: text(&l.s3_key_prefix),
+        });
+    ExecuteCommandConfiguration {
+        kms_key_id: text(&e.kms_key_id),
+        logging: e.logging,
+        log_configuration: log.filter(|l| *l != ExecuteCommandLogConfiguration::default()),
+    }
+}
+
 fn desired_tags(d: &Desired<'_>) -> BTreeMap<String, String> {
     let mut t = d.spec.tags.clone();
     t.extend(d.ownership_tags.clone());
@@ -146,9 +172,7 @@ pub fn plan(d: &Desired<'_>, observed: Option<&ObservedCluster>) -> Plan {
         .configuration
         .as_ref()
         .and_then(|c| c.execute_command_configuration.as_ref())
-        && obs.execute_command.as_ref() != Some(exec)
-        // ECS returns an empty configuration for one that sets nothing.
-        && !(obs.execute_command.is_none() && *exec == ExecuteCommandConfiguration::default())
+        && normalise_exec(obs.execute_command.as_ref()) != normalise_exec(Some(exec))
     {
         update_exec = Some(exec.clone());
         changed.push("configuration.executeCommandConfiguration".into());
@@ -475,6 +499,47 @@ mod tests {
         obs.execute_command = Some(exec);
         assert!(actions(plan(&desired(&spec), Some(&obs))).is_empty());
         obs.execute_command = None;
+        assert_eq!(
+            changed(&plan(&desired(&spec), Some(&obs))),
+            vec!["configuration.executeCommandConfiguration"]
+        );
+    }
+
+    #[test]
+    fn false_encryption_flags_match_what_ecs_reports() {
+        // ECS reports cloudWatchEncryptionEnabled / s3EncryptionEnabled false as
+        // absent; the cluster must not be rewritten at every resync for that.
+        let want = ExecuteCommandConfiguration {
+            logging: Some(ExecuteCommandLogging::Override),
+            log_configuration: Some(ExecuteCommandLogConfiguration {
+                cloud_watch_log_group_name: Some("/ecs/exec".into()),
+                cloud_watch_encryption_enabled: Some(false),
+                s3_encryption_enabled: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let spec = EcsClusterSpec {
+            configuration: Some(ClusterConfiguration {
+                execute_command_configuration: Some(want),
+            }),
+            ..Default::default()
+        };
+        let mut obs = owned();
+        obs.execute_command = Some(ExecuteCommandConfiguration {
+            logging: Some(ExecuteCommandLogging::Override),
+            log_configuration: Some(ExecuteCommandLogConfiguration {
+                cloud_watch_log_group_name: Some("/ecs/exec".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert!(actions(plan(&desired(&spec), Some(&obs))).is_empty());
+        // A real difference still counts.
+        obs.execute_command = Some(ExecuteCommandConfiguration {
+            logging: Some(ExecuteCommandLogging::Override),
+            ..Default::default()
+        });
         assert_eq!(
             changed(&plan(&desired(&spec), Some(&obs))),
             vec!["configuration.executeCommandConfiguration"]

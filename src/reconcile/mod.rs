@@ -29,7 +29,7 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -51,14 +51,25 @@ pub struct Context {
     /// Batched, cached reads of ECS services shared by all EcsService reconciles.
     pub services: ServiceObserver,
     pub events: EventWriter,
+    /// The UpdateNotApplied guard shared by every kind.
+    pub updates: UpdateGuard,
     pub metrics: Arc<Metrics>,
     /// Periodic re-check of every resource, for drift made outside Kubernetes.
     pub resync: Duration,
+    /// The namespace the operator watches (None: all). Reads that must see every
+    /// resource the operator manages (e.g. "is this revision in use") use this scope.
+    pub namespace: Option<String>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(kube: Client, ecs: EcsApi, metrics: Arc<Metrics>, resync: Duration) -> Self {
+    pub fn new(
+        kube: Client,
+        ecs: EcsApi,
+        metrics: Arc<Metrics>,
+        resync: Duration,
+        namespace: Option<String>,
+    ) -> Self {
         let events = EventWriter::new(kube.clone(), FIELD_MANAGER, std::env::var("POD_NAME").ok());
         // Copies older than half the resync interval are re-read (capped so the
         // status stays reasonably fresh with long intervals).
@@ -68,8 +79,10 @@ impl Context {
             ecs,
             services: ServiceObserver::new(window),
             events,
+            updates: UpdateGuard::default(),
             metrics,
             resync,
+            namespace,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -83,6 +96,62 @@ impl Context {
 
     fn clear_failures(&self, key: &str) {
         self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// Identical updates in a row before the operator stops repeating one ECS ignores.
+pub const MAX_SAME_UPDATE: u32 = 3;
+
+/// Remembers the last ECS write planned for each object, so that the same write
+/// planned again and again (ECS does not take it, or reports it differently from
+/// how it was sent) ends as `Stalled UpdateNotApplied` instead of a write per pass.
+/// One mechanism for every kind.
+#[derive(Default)]
+pub struct UpdateGuard {
+    /// object key -> (fingerprint of the last write planned, times in a row).
+    updates: Mutex<HashMap<String, (String, u32)>>,
+}
+
+impl UpdateGuard {
+    /// Notes the write planned now (`None`: nothing to write, which resets the count).
+    /// Err with the Stalled health once the same write is due more than
+    /// `MAX_SAME_UPDATE` times in a row.
+    pub fn check(
+        &self,
+        key: &str,
+        fingerprint: Option<String>,
+        what: &str,
+        changed: &[String],
+    ) -> Result<(), Health> {
+        let mut all = self.updates.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(f) = fingerprint else {
+            all.remove(key);
+            return Ok(());
+        };
+        let entry = all.entry(key.to_string()).or_insert((f.clone(), 0));
+        if entry.0 != f {
+            *entry = (f, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        if entry.1 <= MAX_SAME_UPDATE {
+            return Ok(());
+        }
+        Err(Health::stalled(
+            "UpdateNotApplied",
+            format!(
+                "{what} still differs from the spec after {MAX_SAME_UPDATE} identical updates \
+                 ({}); not retrying until the spec or the ECS object changes",
+                changed.join(", ")
+            ),
+        ))
+    }
+
+    /// Forget an object (it is gone).
+    pub fn forget(&self, key: &str) {
+        self.updates
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
@@ -161,7 +230,7 @@ pub trait Managed:
     }
 }
 
-fn key_of<K: Managed>(obj: &K) -> String {
+pub fn key_of<K: Managed>(obj: &K) -> String {
     format!(
         "{}/{}/{}",
         K::KIND,
@@ -456,6 +525,24 @@ where
     }
 }
 
+/// What an object asks of its controller: spec (generation), deletion, finalizers,
+/// labels and annotations. Status is left out on purpose (kube's
+/// `predicates::generation` alone would miss finalizer and deletion changes).
+fn intent<K: Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    Some(h.finish())
+}
+
 /// Runs the controller for kind `K` until `shutdown` resolves.
 pub async fn run<K: Managed>(
     ctx: Arc<Context>,
@@ -469,7 +556,16 @@ pub async fn run<K: Managed>(
         namespace = namespace.unwrap_or("<all>"),
         "starting controller"
     );
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+    // The object's own changes wake it only when something it is asked to do changed:
+    // its own status writes must not (a failing reconcile would otherwise retry at
+    // once instead of after its backoff).
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(intent, PredicateConfig::default());
+    let controller = Controller::for_stream(trigger, reader)
         .with_config(ControllerConfig::default().concurrency(concurrency));
     K::watch_related(controller, &ctx.kube, namespace)
         .graceful_shutdown_on(shutdown)
@@ -486,6 +582,27 @@ pub async fn run<K: Managed>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_update_stops_after_a_few_tries_and_resets_on_change() {
+        let guard = UpdateGuard::default();
+        let f = || Some("UpdateCluster{x}".to_string());
+        for _ in 0..MAX_SAME_UPDATE {
+            assert!(guard.check("k", f(), "ECS cluster c", &[]).is_ok());
+        }
+        let stalled = guard.check("k", f(), "ECS cluster c", &["settings".into()]);
+        assert!(
+            matches!(&stalled, Err(Health::Stalled { reason, .. }) if reason == "UpdateNotApplied")
+        );
+        // Another write, or nothing to write, starts the count again.
+        assert!(guard.check("k", Some("other".into()), "c", &[]).is_ok());
+        assert!(guard.check("k", None, "c", &[]).is_ok());
+        for _ in 0..MAX_SAME_UPDATE {
+            assert!(guard.check("k", f(), "c", &[]).is_ok());
+        }
+        // Objects do not share counts.
+        assert!(guard.check("other", f(), "c", &[]).is_ok());
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

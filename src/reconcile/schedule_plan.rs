@@ -19,6 +19,43 @@ pub struct Schedule {
     tz: TimeZone,
 }
 
+/// The five cron fields with their ranges, for messages a person can act on.
+const FIELDS: [(&str, u32, u32); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+];
+
+/// Names the field and range an invalid schedule breaks (croner's own message,
+/// e.g. "Component error: Number out of bounds.", names neither).
+fn explain_invalid(expr: &str, parser_error: &str) -> String {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let shape = "five fields: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12, \
+                 day-of-week 0-7 (0 and 7 are Sunday), or a macro such as @daily";
+    if fields.len() == 5 {
+        for (field, (name, min, max)) in fields.iter().zip(FIELDS) {
+            let numbers = field
+                .split([',', '-', '/'])
+                .filter_map(|n| n.parse::<u32>().ok());
+            // A step (`*/90`) is a count, not a value, but is as wrong past the range.
+            if let Some(bad) = numbers.into_iter().find(|n| *n < min || *n > max) {
+                return format!(
+                    "invalid spec.schedule {expr:?}: the {name} field has {bad}, outside \
+                     {min}-{max}"
+                );
+            }
+        }
+    } else if !expr.trim_start().starts_with('@') {
+        return format!(
+            "invalid spec.schedule {expr:?}: it has {} field(s); cron needs {shape}",
+            fields.len()
+        );
+    }
+    format!("invalid spec.schedule {expr:?} ({parser_error}); cron needs {shape}")
+}
+
 impl Schedule {
     pub fn parse(expr: &str, time_zone: Option<&str>) -> Result<Schedule, String> {
         let tz = match time_zone {
@@ -36,7 +73,7 @@ impl Schedule {
                 m if m.eq_ignore_ascii_case("@midnight") => "0 0 * * *",
                 other => other,
             })
-            .map_err(|e| format!("invalid schedule {expr:?}: {e}"))?;
+            .map_err(|e| explain_invalid(expr, &e.to_string()))?;
         Ok(Schedule { cron, tz })
     }
 
@@ -193,8 +230,17 @@ mod tests {
             "nonsense",
         ] {
             let e = Schedule::parse(bad, None).unwrap_err();
-            assert!(e.contains("invalid schedule"), "{bad}: {e}");
+            assert!(e.contains("invalid spec.schedule"), "{bad}: {e}");
         }
+        let e = Schedule::parse("61 * * * *", None).unwrap_err();
+        assert!(
+            e.contains("spec.schedule") && e.contains("minute field has 61, outside 0-59"),
+            "{e}"
+        );
+        let e = Schedule::parse("* 25 * * *", None).unwrap_err();
+        assert!(e.contains("hour field has 25, outside 0-23"), "{e}");
+        let e = Schedule::parse("0 * * * * *", None).unwrap_err();
+        assert!(e.contains("has 6 field(s)"), "{e}");
         let e = Schedule::parse("@daily", Some("Mars/Olympus")).unwrap_err();
         assert!(e.contains("unknown time zone"), "{e}");
     }

@@ -18,9 +18,6 @@ use crate::ecs::service::{self as svc, ObservedService, ServiceUpdate};
 use crate::ecs::set_tags;
 use crate::error::Error;
 
-/// Identical updates in a row before the operator stops repeating one ECS ignores.
-const MAX_SAME_UPDATE: u32 = 3;
-
 /// How soon a service waiting for a reference looks again (the watch on the
 /// referenced kind normally wakes it sooner).
 const REFERENCE_POLL: Duration = Duration::from_secs(30);
@@ -69,6 +66,7 @@ fn status_from(
         st.task_definition = o.primary().map(|p| p.task_definition.clone());
         st.rollout_state = o.primary().and_then(|p| p.rollout_state.clone());
         st.deployments = o.deployments.clone();
+        st.task_sets = o.task_sets.clone();
         st.events = service_plan::status_events(&o.events);
     }
     st
@@ -201,6 +199,11 @@ impl Managed for EcsService {
             applied_task_definition: prev.applied_task_definition.as_deref(),
             applied_redeploy_token: prev.applied_redeploy_token.as_deref(),
             rolled_back_task_definition: prev.rolled_back_task_definition.as_deref(),
+            replaced_task_definition: prev.replaced_task_definition.as_deref(),
+            recently_created: service_plan::recently_created(
+                prev.last_create_time.as_deref(),
+                k8s_openapi::jiff::Timestamp::now(),
+            ),
         };
         let managed_tag_keys: Vec<String> = self.spec.tags.keys().cloned().collect();
         let aligned = until_aligned(ctx.resync, SystemTime::now());
@@ -244,24 +247,7 @@ impl Managed for EcsService {
                 ctx.services.invalidate(&cluster, &name);
                 let created = match created {
                     Ok(c) => c,
-                    // An ACTIVE service we did not see (a lost create response, or
-                    // another writer): read again before anything else.
-                    Err(Error::Ecs {
-                        code: Some(c),
-                        message,
-                        ..
-                    }) if c == "ClientException" && message.contains("idempotent") => {
-                        return Err(Error::Ecs {
-                            operation: "CreateService",
-                            code: Some("ServiceAlreadyExists".into()),
-                            message: format!(
-                                "an ECS service named {name} appeared during the create; \
-                                 reading it again ({message})"
-                            ),
-                            class: crate::error::ErrorClass::Retryable,
-                        });
-                    }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(service_plan::classify_create_error(&name, e)),
                 };
                 let mut st = status_from(previous_body(self), &cluster, Some(&created));
                 st.applied_task_definition = Some(task_definition.clone());
@@ -269,6 +255,8 @@ impl Managed for EcsService {
                 st.managed_tag_keys = managed_tag_keys;
                 st.creations = prev.creations.saturating_add(1);
                 st.rolled_back_task_definition = None;
+                st.replaced_task_definition = None;
+                st.last_create_time = Some(super::now().0.to_string());
                 Ok(Outcome {
                     status: to_value(&st),
                     health: Health::progressing(
@@ -303,31 +291,27 @@ impl Managed for EcsService {
                 }
                 // The same update again and again means ECS does not take it (or
                 // reports it differently): say so instead of calling it forever.
-                let repeats = ctx.services.note_update(
-                    &format!("{ns}/{}", self.name_any()),
+                if let Err(health) = ctx.updates.check(
+                    &super::key_of(self),
                     c.writes()
                         .then(|| format!("{:?}{:?}{:?}", c.update, c.tag, c.untag)),
-                );
-                if repeats > MAX_SAME_UPDATE {
+                    &format!("ECS service {name}"),
+                    &c.changed,
+                ) {
                     let st = status_from(previous_body(self), &cluster, Some(&obs));
-                    let msg = format!(
-                        "ECS service {name} still differs from the spec after {MAX_SAME_UPDATE} \
-                         identical updates ({}); not retrying until the spec or the service \
-                         changes",
-                        c.changed.join(", ")
-                    );
+                    let note = Note::warning("UpdateNotApplied", "UpdateService", health.message());
                     return Ok(Outcome {
                         status: to_value(&st),
-                        health: Health::stalled("UpdateNotApplied", msg.clone()),
+                        health,
                         requeue: Some(aligned),
-                        notes: vec![Note::warning("UpdateNotApplied", "UpdateService", msg)],
+                        notes: vec![note],
                     });
                 }
                 if c.writes() {
                     let drift = prev.observed_generation == self.metadata.generation;
                     set_tags(&ctx.ecs, &obs.arn, &c.tag, &c.untag).await?;
                     if !c.update.is_empty() {
-                        svc::update(&ctx.ecs, &cluster, &name, &c.update).await?;
+                        svc::update(&ctx.ecs, &cluster, &name, &c.update, Some(&obs)).await?;
                     }
                     ctx.services.invalidate(&cluster, &name);
                     // The reference moved on to a revision never applied: a rollout.
@@ -340,6 +324,9 @@ impl Managed for EcsService {
                     notes.extend(change_notes(&name, &c, drift && !c.adopt, rollout_to));
                 }
                 let mut st = status_from(previous_body(self), &cluster, Some(&obs));
+                if c.update.task_definition.is_some() {
+                    st.replaced_task_definition = Some(obs.task_definition.clone());
+                }
                 if c.update.task_definition.is_some()
                     || service_plan::same_task_definition(&task_definition, &obs.task_definition)
                 {
@@ -469,7 +456,7 @@ impl Managed for EcsService {
                         desired_count: Some(0),
                         ..Default::default()
                     };
-                    svc::update(&ctx.ecs, &cluster, &name, &u).await?;
+                    svc::update(&ctx.ecs, &cluster, &name, &u, None).await?;
                 }
                 svc::delete(&ctx.ecs, &cluster, &name).await?;
                 ctx.services.invalidate(&cluster, &name);

@@ -42,6 +42,64 @@ pub struct Desired<'a> {
     /// status.rolledBackTaskDefinition: a revision ECS rolled back from, remembered
     /// after ECS itself has forgotten the failed deployment.
     pub rolled_back_task_definition: Option<&'a str>,
+    /// status.replacedTaskDefinition: what the service ran before appliedTaskDefinition.
+    pub replaced_task_definition: Option<&'a str>,
+    /// CreateService was called within `NOT_SEEN_GRACE`: a service DescribeServices
+    /// does not report may just not be visible yet.
+    pub recently_created: bool,
+}
+
+/// How long after CreateService a service DescribeServices does not report is "not
+/// seen yet" (ECS reads are eventually consistent; a second create in that window
+/// fails with "Creation of service was not idempotent." or makes a duplicate).
+pub const NOT_SEEN_GRACE: Duration = Duration::from_secs(300);
+
+/// True if `last_create` (status.lastCreateTime) is within `NOT_SEEN_GRACE` of `now`.
+pub fn recently_created(last_create: Option<&str>, now: k8s_openapi::jiff::Timestamp) -> bool {
+    last_create
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .is_some_and(|t| now.duration_since(t).unsigned_abs().lt(&NOT_SEEN_GRACE))
+}
+
+/// What a failed CreateService means. Real ECS answers a create for a name that
+/// exists with `InvalidParameterException: Creation of service was not idempotent.`
+/// (terraform-provider-aws 23462, 2283) and one for a name still draining with
+/// `InvalidParameterException: Unable to Start a service that is still Draining.`
+/// (spinnaker 5476): both pass once ECS's reads catch up, so they are retried (the
+/// next read shows the service, ours or not), never a terminal Stalled.
+pub fn classify_create_error(name: &str, err: crate::error::Error) -> crate::error::Error {
+    let crate::error::Error::Ecs {
+        code: Some(code),
+        message,
+        ..
+    } = &err
+    else {
+        return err;
+    };
+    let lower = message.to_ascii_lowercase();
+    let retry = |code: &str, what: String| crate::error::Error::Ecs {
+        operation: "CreateService",
+        code: Some(code.into()),
+        message: what,
+        class: crate::error::ErrorClass::Retryable,
+    };
+    match code.as_str() {
+        "InvalidParameterException" | "ClientException" if lower.contains("not idempotent") => {
+            retry(
+                "ServiceAlreadyExists",
+                format!("an ECS service named {name} already exists; reading it again ({message})"),
+            )
+        }
+        "InvalidParameterException" | "ClientException" if lower.contains("still draining") => {
+            retry(
+                "ServiceDraining",
+                format!(
+                    "an ECS service named {name} is still DRAINING; creating it once ECS reports it INACTIVE"
+                ),
+            )
+        }
+        _ => err,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -205,8 +263,33 @@ pub fn rolled_back(obs: &ObservedService, desired_td: &str) -> bool {
     failed_desired || primary_says || events_say
 }
 
+/// With rollback on (circuit breaker or alarms), a service found running the
+/// revision the operator replaced was rolled back. This survives an operator
+/// downtime in which the failed deployment and ECS's events aged out.
+fn back_on_replaced(obs: &ObservedService, replaced: Option<&str>) -> bool {
+    let config = &obs.deployment_configuration;
+    let rollback_on = config
+        .deployment_circuit_breaker
+        .as_ref()
+        .is_some_and(|b| b.enable && b.rollback)
+        || config
+            .alarms
+            .as_ref()
+            .is_some_and(|a| a.enable && a.rollback);
+    rollback_on && replaced.is_some_and(|r| same_task_definition(r, &obs.task_definition))
+}
+
 /// Decides what to write.
 pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
+    if observed.is_none() && d.recently_created {
+        return Plan::Wait(Health::progressing(
+            "WaitingForVisibility",
+            format!(
+                "created ECS service {}; waiting for DescribeServices to report it",
+                d.name
+            ),
+        ));
+    }
     let Some(obs) = observed.filter(|o| !o.is_gone()) else {
         return Plan::Create;
     };
@@ -242,7 +325,9 @@ pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
             return Plan::Refuse(Health::stalled(
                 "NotOwned",
                 format!(
-                    "ECS service {} is managed by EcsService {o}; adoptExisting only takes over                      services no EcsService owns. Delete that resource with deletionPolicy: Orphan                      (or remove its ecs.operator.dev/* tags) first",
+                    "ECS service {} is managed by EcsService {o}; adoptExisting only takes over \
+                     services no EcsService owns. Delete that resource with deletionPolicy: Orphan \
+                     (or remove its ecs.operator.dev/* tags) first",
                     d.name
                 ),
             ));
@@ -271,11 +356,14 @@ pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
     let redeploy = !adopt
         && spec.redeploy_token.is_some()
         && spec.redeploy_token.as_deref() != d.applied_redeploy_token;
-    if !same_task_definition(d.task_definition, &obs.task_definition) {
+    // An EXTERNAL service may have no service-level task definition at all.
+    let no_service_td = obs.deployed_elsewhere() && obs.task_definition.is_empty();
+    if !no_service_td && !same_task_definition(d.task_definition, &obs.task_definition) {
         let ours_rolled_back = d
             .applied_task_definition
             .is_some_and(|a| same_task_definition(d.task_definition, a))
             && (rolled_back(obs, d.task_definition)
+                || back_on_replaced(obs, d.replaced_task_definition)
                 || d.rolled_back_task_definition
                     .is_some_and(|r| same_task_definition(d.task_definition, r)));
         if ours_rolled_back && !redeploy {
@@ -291,11 +379,13 @@ pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
     }
     if let Some(s) = &spec.capacity_provider_strategy {
         let want = normalise_strategy(s);
-        if want != obs.capacity_provider_strategy || obs.launch_type.is_some() {
-            if obs.launch_type.is_some() {
-                // ECS only accepts the move off a launch type with a new deployment.
-                u.force_new_deployment = true;
-            }
+        if sorted(&want) != sorted(&obs.capacity_provider_strategy) || obs.launch_type.is_some() {
+            // Real ECS takes a strategy change (and the move off a launch type) only
+            // with a new deployment: "When switching from launch type to capacity
+            // provider strategy on an existing service, or making a change to a
+            // capacity provider strategy on a service that is already using one, you
+            // must force a new deployment." (pipecd 6385, ecspresso 481).
+            u.force_new_deployment = true;
             u.capacity_provider_strategy = Some(want);
             changed("capacityProviderStrategy");
         }
@@ -408,7 +498,8 @@ pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
             return Plan::Refuse(Health::stalled(
                 "DeployedElsewhere",
                 format!(
-                    "ECS service {} uses the {controller} deployment controller: {} change(s) are                      deployed by it (e.g. a CodeDeploy deployment), not by UpdateService",
+                    "ECS service {} uses the {controller} deployment controller: {} change(s) are \
+                     deployed by it (e.g. a CodeDeploy deployment), not by UpdateService",
                     d.name,
                     blocked.join(", ")
                 ),
@@ -482,6 +573,9 @@ pub fn health(
     desired_td: &str,
     rolled_back: bool,
 ) -> (Health, Option<Duration>) {
+    if obs.deployed_elsewhere() {
+        return task_set_health(obs);
+    }
     let Some(primary) = obs.primary() else {
         return (
             Health::progressing(
@@ -566,6 +660,51 @@ pub fn health(
     )
 }
 
+/// Health of a CODE_DEPLOY / EXTERNAL service: ECS reports it in task sets, with
+/// `deployments` empty (copilot-cli 1061). Ready when the PRIMARY task set is steady
+/// with every task running and no other task set is left; no fast polling while
+/// the deployment controller has not made one yet (it is not ours to drive).
+fn task_set_health(obs: &ObservedService) -> (Health, Option<Duration>) {
+    let controller = obs.deployment_controller.as_deref().unwrap_or("ECS");
+    let Some(primary) = obs.primary_task_set() else {
+        return (
+            Health::progressing(
+                "WaitingForTaskSet",
+                format!(
+                    "ECS service {} has no PRIMARY task set yet; its {controller} deployment \
+                     controller creates it",
+                    obs.name
+                ),
+            ),
+            None,
+        );
+    };
+    let revision = td_short(&primary.task_definition);
+    let others = obs.task_sets.len().saturating_sub(1);
+    let steady = primary.stability_status.as_deref() == Some("STEADY_STATE")
+        && primary.running_count == primary.computed_desired_count;
+    if !steady || others > 0 {
+        let mut msg = format!(
+            "{controller} deployment of {revision}: {}/{} tasks running in the PRIMARY task set",
+            primary.running_count, primary.computed_desired_count
+        );
+        if others > 0 {
+            msg.push_str(&format!(", {others} other task set(s)"));
+        }
+        return (Health::progressing("RollingOut", msg), Some(ROLLOUT_POLL));
+    }
+    (
+        Health::ready(
+            "Available",
+            format!(
+                "{}/{} tasks running {revision} (PRIMARY task set {})",
+                primary.running_count, primary.computed_desired_count, primary.id
+            ),
+        ),
+        None,
+    )
+}
+
 /// `family:revision` from a task definition ARN (or the input).
 pub fn td_short(td: &str) -> &str {
     td.rsplit_once("task-definition/")
@@ -617,7 +756,7 @@ mod tests {
     use crate::api::service::{
         DeploymentCircuitBreaker, DeploymentController, DeploymentControllerType, DeploymentStatus,
         LaunchType, LoadBalancer, NetworkConfiguration, PlacementStrategy, PropagateTags,
-        SchedulingStrategy, ServicePlacementConstraint, ServiceRegistry,
+        SchedulingStrategy, ServicePlacementConstraint, ServiceRegistry, TaskSetStatus,
     };
 
     const TD1: &str = "arn:aws:ecs:us-east-1:000000000000:task-definition/web:1";
@@ -702,6 +841,8 @@ mod tests {
             applied_task_definition: Some(TD1),
             applied_redeploy_token: None,
             rolled_back_task_definition: None,
+            replaced_task_definition: None,
+            recently_created: false,
         }
     }
 
@@ -1194,6 +1335,169 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn strategy(items: &[(&str, i32)]) -> Vec<CapacityProviderStrategyItem> {
+        items
+            .iter()
+            .map(|(p, w)| CapacityProviderStrategyItem {
+                capacity_provider: p.to_string(),
+                weight: Some(*w),
+                base: Some(0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_strategy_change_on_a_strategy_service_forces_a_new_deployment() {
+        let mut s = spec();
+        s.launch_type = None;
+        s.capacity_provider_strategy = Some(strategy(&[("FARGATE", 1), ("FARGATE_SPOT", 3)]));
+        let mut o = observed();
+        o.launch_type = None;
+        o.capacity_provider_strategy = strategy(&[("FARGATE", 1), ("FARGATE_SPOT", 1)]);
+        let c = converge(plan(&desired(&s, &["team".into()]), Some(&o)));
+        assert!(c.update.force_new_deployment, "{c:?}");
+        assert_eq!(c.changed, vec!["capacityProviderStrategy"]);
+        // The same strategy in another order is no change and no deployment.
+        o.capacity_provider_strategy = strategy(&[("FARGATE_SPOT", 3), ("FARGATE", 1)]);
+        let c = converge(plan(&desired(&s, &["team".into()]), Some(&o)));
+        assert!(!c.writes(), "{c:?}");
+    }
+
+    #[test]
+    fn a_service_just_created_and_not_reported_yet_is_not_created_again() {
+        let s = spec();
+        let mut d = desired(&s, &[]);
+        d.recently_created = true;
+        match plan(&d, None) {
+            Plan::Wait(Health::Progressing { reason, .. }) => {
+                assert_eq!(reason, "WaitingForVisibility")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Long after the create, a service ECS does not know is gone.
+        d.recently_created = false;
+        assert_eq!(plan(&d, None), Plan::Create);
+        // Deleted out of band (INACTIVE) right after the create: created again.
+        d.recently_created = true;
+        let mut gone = observed();
+        gone.status = "INACTIVE".into();
+        assert_eq!(plan(&d, Some(&gone)), Plan::Create);
+    }
+
+    #[test]
+    fn recently_created_counts_minutes_from_the_create() {
+        let now: k8s_openapi::jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        assert!(recently_created(Some("2026-12-01T09:59:59Z"), now));
+        assert!(recently_created(Some("2026-12-01T09:56:00Z"), now));
+        assert!(!recently_created(Some("2026-12-01T09:54:59Z"), now));
+        assert!(!recently_created(None, now));
+        assert!(!recently_created(Some("not a time"), now));
+    }
+
+    fn ecs_err(code: &str, message: &str) -> crate::error::Error {
+        crate::error::Error::Ecs {
+            operation: "CreateService",
+            code: Some(code.into()),
+            message: message.into(),
+            class: crate::error::ErrorClass::Terminal,
+        }
+    }
+
+    #[test]
+    fn create_conflicts_are_read_again_not_stalled() {
+        for (msg, code) in [
+            (
+                "Creation of service was not idempotent.",
+                "ServiceAlreadyExists",
+            ),
+            (
+                "Unable to Start a service that is still Draining.",
+                "ServiceDraining",
+            ),
+        ] {
+            let e = classify_create_error("web", ecs_err("InvalidParameterException", msg));
+            assert!(e.is_retryable(), "{msg}");
+            assert!(matches!(&e, crate::error::Error::Ecs { code: Some(c), .. } if c == code));
+        }
+        let other = classify_create_error(
+            "web",
+            ecs_err(
+                "InvalidParameterException",
+                "The container app does not exist",
+            ),
+        );
+        assert!(!other.is_retryable());
+    }
+
+    #[test]
+    fn a_rollback_is_recognised_from_state_after_the_events_aged_out() {
+        let mut s = spec();
+        s.task_definition = Some(TD2.into());
+        // The operator pushed TD2 over TD1; ECS (circuit breaker with rollback) is
+        // back on TD1, and neither the failed deployment nor an event is left.
+        let mut o = observed();
+        o.deployment_configuration.deployment_circuit_breaker = Some(DeploymentCircuitBreaker {
+            enable: true,
+            rollback: true,
+        });
+        o.events.clear();
+        let team = ["team".to_string()];
+        let mut d = desired(&s, &team);
+        d.applied_task_definition = Some(TD2);
+        d.replaced_task_definition = Some(TD1);
+        let c = converge(plan(&d, Some(&o)));
+        assert!(c.rolled_back, "{c:?}");
+        assert!(c.update.task_definition.is_none());
+        // Without rollback configured, the same picture is drift: corrected.
+        o.deployment_configuration.deployment_circuit_breaker = None;
+        let c = converge(plan(&d, Some(&o)));
+        assert_eq!(c.update.task_definition.as_deref(), Some(TD2));
+    }
+
+    fn task_set(status: &str, running: i32, desired: i32, stability: &str) -> TaskSetStatus {
+        TaskSetStatus {
+            id: format!("ecs-svc/{status}"),
+            status: status.into(),
+            task_definition: TD1.into(),
+            computed_desired_count: desired,
+            running_count: running,
+            stability_status: Some(stability.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn codedeploy_and_external_services_follow_their_primary_task_set() {
+        let mut o = observed();
+        o.deployment_controller = Some("CODE_DEPLOY".into());
+        o.deployments.clear();
+        o.task_sets = vec![task_set("PRIMARY", 2, 2, "STEADY_STATE")];
+        let (h, requeue) = health(&o, TD1, false);
+        assert!(h.is_ready(), "{h:?}");
+        assert_eq!(requeue, None);
+        // A blue/green deployment in flight: two task sets.
+        o.task_sets.push(task_set("ACTIVE", 2, 2, "STABILIZING"));
+        let (h, requeue) = health(&o, TD1, false);
+        assert!(matches!(&h, Health::Progressing { reason, .. } if reason == "RollingOut"));
+        assert_eq!(requeue, Some(ROLLOUT_POLL));
+        // No task set yet: waiting on the controller, without fast polling.
+        o.deployment_controller = Some("EXTERNAL".into());
+        o.task_sets.clear();
+        let (h, requeue) = health(&o, TD1, false);
+        assert!(matches!(&h, Health::Progressing { reason, .. } if reason == "WaitingForTaskSet"));
+        assert_eq!(requeue, None);
+    }
+
+    #[test]
+    fn an_external_service_without_a_service_task_definition_is_not_refused() {
+        let s = spec();
+        let mut o = observed();
+        o.deployment_controller = Some("EXTERNAL".into());
+        o.task_definition.clear();
+        let c = converge(plan(&desired(&s, &["team".into()]), Some(&o)));
+        assert!(!c.writes(), "{c:?}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `EcsTask`: the I/O around the pure decisions in `task_plan`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -9,11 +10,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::refs::{self, Resolved, resolve_cluster, resolve_task_definition};
+use super::service_plan::td_short;
 use super::task_plan::{self, Decision, RunState};
 use super::{Context, Managed, Note, Outcome};
 use crate::api::common::{Condition, Health, Time, UID_TAG, condition, ownership_tags};
-use crate::api::task::{EcsTask, EcsTaskStatus, Phase, TaskRecord};
-use crate::ecs::task::{self as ecs_task, ATTEMPT_TAG};
+use crate::api::task::{EcsTask, EcsTaskStatus, Phase, RunFailure, TaskRecord};
+use crate::ecs::task::{self as ecs_task, ATTEMPT_TAG, RUN_TAG};
 use crate::error::Error;
 
 /// RunTask clientToken (at most 64 characters): the same resource and attempt always
@@ -130,6 +132,35 @@ fn job_conditions(
     }
 }
 
+/// Where and what a run runs, fixed when it starts.
+struct RunTarget {
+    cluster: String,
+    task_definition: String,
+}
+
+enum Target {
+    Ready(RunTarget),
+    /// Not ready to run (waiting for a reference, just recorded, invalid): report this.
+    Early(Outcome),
+}
+
+fn failure_text(f: &RunFailure) -> String {
+    match (&f.reason, &f.detail) {
+        (Some(r), Some(d)) => format!("{r} ({d})"),
+        (Some(r), None) => r.clone(),
+        _ => "unknown".into(),
+    }
+}
+
+/// A task this EcsTask started: by its run tag, or (tasks started before that tag
+/// existed) its ownership uid tag.
+fn is_run_of(tags: &BTreeMap<String, String>, uid: &str) -> bool {
+    match tags.get(RUN_TAG) {
+        Some(run) => run == uid,
+        None => tags.get(UID_TAG).is_some_and(|u| u == uid),
+    }
+}
+
 impl EcsTask {
     fn outcome(
         &self,
@@ -179,6 +210,434 @@ impl EcsTask {
         )
     }
 
+    /// A finished run: keeps its outcome; deletes itself after the TTL.
+    async fn finished(
+        &self,
+        ctx: &Context,
+        st: EcsTaskStatus,
+        phase: Phase,
+        now: Timestamp,
+    ) -> Result<Outcome, Error> {
+        let reason = st.reason.clone().unwrap_or_else(|| "Failed".into());
+        // The message the run finished with (kept in its Complete / Failed condition).
+        let finished_with = self.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Complete" || c.type_ == "Failed")
+                .map(|c| c.message.clone())
+        });
+        let health = match phase {
+            Phase::Succeeded => Health::ready("Succeeded", finished_with.unwrap_or_default()),
+            _ => Health::stalled(
+                &reason,
+                finished_with.unwrap_or_else(|| "the run failed; see status.tasks".into()),
+            ),
+        };
+        let (Some(ttl), Some(done)) = (
+            self.spec.ttl_seconds_after_finished,
+            parse_time(st.completion_time.as_deref()),
+        ) else {
+            return Ok(self.outcome(st, health, None, vec![]));
+        };
+        // A TTL too long to represent never expires.
+        let expires = done
+            .checked_add(SignedDuration::from_secs(ttl))
+            .unwrap_or(Timestamp::MAX);
+        if now < expires {
+            let wait = Duration::from_secs(expires.duration_since(now).as_secs().max(1) as u64);
+            return Ok(self.outcome(st, health, Some(wait), vec![]));
+        }
+        let api: Api<EcsTask> =
+            Api::namespaced(ctx.kube.clone(), &self.namespace().unwrap_or_default());
+        api.delete(&self.name_any(), &DeleteParams::background())
+            .await?;
+        let note = Note::normal(
+            "Expired",
+            "Delete",
+            format!("deleted {ttl}s after the run finished (ttlSecondsAfterFinished)"),
+        );
+        Ok(self.outcome(st, health, None, vec![note]))
+    }
+
+    /// Where and what to run: resolved once, recorded in status before the first
+    /// RunTask (a retry after a crash must send the same request and client token).
+    async fn resolve_target(&self, ctx: &Context, st: &mut EcsTaskStatus) -> Result<Target, Error> {
+        let ns = self.namespace().unwrap_or_default();
+        let cluster = match &st.cluster {
+            Some(c) => c.clone(),
+            None => match resolve_cluster(
+                &ctx.kube,
+                &ns,
+                self.spec.cluster.as_ref(),
+                self.spec.cluster_ref.as_ref(),
+            )
+            .await?
+            {
+                Resolved::Found(c) => c,
+                Resolved::Waiting(m) => return Ok(Target::Early(self.waiting(st.clone(), m))),
+            },
+        };
+        if let Some(td) = &st.task_definition {
+            return Ok(Target::Ready(RunTarget {
+                cluster,
+                task_definition: td.clone(),
+            }));
+        }
+        let td = match resolve_task_definition(
+            &ctx.kube,
+            &ns,
+            self.spec.task_definition.as_ref(),
+            self.spec.task_definition_ref.as_ref(),
+        )
+        .await?
+        {
+            Resolved::Found(t) => t,
+            Resolved::Waiting(m) => return Ok(Target::Early(self.waiting(st.clone(), m))),
+        };
+        let containers = ecs_task::containers(&ctx.ecs, &td).await?;
+        let arn = containers.arn.clone();
+        let deciding = match self.success_containers(&containers) {
+            Ok(names) => names,
+            Err(message) => {
+                return Ok(Target::Early(self.outcome(
+                    st.clone(),
+                    Health::stalled("InvalidSpec", message),
+                    None,
+                    vec![],
+                )));
+            }
+        };
+        st.essential_containers = deciding;
+        st.cluster = Some(cluster.clone());
+        st.task_definition = Some(arn.clone());
+        st.phase = Some(Phase::Pending);
+        st.reason = Some("Starting".into());
+        let health = Health::progressing(
+            "Starting",
+            format!("starting {} in {cluster}", td_short(&arn)),
+        );
+        Ok(Target::Early(self.outcome(
+            st.clone(),
+            health,
+            Some(Duration::from_millis(200)),
+            vec![],
+        )))
+    }
+
+    /// spec.successContainers (each must be a container of the task definition), else
+    /// the task definition's essential containers.
+    fn success_containers(
+        &self,
+        td: &ecs_task::TaskDefinitionContainers,
+    ) -> Result<Vec<String>, String> {
+        let Some(names) = &self.spec.success_containers else {
+            return Ok(td.essential.clone());
+        };
+        let unknown: Vec<&str> = names
+            .iter()
+            .filter(|n| !td.all.contains(n))
+            .map(String::as_str)
+            .collect();
+        if unknown.is_empty() {
+            return Ok(names.clone());
+        }
+        Err(format!(
+            "spec.successContainers names {} but {} has only {}",
+            unknown.join(", "),
+            td_short(&td.arn),
+            td.all.join(", ")
+        ))
+    }
+
+    /// Describes the current attempt's tasks that have not stopped yet and merges
+    /// what ECS reports into the records.
+    async fn observe_open(
+        &self,
+        ctx: &Context,
+        cluster: &str,
+        st: &mut EcsTaskStatus,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let open: Vec<String> = st
+            .tasks
+            .iter()
+            .filter(|t| t.attempt == st.attempts && t.last_status.as_deref() != Some("STOPPED"))
+            .map(|t| t.arn.clone())
+            .collect();
+        if open.is_empty() {
+            return Ok(());
+        }
+        let fresh: Vec<TaskRecord> = ecs_task::describe(&ctx.ecs, cluster, &open)
+            .await?
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+        let unreported: Vec<String> = open
+            .into_iter()
+            .filter(|arn| !fresh.iter().any(|f| &f.arn == arn))
+            .collect();
+        task_plan::account_for_unreported(&mut st.tasks, &unreported, now);
+        merge(&mut st.tasks, fresh);
+        Ok(())
+    }
+
+    /// Starts attempt `attempt`, unless a previous operator started it and crashed
+    /// before recording it.
+    async fn start_attempt(
+        &self,
+        ctx: &Context,
+        target: &RunTarget,
+        mut st: EcsTaskStatus,
+        attempt: i32,
+        now: Timestamp,
+    ) -> Result<Outcome, Error> {
+        let uid = self.uid().unwrap_or_default();
+        let recovered = self
+            .recover_attempt(ctx, target, &st, &uid, attempt)
+            .await?;
+        let mut notes = Vec::new();
+        if recovered.is_empty() {
+            let (mut tasks, failures) = ecs_task::run(
+                &ctx.ecs,
+                &target.cluster,
+                &target.task_definition,
+                &self.spec,
+                &self.started_by(),
+                &self.run_tags(&uid, attempt),
+                attempt,
+                &run_token(&uid, attempt),
+            )
+            .await?;
+            for t in &mut tasks {
+                t.created_at.get_or_insert_with(|| second(now));
+            }
+            notes.extend(self.run_notes(target, attempt, &tasks, &failures));
+            st.failures = failures;
+            merge(&mut st.tasks, tasks);
+        } else {
+            notes.push(Note::normal(
+                "Recovered",
+                "ListTasks",
+                format!(
+                    "attempt {attempt}: found {} task(s) started before a restart; not starting more",
+                    recovered.len()
+                ),
+            ));
+            st.failures.clear();
+            merge(&mut st.tasks, recovered);
+        }
+        st.attempts = attempt;
+        st.next_attempt_time = None;
+        st.start_time.get_or_insert_with(|| second(now));
+        st.phase = Some(Phase::Running);
+        st.reason = Some("Running".into());
+        Ok(self.outcome(
+            st,
+            Health::progressing("Running", format!("attempt {attempt} running")),
+            Some(Duration::from_secs(2)),
+            notes,
+        ))
+    }
+
+    /// The running tasks of `attempt` that status does not list yet. (Stopped ones
+    /// are not listed by ListTasks; the repeated RunTask's client token returns them.)
+    async fn recover_attempt(
+        &self,
+        ctx: &Context,
+        target: &RunTarget,
+        st: &EcsTaskStatus,
+        uid: &str,
+        attempt: i32,
+    ) -> Result<Vec<TaskRecord>, Error> {
+        let found = ecs_task::find_running(&ctx.ecs, &target.cluster, &self.started_by()).await?;
+        let unknown: Vec<String> = found
+            .into_iter()
+            .filter(|a| !st.tasks.iter().any(|t| &t.arn == a))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(vec![]);
+        }
+        let attempt_text = attempt.to_string();
+        Ok(ecs_task::describe(&ctx.ecs, &target.cluster, &unknown)
+            .await?
+            .into_iter()
+            .filter(|(_, tags)| {
+                is_run_of(tags, uid) && tags.get(ATTEMPT_TAG) == Some(&attempt_text)
+            })
+            .map(|(mut r, _)| {
+                r.attempt = attempt;
+                r
+            })
+            .collect())
+    }
+
+    /// spec.tags, ownership tags, and the run / attempt tags recovery relies on.
+    fn run_tags(&self, uid: &str, attempt: i32) -> BTreeMap<String, String> {
+        let mut tags = self.spec.tags.clone();
+        tags.extend(ownership_tags(
+            &self.namespace().unwrap_or_default(),
+            &self.name_any(),
+            uid,
+        ));
+        tags.insert(RUN_TAG.into(), uid.to_string());
+        tags.insert(ATTEMPT_TAG.into(), attempt.to_string());
+        tags
+    }
+
+    fn run_notes(
+        &self,
+        target: &RunTarget,
+        attempt: i32,
+        tasks: &[TaskRecord],
+        failures: &[RunFailure],
+    ) -> Vec<Note> {
+        let ids: Vec<&str> = tasks
+            .iter()
+            .map(|t| t.arn.rsplit('/').next().unwrap_or(&t.arn))
+            .collect();
+        let mut notes = vec![Note::normal(
+            "Started",
+            "RunTask",
+            format!(
+                "attempt {attempt}: started {} task(s) of {} in {}: {}",
+                tasks.len(),
+                td_short(&target.task_definition),
+                target.cluster,
+                ids.join(", ")
+            ),
+        )];
+        if !failures.is_empty() {
+            let why: Vec<String> = failures
+                .iter()
+                .map(|f| f.reason.clone().unwrap_or_default())
+                .collect();
+            notes.push(Note::warning(
+                "PlacementFailed",
+                "RunTask",
+                format!(
+                    "attempt {attempt}: ECS could not start {} task(s): {}",
+                    failures.len(),
+                    why.join(", ")
+                ),
+            ));
+        }
+        notes
+    }
+
+    fn polling(&self, mut st: EcsTaskStatus, current: &[TaskRecord], now: Timestamp) -> Outcome {
+        st.phase = Some(Phase::Running);
+        st.reason = Some("Running".into());
+        let running = current
+            .iter()
+            .filter(|t| t.last_status.as_deref() != Some("STOPPED"))
+            .count();
+        let message = format!("attempt {}: {running} task(s) still running", st.attempts);
+        let running_for = parse_time(st.start_time.as_deref())
+            .map(|t| now.duration_since(t))
+            .unwrap_or_default();
+        self.outcome(
+            st,
+            Health::progressing("Running", message),
+            Some(task_plan::poll_interval(running_for)),
+            vec![],
+        )
+    }
+
+    /// Stops what ECS is not already stopping (Fargate can take a while), then the
+    /// run finishes as Failed on a later pass.
+    async fn stop_for_deadline(
+        &self,
+        ctx: &Context,
+        cluster: &str,
+        st: EcsTaskStatus,
+        current: &[TaskRecord],
+        message: String,
+    ) -> Result<Outcome, Error> {
+        let to_stop: Vec<&TaskRecord> = current
+            .iter()
+            .filter(|t| t.last_status.as_deref() != Some("STOPPED"))
+            .filter(|t| t.desired_status.as_deref() != Some("STOPPED"))
+            .collect();
+        for t in &to_stop {
+            ecs_task::stop(&ctx.ecs, cluster, &t.arn, &message).await?;
+        }
+        let (notes, requeue) = if to_stop.is_empty() {
+            (vec![], task_plan::TASK_POLL)
+        } else {
+            let note = Note::warning("DeadlineExceeded", "StopTask", message.clone());
+            (vec![note], Duration::from_secs(1))
+        };
+        Ok(self.outcome(
+            st,
+            Health::progressing("DeadlineExceeded", message),
+            Some(requeue),
+            notes,
+        ))
+    }
+
+    fn waiting_to_retry(
+        &self,
+        mut st: EcsTaskStatus,
+        at: Timestamp,
+        message: String,
+        now: Timestamp,
+    ) -> Outcome {
+        let first = st.next_attempt_time.is_none();
+        st.phase = Some(Phase::Pending);
+        st.reason = Some("BackoffWaiting".into());
+        st.next_attempt_time = Some(second(at));
+        let wait = Duration::from_secs(at.duration_since(now).as_secs().max(1) as u64);
+        let notes = if first {
+            vec![Note::warning("AttemptFailed", "Retry", message.clone())]
+        } else {
+            vec![]
+        };
+        self.outcome(
+            st,
+            Health::progressing("BackoffWaiting", message),
+            Some(wait),
+            notes,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        mut st: EcsTaskStatus,
+        current: &[TaskRecord],
+        phase: Phase,
+        reason: String,
+        message: String,
+        exit_code: Option<i32>,
+        now: Timestamp,
+    ) -> Outcome {
+        st.phase = Some(phase);
+        st.reason = Some(reason.clone());
+        st.exit_code = exit_code;
+        st.next_attempt_time = None;
+        let end = current
+            .iter()
+            .filter_map(|t| parse_time(t.stopped_at.as_deref()))
+            .max()
+            .unwrap_or(now);
+        st.completion_time = Some(second(end));
+        let (health, note) = match phase {
+            Phase::Succeeded => (
+                Health::ready("Succeeded", message.clone()),
+                Note::normal("Succeeded", "Complete", message),
+            ),
+            _ => (
+                Health::stalled(&reason, message.clone()),
+                Note::warning("Failed", "Complete", message),
+            ),
+        };
+        let requeue = self
+            .spec
+            .ttl_seconds_after_finished
+            .map(|t| Duration::from_secs(t.max(1) as u64));
+        self.outcome(st, health, requeue, vec![note])
+    }
+
     fn started_by(&self) -> String {
         self.spec
             .started_by
@@ -216,170 +675,26 @@ impl Managed for EcsTask {
     }
 
     async fn apply(&self, ctx: &Context) -> Result<Outcome, Error> {
-        let ns = self.namespace().unwrap_or_default();
-        let name = self.name_any();
-        let uid = self
-            .uid()
-            .ok_or_else(|| Error::Config(format!("EcsTask {ns}/{name} has no uid")))?;
         let mut st = self.status.clone().unwrap_or_default();
         st.conditions.clear();
         let now = Timestamp::now();
-
         // Finished: nothing more in ECS; only the TTL is left.
         if let Some(phase @ (Phase::Succeeded | Phase::Failed)) = st.phase {
-            let health = match phase {
-                Phase::Succeeded => {
-                    Health::ready("Succeeded", st.reason.clone().unwrap_or_default())
-                }
-                _ => Health::stalled(
-                    st.reason.as_deref().unwrap_or("Failed"),
-                    "the run failed; see status.tasks",
-                ),
-            };
-            let health = match (
-                &health,
-                self.status.as_ref().and_then(|s| {
-                    s.conditions
-                        .iter()
-                        .find(|c| c.type_ == "Complete" || c.type_ == "Failed")
-                }),
-            ) {
-                (Health::Stalled { reason, .. }, Some(c)) => {
-                    Health::stalled(reason, c.message.clone())
-                }
-                (Health::Ready { reason, .. }, Some(c)) => Health::ready(reason, c.message.clone()),
-                _ => health,
-            };
-            let mut requeue = None;
-            if let (Some(ttl), Some(done)) = (
-                self.spec.ttl_seconds_after_finished,
-                parse_time(st.completion_time.as_deref()),
-            ) {
-                // A TTL too long to represent never expires.
-                let expires = done
-                    .checked_add(SignedDuration::from_secs(ttl))
-                    .unwrap_or(Timestamp::MAX);
-                if now >= expires {
-                    let api: Api<EcsTask> = Api::namespaced(ctx.kube.clone(), &ns);
-                    api.delete(&name, &DeleteParams::background()).await?;
-                    return Ok(self.outcome(
-                        st,
-                        health,
-                        None,
-                        vec![Note::normal(
-                            "Expired",
-                            "Delete",
-                            format!(
-                                "deleted {ttl}s after the run finished (ttlSecondsAfterFinished)"
-                            ),
-                        )],
-                    ));
-                }
-                requeue = Some(Duration::from_secs(
-                    expires.duration_since(now).as_secs().max(1) as u64,
-                ));
-            }
-            return Ok(self.outcome(st, health, requeue, vec![]));
+            return self.finished(ctx, st, phase, now).await;
         }
-
-        // Where and what to run: fixed at the start, recorded in status.
-        let cluster = match &st.cluster {
-            Some(c) => c.clone(),
-            None => match resolve_cluster(
-                &ctx.kube,
-                &ns,
-                self.spec.cluster.as_ref(),
-                self.spec.cluster_ref.as_ref(),
-            )
-            .await?
-            {
-                Resolved::Found(c) => c,
-                Resolved::Waiting(m) => return Ok(self.waiting(st, m)),
-            },
+        let target = match self.resolve_target(ctx, &mut st).await? {
+            Target::Ready(t) => t,
+            Target::Early(outcome) => return Ok(outcome),
         };
-        let task_definition = match &st.task_definition {
-            Some(t) => t.clone(),
-            None => match resolve_task_definition(
-                &ctx.kube,
-                &ns,
-                self.spec.task_definition.as_ref(),
-                self.spec.task_definition_ref.as_ref(),
-            )
-            .await?
-            {
-                Resolved::Found(t) => {
-                    let (arn, essential) = ecs_task::essential_containers(&ctx.ecs, &t).await?;
-                    st.essential_containers = essential;
-                    arn
-                }
-                Resolved::Waiting(m) => return Ok(self.waiting(st, m)),
-            },
-        };
-        let newly_resolved = st.task_definition.is_none();
-        st.cluster = Some(cluster.clone());
-        st.task_definition = Some(task_definition.clone());
-        if newly_resolved {
-            // Record where and what before the first RunTask: a retry after a crash
-            // must send the same request with the same client token.
-            st.phase = Some(Phase::Pending);
-            st.reason = Some("Starting".into());
-            return Ok(self.outcome(
-                st,
-                Health::progressing(
-                    "Starting",
-                    format!(
-                        "starting {} in {cluster}",
-                        crate::reconcile::service_plan::td_short(&task_definition)
-                    ),
-                ),
-                Some(Duration::from_millis(200)),
-                vec![],
-            ));
-        }
-
-        // Observe the current attempt's tasks that have not stopped yet.
-        let open: Vec<String> = st
-            .tasks
-            .iter()
-            .filter(|t| t.attempt == st.attempts && t.last_status.as_deref() != Some("STOPPED"))
-            .map(|t| t.arn.clone())
-            .collect();
-        if !open.is_empty() {
-            let fresh: Vec<TaskRecord> = ecs_task::describe(&ctx.ecs, &cluster, &open)
-                .await?
-                .into_iter()
-                .map(|(r, _)| r)
-                .collect();
-            // ECS keeps stopped tasks for about an hour; one it no longer reports
-            // (operator down for longer) counts as stopped, outcome unknown.
-            for arn in &open {
-                if !fresh.iter().any(|f| &f.arn == arn)
-                    && let Some(r) = st.tasks.iter_mut().find(|t| &t.arn == arn)
-                {
-                    r.last_status = Some("STOPPED".into());
-                    r.stop_code = Some("TaskNotFound".into());
-                    r.stopped_reason = Some(
-                        "ECS no longer reports this task (stopped tasks are kept for about an hour); its result is unknown".into(),
-                    );
-                }
-            }
-            merge(&mut st.tasks, fresh);
-        }
+        self.observe_open(ctx, &target.cluster, &mut st, now)
+            .await?;
         let current: Vec<TaskRecord> = st
             .tasks
             .iter()
             .filter(|t| t.attempt == st.attempts)
             .cloned()
             .collect();
-        let placement: Vec<String> = st
-            .failures
-            .iter()
-            .map(|f| match (&f.reason, &f.detail) {
-                (Some(r), Some(d)) => format!("{r} ({d})"),
-                (Some(r), None) => r.clone(),
-                _ => "unknown".into(),
-            })
-            .collect();
+        let placement: Vec<String> = st.failures.iter().map(failure_text).collect();
         let decision = task_plan::decide(&RunState {
             now,
             attempts: st.attempts,
@@ -392,202 +707,20 @@ impl Managed for EcsTask {
             retry_at: parse_time(st.next_attempt_time.as_deref()),
             essential: &st.essential_containers,
         });
-
         match decision {
-            Decision::Run { attempt } => {
-                // A previous operator may have started this attempt and crashed before
-                // recording it: find its tasks by startedBy and the attempt tag.
-                let started_by = self.started_by();
-                let found = ecs_task::find(&ctx.ecs, &cluster, &started_by).await?;
-                let known: Vec<&str> = st.tasks.iter().map(|t| t.arn.as_str()).collect();
-                let unknown: Vec<String> = found
-                    .into_iter()
-                    .filter(|a| !known.contains(&a.as_str()))
-                    .collect();
-                let mut adopted = Vec::new();
-                if !unknown.is_empty() {
-                    for (mut r, tags) in ecs_task::describe(&ctx.ecs, &cluster, &unknown).await? {
-                        if tags.get(UID_TAG) == Some(&uid)
-                            && tags.get(ATTEMPT_TAG) == Some(&attempt.to_string())
-                        {
-                            r.attempt = attempt;
-                            adopted.push(r);
-                        }
-                    }
-                }
-                let mut notes = Vec::new();
-                if adopted.is_empty() {
-                    let mut tags = self.spec.tags.clone();
-                    tags.extend(ownership_tags(&ns, &name, &uid));
-                    tags.insert(ATTEMPT_TAG.into(), attempt.to_string());
-                    let (tasks, failures) = ecs_task::run(
-                        &ctx.ecs,
-                        &cluster,
-                        &task_definition,
-                        &self.spec,
-                        &started_by,
-                        &tags,
-                        attempt,
-                        &run_token(&uid, attempt),
-                    )
-                    .await?;
-                    let arns: Vec<&str> = tasks
-                        .iter()
-                        .map(|t| t.arn.rsplit('/').next().unwrap_or(&t.arn))
-                        .collect();
-                    notes.push(Note::normal(
-                        "Started",
-                        "RunTask",
-                        format!(
-                            "attempt {attempt}: started {} task(s) of {} in {cluster}: {}",
-                            tasks.len(),
-                            crate::reconcile::service_plan::td_short(&task_definition),
-                            arns.join(", ")
-                        ),
-                    ));
-                    if !failures.is_empty() {
-                        let why: Vec<String> = failures
-                            .iter()
-                            .map(|f| f.reason.clone().unwrap_or_default())
-                            .collect();
-                        notes.push(Note::warning(
-                            "PlacementFailed",
-                            "RunTask",
-                            format!(
-                                "attempt {attempt}: ECS could not start {} task(s): {}",
-                                failures.len(),
-                                why.join(", ")
-                            ),
-                        ));
-                    }
-                    st.failures = failures;
-                    merge(&mut st.tasks, tasks);
-                } else {
-                    notes.push(Note::normal("Recovered", "ListTasks", format!("attempt {attempt}: found {} task(s) started before a restart; not starting more", adopted.len())));
-                    st.failures.clear();
-                    merge(&mut st.tasks, adopted);
-                }
-                st.attempts = attempt;
-                st.next_attempt_time = None;
-                st.start_time.get_or_insert_with(|| second(now));
-                st.phase = Some(Phase::Running);
-                st.reason = Some("Running".into());
-                Ok(self.outcome(
-                    st,
-                    Health::progressing("Running", format!("attempt {attempt} running")),
-                    Some(Duration::from_secs(2)),
-                    notes,
-                ))
-            }
-            Decision::Poll => {
-                st.phase = Some(Phase::Running);
-                st.reason = Some("Running".into());
-                let running = current
-                    .iter()
-                    .filter(|t| t.last_status.as_deref() != Some("STOPPED"))
-                    .count();
-                Ok(self.outcome(
-                    st,
-                    Health::progressing(
-                        "Running",
-                        format!(
-                            "attempt {}: {running} task(s) still running",
-                            self.status.as_ref().map(|s| s.attempts).unwrap_or(0)
-                        ),
-                    ),
-                    Some(task_plan::poll_interval(
-                        parse_time(self.status.as_ref().and_then(|s| s.start_time.as_deref()))
-                            .map(|t| now.duration_since(t))
-                            .unwrap_or_default(),
-                    )),
-                    vec![],
-                ))
-            }
+            Decision::Run { attempt } => self.start_attempt(ctx, &target, st, attempt, now).await,
+            Decision::Poll => Ok(self.polling(st, &current, now)),
             Decision::StopAll { message } => {
-                // Stop what ECS is not already stopping; Fargate can take a while.
-                let to_stop: Vec<&TaskRecord> = current
-                    .iter()
-                    .filter(|t| t.last_status.as_deref() != Some("STOPPED"))
-                    .filter(|t| t.desired_status.as_deref() != Some("STOPPED"))
-                    .collect();
-                for t in &to_stop {
-                    ecs_task::stop(&ctx.ecs, &cluster, &t.arn, &message).await?;
-                }
-                let notes = if to_stop.is_empty() {
-                    vec![]
-                } else {
-                    vec![Note::warning(
-                        "DeadlineExceeded",
-                        "StopTask",
-                        message.clone(),
-                    )]
-                };
-                // Record the stopped state on a later pass, then finish.
-                Ok(self.outcome(
-                    st,
-                    Health::progressing("DeadlineExceeded", message),
-                    Some(if to_stop.is_empty() {
-                        task_plan::TASK_POLL
-                    } else {
-                        Duration::from_secs(1)
-                    }),
-                    notes,
-                ))
+                self.stop_for_deadline(ctx, &target.cluster, st, &current, message)
+                    .await
             }
-            Decision::RetryAt { at, message } => {
-                st.phase = Some(Phase::Pending);
-                st.reason = Some("BackoffWaiting".into());
-                st.next_attempt_time = Some(second(at));
-                let wait = Duration::from_secs(at.duration_since(now).as_secs().max(1) as u64);
-                let first = self
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.next_attempt_time.clone())
-                    .is_none();
-                let notes = if first {
-                    vec![Note::warning("AttemptFailed", "Retry", message.clone())]
-                } else {
-                    vec![]
-                };
-                Ok(self.outcome(
-                    st,
-                    Health::progressing("BackoffWaiting", message),
-                    Some(wait),
-                    notes,
-                ))
-            }
+            Decision::RetryAt { at, message } => Ok(self.waiting_to_retry(st, at, message, now)),
             Decision::Finish {
                 phase,
                 reason,
                 message,
                 exit_code,
-            } => {
-                st.phase = Some(phase);
-                st.reason = Some(reason.clone());
-                st.exit_code = exit_code;
-                st.next_attempt_time = None;
-                let end = current
-                    .iter()
-                    .filter_map(|t| parse_time(t.stopped_at.as_deref()))
-                    .max()
-                    .unwrap_or(now);
-                st.completion_time = Some(second(end));
-                let (health, note) = match phase {
-                    Phase::Succeeded => (
-                        Health::ready("Succeeded", message.clone()),
-                        Note::normal("Succeeded", "Complete", message),
-                    ),
-                    _ => (
-                        Health::stalled(&reason, message.clone()),
-                        Note::warning("Failed", "Complete", message),
-                    ),
-                };
-                let requeue = self
-                    .spec
-                    .ttl_seconds_after_finished
-                    .map(|t| Duration::from_secs(t.max(1) as u64));
-                Ok(self.outcome(st, health, requeue, vec![note]))
-            }
+            } => Ok(self.finish(st, &current, phase, reason, message, exit_code, now)),
         }
     }
 
@@ -610,7 +743,7 @@ impl Managed for EcsTask {
             .phase
             .is_some_and(|p| p == Phase::Running || p == Phase::Pending)
         {
-            let found = match ecs_task::find(&ctx.ecs, cluster, &self.started_by()).await {
+            let found = match ecs_task::find_running(&ctx.ecs, cluster, &self.started_by()).await {
                 Ok(f) => f,
                 Err(Error::Ecs { code: Some(c), .. }) if c == "ClusterNotFoundException" => {
                     return Ok(vec![]);
@@ -620,9 +753,7 @@ impl Managed for EcsTask {
             let unknown: Vec<String> = found.into_iter().filter(|a| !running.contains(a)).collect();
             if !unknown.is_empty() {
                 for (r, tags) in ecs_task::describe(&ctx.ecs, cluster, &unknown).await? {
-                    if tags.get(UID_TAG) == Some(&uid)
-                        && r.last_status.as_deref() != Some("STOPPED")
-                    {
+                    if is_run_of(&tags, &uid) && r.last_status.as_deref() != Some("STOPPED") {
                         running.push(r.arn);
                     }
                 }

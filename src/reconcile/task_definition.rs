@@ -8,7 +8,8 @@ use kube::api::{Api, ListParams};
 
 use super::task_definition_plan::{self, ObservedRevision, Plan};
 use super::{Context, Managed, Note, Outcome};
-use crate::api::common::{DeletionPolicy, Health, UID_TAG, ownership_tags};
+use crate::api::common::{DeletionPolicy, Health, OWNER_TAG, UID_TAG, ownership_tags};
+use crate::api::scheduled_task::EcsScheduledTask;
 use crate::api::service::EcsService;
 use crate::api::task::{EcsTask, Phase};
 use crate::api::task_definition::{EcsTaskDefinition, EcsTaskDefinitionStatus, RevisionRecord};
@@ -36,11 +37,21 @@ fn record_to_observed(r: &RevisionRecord) -> ObservedRevision {
     }
 }
 
+/// A revision under this resource's owner tag whose uid belongs to no living
+/// EcsTaskDefinition was made by an earlier resource of the same name that is gone
+/// (GitOps delete-and-recreate): it is this resource's own history, not a stranger's.
+fn own_history(tags: &BTreeMap<String, String>, owner: &str, living: &BTreeSet<String>) -> bool {
+    tags.get(OWNER_TAG).is_some_and(|o| o == owner)
+        && tags.get(UID_TAG).is_some_and(|u| !living.contains(u))
+}
+
 async fn observe(
     ecs: &EcsApi,
     family: &str,
     uid: &str,
     records: &[RevisionRecord],
+    owner: &str,
+    living: &BTreeSet<String>,
 ) -> Result<Observed, Error> {
     // Known revisions: verify the newest one only (1 read per resync).
     if let Some(latest) = records.first() {
@@ -74,7 +85,7 @@ async fn observe(
         });
     };
     let (_, tags) = td::describe(ecs, newest).await?.unwrap_or_default();
-    if tags.get(UID_TAG).is_some_and(|u| u == uid) {
+    if tags.get(UID_TAG).is_some_and(|u| u == uid) || own_history(&tags, owner, living) {
         let rev = ObservedRevision {
             revision: td::arn_revision(newest).unwrap_or_default(),
             arn: newest.clone(),
@@ -112,15 +123,68 @@ fn to_record(
     }
 }
 
-async fn prune(ecs: &EcsApi, revisions: &[ObservedRevision]) -> Result<(), Error> {
+/// DeregisterTaskDefinition on a revision that is INACTIVE already.
+fn is_already_inactive(err: &Error) -> bool {
+    matches!(err, Error::Ecs { code: Some(c), message, .. }
+        if c == "ClientException" && message.to_ascii_lowercase().contains("inactive"))
+}
+
+/// ACTIVE revisions of the family newer than `newer_than` that carry this
+/// resource's uid (at most a few: one per lost status write).
+async fn leaked_revisions(
+    ecs: &EcsApi,
+    family: &str,
+    uid: &str,
+    newer_than: i32,
+) -> Result<Vec<ObservedRevision>, Error> {
+    let mut found = Vec::new();
+    for arn in td::list_family(ecs, family, TaskDefinitionStatus::Active).await? {
+        let revision = td::arn_revision(&arn).unwrap_or_default();
+        if revision <= newer_than {
+            // Newest first: the rest are older.
+            break;
+        }
+        if let Some((_, tags)) = td::describe(ecs, &arn).await?
+            && tags.get(UID_TAG).is_some_and(|u| u == uid)
+        {
+            found.push(ObservedRevision {
+                revision,
+                arn,
+                status: "ACTIVE".into(),
+                hash: tags.get(HASH_TAG).cloned(),
+                ours: true,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// UIDs of the EcsTaskDefinitions that exist (in the watched scope).
+async fn living_uids(ctx: &Context) -> Result<BTreeSet<String>, Error> {
+    let api: Api<EcsTaskDefinition> = super::scoped_api(&ctx.kube, ctx.namespace.as_deref());
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|t| t.metadata.uid)
+        .collect())
+}
+
+/// Deregisters and deletes `revisions`; returns the ones ECS refused to delete,
+/// with its reason.
+async fn prune(
+    ecs: &EcsApi,
+    revisions: &[ObservedRevision],
+) -> Result<Vec<(String, String)>, Error> {
     if revisions.is_empty() {
-        return Ok(());
+        return Ok(vec![]);
     }
     for r in revisions {
         match td::deregister(ecs, &r.arn).await {
             Ok(()) => {}
             // Already INACTIVE or gone: nothing left to deregister.
-            Err(Error::Ecs { code: Some(c), .. }) if c == "ClientException" => {}
+            Err(e) if crate::ecs::is_not_found(&e) || is_already_inactive(&e) => {}
             Err(e) => return Err(e),
         }
     }
@@ -128,38 +192,109 @@ async fn prune(ecs: &EcsApi, revisions: &[ObservedRevision]) -> Result<(), Error
     td::delete(ecs, &arns).await
 }
 
-/// Task-definition ARNs that EcsServices in the namespace run or roll to, and that
-/// unfinished EcsTasks run (a retry needs its revision still registered).
-async fn in_use_by_services(ctx: &Context, ns: &str) -> Result<BTreeSet<String>, Error> {
-    let api: Api<EcsService> = Api::namespaced(ctx.kube.clone(), ns);
-    let services = api.list(&ListParams::default()).await?;
-    let mut in_use: BTreeSet<String> = services
-        .items
+/// Events for a pruning pass: what was deleted, and what ECS refused (kept in the
+/// history and tried again at the next pass).
+fn prune_notes(
+    family: &str,
+    pruned: &[ObservedRevision],
+    failures: &[(String, String)],
+) -> Vec<Note> {
+    let mut notes = Vec::new();
+    let deleted: Vec<i32> = pruned
         .iter()
-        // A service being deleted is going away with its revisions.
-        .filter(|s| s.metadata.deletion_timestamp.is_none())
-        .filter_map(|s| s.status.as_ref())
-        .flat_map(|st| {
-            st.task_definition
-                .iter()
-                .chain(st.applied_task_definition.iter())
-                .chain(st.deployments.iter().map(|d| &d.task_definition))
-                .cloned()
-                .collect::<Vec<_>>()
-        })
+        .filter(|r| !failures.iter().any(|(arn, _)| *arn == r.arn))
+        .map(|r| r.revision)
         .collect();
-    let tasks: Api<EcsTask> = Api::namespaced(ctx.kube.clone(), ns);
-    in_use.extend(
-        tasks
-            .list(&ListParams::default())
-            .await?
-            .items
+    if !deleted.is_empty() {
+        notes.push(Note::normal(
+            "Pruned",
+            "DeleteTaskDefinitions",
+            format!("deregistered and deleted old revisions {deleted:?} of {family}"),
+        ));
+    }
+    for (arn, why) in failures {
+        notes.push(Note::warning(
+            "PruneFailed",
+            "DeleteTaskDefinitions",
+            format!(
+                "ECS did not delete {}: {why}; kept and tried again later",
+                super::service_plan::td_short(arn)
+            ),
+        ));
+    }
+    notes
+}
+
+/// Who refers to which task definition (an ARN or `family:revision`), across every
+/// namespace the operator watches: EcsServices (what they run, roll to, or ran in
+/// a deployment still listed), unfinished EcsTasks (recorded or pinned in the spec:
+/// a retry needs its revision), EcsScheduledTasks (the template's pinned revision).
+/// Objects being deleted never count: they are going away with their revisions.
+async fn references(ctx: &Context) -> Result<Vec<(String, String)>, Error> {
+    let scope = ctx.namespace.as_deref();
+    let key = |kind: &str, m: &kube::api::ObjectMeta| {
+        format!(
+            "{kind} {}/{}",
+            m.namespace.as_deref().unwrap_or_default(),
+            m.name.as_deref().unwrap_or_default()
+        )
+    };
+    let mut refs = Vec::new();
+    let services: Api<EcsService> = super::scoped_api(&ctx.kube, scope);
+    for svc in services.list(&ListParams::default()).await?.items {
+        if svc.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let who = key("EcsService", &svc.metadata);
+        let st = svc.status.unwrap_or_default();
+        let tds = st
+            .task_definition
             .into_iter()
-            .filter_map(|t| t.status)
-            .filter(|st| !matches!(st.phase, Some(Phase::Succeeded | Phase::Failed)))
-            .filter_map(|st| st.task_definition),
-    );
-    Ok(in_use)
+            .chain(st.applied_task_definition)
+            .chain(st.deployments.into_iter().map(|d| d.task_definition))
+            .chain(svc.spec.task_definition);
+        refs.extend(tds.map(|td| (td, who.clone())));
+    }
+    let tasks: Api<EcsTask> = super::scoped_api(&ctx.kube, scope);
+    for task in tasks.list(&ListParams::default()).await?.items {
+        let st = task.status.unwrap_or_default();
+        if task.metadata.deletion_timestamp.is_some()
+            || matches!(st.phase, Some(Phase::Succeeded | Phase::Failed))
+        {
+            continue;
+        }
+        let who = key("EcsTask", &task.metadata);
+        let tds = st
+            .task_definition
+            .into_iter()
+            .chain(task.spec.task_definition);
+        refs.extend(tds.map(|td| (td, who.clone())));
+    }
+    let schedules: Api<EcsScheduledTask> = super::scoped_api(&ctx.kube, scope);
+    for sched in schedules.list(&ListParams::default()).await?.items {
+        if sched.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let who = key("EcsScheduledTask", &sched.metadata);
+        refs.extend(sched.spec.template.task_definition.map(|td| (td, who)));
+    }
+    Ok(refs)
+}
+
+/// The revisions (of `ours`) something refers to, with who does.
+fn users_of(ours: &[ObservedRevision], refs: &[(String, String)]) -> BTreeMap<String, Vec<String>> {
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in ours {
+        for (td, who) in refs {
+            if crate::reconcile::service_plan::same_task_definition(td, &r.arn) {
+                let list = users.entry(r.arn.clone()).or_default();
+                if !list.contains(who) {
+                    list.push(who.clone());
+                }
+            }
+        }
+    }
+    users
 }
 
 impl Managed for EcsTaskDefinition {
@@ -173,7 +308,17 @@ impl Managed for EcsTaskDefinition {
             .ok_or_else(|| Error::Config(format!("EcsTaskDefinition {ns}/{name} has no uid")))?;
         let family = self.family_name();
         let status = self.status.clone().unwrap_or_default();
-        let observed = observe(&ctx.ecs, &family, &uid, &status.revisions).await?;
+        let owner = ownership_tags(&ns, &name, &uid)
+            .remove(OWNER_TAG)
+            .unwrap_or_default();
+        // Which uids are alive matters only when no history is recorded.
+        let living = if status.revisions.is_empty() {
+            living_uids(ctx).await?
+        } else {
+            BTreeSet::new()
+        };
+        let mut observed =
+            observe(&ctx.ecs, &family, &uid, &status.revisions, &owner, &living).await?;
         // Revisions EcsServices run are never pruned. Listing them costs a
         // Kubernetes read, so only when something would be pruned.
         let would_prune = match task_definition_plan::plan(
@@ -186,11 +331,12 @@ impl Managed for EcsTaskDefinition {
             Plan::UpToDate { prune, .. } | Plan::Register { prune, .. } => !prune.is_empty(),
             Plan::Refuse(_) => false,
         };
-        let in_use = if would_prune {
-            in_use_by_services(ctx, &ns).await?
+        let users = if would_prune {
+            users_of(&observed.ours, &references(ctx).await?)
         } else {
-            BTreeSet::new()
+            BTreeMap::new()
         };
+        let in_use: BTreeSet<String> = users.keys().cloned().collect();
 
         let mut tags = self.spec.tags.clone();
         tags.extend(ownership_tags(&ns, &name, &uid));
@@ -224,54 +370,77 @@ impl Managed for EcsTaskDefinition {
                     .into_iter()
                     .filter(|(k, v)| observed.latest_tags.get(k) != Some(v))
                     .collect();
-                if !differ.is_empty() {
-                    set_tags(&ctx.ecs, &latest.arn, &differ, &[]).await?;
-                    let keys: Vec<&String> = differ.keys().collect();
+                // Keys this resource set before and the spec no longer has.
+                let removed: Vec<String> = status
+                    .managed_tag_keys
+                    .iter()
+                    .filter(|k| !tags.contains_key(*k) && observed.latest_tags.contains_key(*k))
+                    .cloned()
+                    .collect();
+                if !differ.is_empty() || !removed.is_empty() {
+                    set_tags(&ctx.ecs, &latest.arn, &differ, &removed).await?;
+                    let keys: Vec<&String> = differ.keys().chain(removed.iter()).collect();
                     notes.push(Note::normal(
                         "TagsUpdated",
                         "TagResource",
-                        format!("tags on {}:{} set: {keys:?}", family, latest.revision),
+                        format!("tags on {}:{} changed: {keys:?}", family, latest.revision),
                     ));
                 }
                 (latest, prune, None)
             }
             Plan::Register { hash, prune } => {
-                let mut t = tags.clone();
-                t.insert(HASH_TAG.into(), hash.clone());
-                let (revision, arn) = td::register(&ctx.ecs, &family, &self.spec, &t).await?;
-                notes.push(Note::normal(
-                    "Registered",
-                    "RegisterTaskDefinition",
-                    format!("registered {family}:{revision} (spec hash {hash})"),
-                ));
-                let now = k8s_openapi::jiff::Timestamp::now().as_second();
-                let at = k8s_openapi::jiff::Timestamp::from_second(now)
-                    .map(|t| t.to_string())
-                    .ok();
-                (
-                    ObservedRevision {
-                        revision,
-                        arn,
-                        status: "ACTIVE".into(),
-                        hash: Some(hash),
-                        ours: true,
-                    },
-                    prune,
-                    at,
-                )
+                // A registration whose status write was lost left a revision status
+                // does not list (RegisterTaskDefinition has no client token): take it
+                // into the history, and use it if it is this very spec.
+                let newest = observed.ours.first().map(|r| r.revision).unwrap_or(0);
+                let leaked = leaked_revisions(&ctx.ecs, &family, &uid, newest).await?;
+                if let Some(same) = leaked.iter().find(|r| r.hash.as_deref() == Some(&hash)) {
+                    let same = same.clone();
+                    observed
+                        .ours
+                        .extend(leaked.iter().filter(|r| r.arn != same.arn).cloned());
+                    notes.push(Note::normal(
+                        "Recovered",
+                        "ListTaskDefinitions",
+                        format!("found {family}:{} registered before a lost status write; not registering again", same.revision),
+                    ));
+                    (same, prune, None)
+                } else {
+                    observed.ours.extend(leaked);
+                    let mut t = tags.clone();
+                    t.insert(HASH_TAG.into(), hash.clone());
+                    let (revision, arn) = td::register(&ctx.ecs, &family, &self.spec, &t).await?;
+                    notes.push(Note::normal(
+                        "Registered",
+                        "RegisterTaskDefinition",
+                        format!("registered {family}:{revision} (spec hash {hash})"),
+                    ));
+                    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+                    let at = k8s_openapi::jiff::Timestamp::from_second(now)
+                        .map(|t| t.to_string())
+                        .ok();
+                    (
+                        ObservedRevision {
+                            revision,
+                            arn,
+                            status: "ACTIVE".into(),
+                            hash: Some(hash),
+                            ours: true,
+                        },
+                        prune,
+                        at,
+                    )
+                }
             }
         };
 
-        prune(&ctx.ecs, &prune_list).await?;
-        if !prune_list.is_empty() {
-            let revs: Vec<i32> = prune_list.iter().map(|r| r.revision).collect();
-            notes.push(Note::normal(
-                "Pruned",
-                "DeleteTaskDefinitions",
-                format!("deregistered and deleted old revisions {revs:?} of {family}"),
-            ));
-        }
-        let pruned: BTreeSet<&str> = prune_list.iter().map(|r| r.arn.as_str()).collect();
+        let failures = prune(&ctx.ecs, &prune_list).await?;
+        notes.extend(prune_notes(&family, &prune_list, &failures));
+        let pruned: BTreeSet<&str> = prune_list
+            .iter()
+            .map(|r| r.arn.as_str())
+            .filter(|arn| !failures.iter().any(|(f, _)| f == arn))
+            .collect();
         let mut revisions = vec![to_record(&latest, registered_at, &status.revisions)];
         revisions.extend(
             observed
@@ -287,6 +456,7 @@ impl Managed for EcsTaskDefinition {
             latest_arn: Some(latest.arn.clone()),
             spec_hash: latest.hash.clone(),
             revisions,
+            managed_tag_keys: self.spec.tags.keys().cloned().collect(),
             ..Default::default()
         };
         Ok(Outcome {
@@ -307,24 +477,27 @@ impl Managed for EcsTaskDefinition {
             .as_ref()
             .map(|s| s.revisions.iter().map(record_to_observed).collect())
             .unwrap_or_default();
-        let ns = self.namespace().unwrap_or_default();
-        let in_use = if ours.is_empty() {
-            BTreeSet::new()
+        let users = if ours.is_empty() {
+            BTreeMap::new()
         } else {
-            in_use_by_services(ctx, &ns).await?
+            users_of(&ours, &references(ctx).await?)
         };
+        let in_use: BTreeSet<String> = users.keys().cloned().collect();
         let doomed = task_definition_plan::plan_cleanup(self.spec.deletion_policy, &ours, &in_use);
         let kept: Vec<i32> = ours
             .iter()
             .filter(|r| in_use.contains(&r.arn))
             .map(|r| r.revision)
             .collect();
+        let who: BTreeSet<&String> = users.values().flatten().collect();
+        let who: Vec<&str> = who.into_iter().map(String::as_str).collect();
         let kept_note = || {
             Note::normal(
                 "Kept",
                 "DeregisterTaskDefinition",
                 format!(
-                    "revisions {kept:?} of {family} left registered: EcsServices still run them"
+                    "revisions {kept:?} of {family} left registered: still used by {}",
+                    who.join(", ")
                 ),
             )
         };
@@ -341,7 +514,19 @@ impl Managed for EcsTaskDefinition {
                 },
             ]);
         }
-        prune(&ctx.ecs, &doomed).await?;
+        let failures = prune(&ctx.ecs, &doomed).await?;
+        if !failures.is_empty() {
+            // Keep the finalizer: the history must not be lost while ECS still has it.
+            let (arn, why) = &failures[0];
+            return Err(Error::DeleteBlocked {
+                reason: "PruneFailed".into(),
+                message: format!(
+                    "ECS did not delete {} ({} revision(s) refused): {why}",
+                    super::service_plan::td_short(arn),
+                    failures.len()
+                ),
+            });
+        }
         let revs: Vec<i32> = doomed.iter().map(|r| r.revision).collect();
         let mut notes = vec![Note::normal(
             "Deleted",

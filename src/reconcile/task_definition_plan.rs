@@ -165,6 +165,25 @@ pub enum Plan {
     Refuse(Health),
 }
 
+/// ECS's limit on a task definition: "The maximum size (in JSON format) of a task
+/// definition is 64 KiB" (ECS service quotas). Checked before registering, so the
+/// condition names the limit instead of relaying a rejection.
+pub const MAX_TASK_DEFINITION_BYTES: usize = 64 * 1024;
+
+fn too_large(spec: &EcsTaskDefinitionSpec) -> Option<Health> {
+    let size = serde_json::to_vec(spec).map(|v| v.len()).unwrap_or(0);
+    (size > MAX_TASK_DEFINITION_BYTES).then(|| {
+        Health::stalled(
+            "TooLarge",
+            format!(
+                "the task definition is {size} bytes as JSON; ECS accepts at most \
+                 {MAX_TASK_DEFINITION_BYTES} bytes (64 KiB). Move large values (e.g. long \
+                 environment variables) to secrets or files"
+            ),
+        )
+    })
+}
+
 /// Decides what to do. `ours` are the revisions this resource registered that are
 /// still ACTIVE, newest first; `foreign_active` counts ACTIVE revisions of the
 /// family that are not ours; `in_use` are ARNs a service still runs, never pruned.
@@ -186,6 +205,13 @@ pub fn plan(
         ));
     }
     let hash = spec_hash(spec);
+    let current_matches = ours
+        .iter()
+        .max_by_key(|r| r.revision)
+        .is_some_and(|r| r.hash.as_deref() == Some(&hash));
+    if !current_matches && let Some(refusal) = too_large(spec) {
+        return Plan::Refuse(refusal);
+    }
     let mut ours: Vec<ObservedRevision> = ours.to_vec();
     ours.sort_by_key(|r| std::cmp::Reverse(r.revision));
     let limit = usize::try_from(spec.revision_history_limit.max(1)).unwrap_or(1);
@@ -262,6 +288,33 @@ mod tests {
     }
 
     /// Each row: a spec change that ECS treats as no change -> same hash.
+    #[test]
+    fn a_task_definition_over_64_kib_is_refused_with_the_limit_named() {
+        let mut s = spec(vec![container("app")]);
+        s.container_definitions[0].environment = vec![KeyValue {
+            name: "BIG".into(),
+            value: "x".repeat(70 * 1024),
+        }];
+        match plan("web", &s, &[], 0, &BTreeSet::new()) {
+            Plan::Refuse(Health::Stalled { reason, message }) => {
+                assert_eq!(reason, "TooLarge");
+                assert!(message.contains("65536"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A normal one registers.
+        assert!(matches!(
+            plan(
+                "web",
+                &spec(vec![container("app")]),
+                &[],
+                0,
+                &BTreeSet::new()
+            ),
+            Plan::Register { .. }
+        ));
+    }
+
     #[test]
     fn equivalent_specs_hash_the_same() {
         let base = spec(vec![container("web"), container("sidecar")]);

@@ -260,6 +260,36 @@ pub fn decide(s: &RunState<'_>) -> Decision {
     }
 }
 
+/// How long after RunTask a task that DescribeTasks does not report is taken as "not
+/// seen yet": RunTask is eventually consistent (its API reference says to poll
+/// DescribeTasks with backoff; tasks answer MISSING for a while, see
+/// dask-cloudprovider 483, dagster 4448). Minutes, not seconds.
+pub const NOT_SEEN_GRACE: SignedDuration = SignedDuration::from_mins(5);
+
+/// The open tasks of a run that ECS did not report: within `NOT_SEEN_GRACE` of their
+/// RunTask they are left as they are (the run keeps waiting; no second attempt can
+/// start while one may exist); later, ECS has forgotten them (stopped tasks are kept
+/// for about an hour) and they count as stopped with an unknown outcome.
+pub fn account_for_unreported(records: &mut [TaskRecord], unreported: &[String], now: Timestamp) {
+    for r in records.iter_mut().filter(|r| unreported.contains(&r.arn)) {
+        let created = r
+            .created_at
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        let maybe_not_visible_yet = created.is_some_and(|c| now.duration_since(c) < NOT_SEEN_GRACE);
+        if maybe_not_visible_yet {
+            continue;
+        }
+        r.last_status = Some("STOPPED".into());
+        r.stop_code = Some("TaskNotFound".into());
+        r.stopped_reason = Some(
+            "ECS no longer reports this task (stopped tasks are kept for about an hour); \
+             its result is unknown"
+                .into(),
+        );
+    }
+}
+
 /// How often running tasks are described: often at first, less for long runs (ECS
 /// keeps a stopped task for about an hour, so results are still recorded).
 pub fn poll_interval(running_for: SignedDuration) -> Duration {
@@ -274,6 +304,63 @@ pub fn poll_interval(running_for: SignedDuration) -> Duration {
 mod tests {
     use super::*;
     use crate::api::task::ContainerResult;
+
+    fn unseen(created_secs_ago: Option<i64>) -> TaskRecord {
+        let now = Timestamp::from_second(10_000).unwrap();
+        TaskRecord {
+            arn: "t1".into(),
+            attempt: 1,
+            last_status: Some("PROVISIONING".into()),
+            created_at: created_secs_ago.map(|s| {
+                now.checked_sub(SignedDuration::from_secs(s))
+                    .unwrap()
+                    .to_string()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_task_not_reported_right_after_run_task_is_not_seen_yet() {
+        let now = Timestamp::from_second(10_000).unwrap();
+        let mut records = vec![unseen(Some(1))];
+        account_for_unreported(&mut records, &["t1".into()], now);
+        assert_eq!(records[0].last_status.as_deref(), Some("PROVISIONING"));
+        assert_eq!(records[0].stop_code, None);
+        // ... and so the run keeps polling: no retry, no second copy.
+        let d = decide(&RunState {
+            now,
+            attempts: 1,
+            count: 1,
+            backoff_limit: 3,
+            active_deadline_seconds: None,
+            start_time: Some(now),
+            current: &records,
+            placement_failures: &[],
+            essential: &[],
+            retry_at: None,
+        });
+        assert_eq!(d, Decision::Poll);
+        // Still within the grace period after four minutes.
+        let mut records = vec![unseen(Some(240))];
+        account_for_unreported(&mut records, &["t1".into()], now);
+        assert_eq!(records[0].stop_code, None);
+    }
+
+    #[test]
+    fn a_task_unreported_long_after_run_task_was_forgotten_by_ecs() {
+        let now = Timestamp::from_second(10_000).unwrap();
+        for created in [Some(301), None] {
+            let mut records = vec![unseen(created)];
+            account_for_unreported(&mut records, &["t1".into()], now);
+            assert_eq!(records[0].last_status.as_deref(), Some("STOPPED"));
+            assert_eq!(records[0].stop_code.as_deref(), Some("TaskNotFound"));
+        }
+        // Reported tasks are left alone.
+        let mut records = vec![unseen(Some(4000))];
+        account_for_unreported(&mut records, &[], now);
+        assert_eq!(records[0].stop_code, None);
+    }
 
     fn task(stop_code: Option<&str>, exits: &[(&str, Option<i32>)]) -> TaskRecord {
         TaskRecord {
@@ -303,6 +390,29 @@ mod tests {
     }
 
     const OK: &str = "EssentialContainerExited";
+
+    #[test]
+    fn sidecars_killed_after_the_job_exits_do_not_fail_a_run_that_names_its_containers() {
+        // The job container exits 0; ECS then stops the envoy sidecar, which reports 137.
+        let t = task(
+            Some("EssentialContainerExited"),
+            &[("app", Some(0)), ("envoy", Some(137))],
+        );
+        let success = ["app".to_string()];
+        assert_eq!(
+            attempt_result(std::slice::from_ref(&t), 1, &success, &[]),
+            AttemptResult::Succeeded
+        );
+        // Judged on every essential container, the same task fails with 137.
+        let both = ["app".to_string(), "envoy".to_string()];
+        assert!(matches!(
+            attempt_result(&[t], 1, &both, &[]),
+            AttemptResult::Failed {
+                exit_code: Some(137),
+                ..
+            }
+        ));
+    }
 
     #[test]
     fn attempt_results_table() {

@@ -220,7 +220,11 @@ async fn invalid_schedules_are_refused_or_stalled_with_the_reason() {
     assert!(out.contains("schedule must be five cron fields"), "{out}");
 
     for (suffix, body, want) in [
-        ("range", "  schedule: \"61 * * * *\"\n", "invalid schedule"),
+        (
+            "range",
+            "  schedule: \"61 * * * *\"\n",
+            "minute field has 61, outside 0-59",
+        ),
         (
             "tz",
             "  schedule: \"@hourly\"\n  timeZone: Mars/Olympus\n",
