@@ -16,7 +16,7 @@ use ecs_operator::reconcile::{self, Context};
 use ecs_operator::{api, ecs, telemetry};
 use kube::Client;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Kubernetes operator that makes Amazon ECS declarative.
 #[derive(Parser, Debug)]
@@ -182,18 +182,25 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
         }
     });
     let ecs = ecs::EcsApi::new(ecs::client(&sdk), limiter, metrics.clone());
-    // One cheap read proves the endpoint, region and credentials work.
-    ecs.call(
-        "ListClusters",
-        ecs::Category::Read,
-        ecs.client.list_clusters().max_results(1).send(),
-    )
-    .await?;
-    info!(
-        region = sdk.region().map(|r| r.as_ref()).unwrap_or("<none>"),
-        endpoint = sdk.endpoint_url().unwrap_or("<default>"),
-        "connected to ECS"
-    );
+    // One cheap read proves the endpoint, region and credentials work. A refusal
+    // (credentials, permissions, region) stops the process; an outage does not:
+    // the resources report it, with backoff, and recover when ECS is back.
+    let region = sdk.region().map(|r| r.as_ref()).unwrap_or("<none>");
+    let endpoint = sdk.endpoint_url().unwrap_or("<default>");
+    match ecs
+        .call(
+            "ListClusters",
+            ecs::Category::Read,
+            ecs.client.list_clusters().max_results(1).send(),
+        )
+        .await
+    {
+        Ok(_) => info!(region, endpoint, "connected to ECS"),
+        Err(e) if e.is_retryable() => {
+            warn!(region, endpoint, error = %e, "ECS is not answering yet; starting anyway")
+        }
+        Err(e) => return Err(e.into()),
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {

@@ -802,6 +802,21 @@ mod tests {
     }
 
     #[test]
+    fn runs_are_recognised_by_their_run_tag_even_when_propagation_overrode_ownership() {
+        // propagateTags: TASK_DEFINITION copied the task definition's ownership tags
+        // over the task's: the uid tag names the EcsTaskDefinition now.
+        let mut tags = ownership_tags("ns", "migrate-td", "td-uid");
+        tags.insert(RUN_TAG.into(), "task-uid".into());
+        tags.insert(ATTEMPT_TAG.into(), "1".into());
+        assert!(is_run_of(&tags, "task-uid"));
+        assert!(!is_run_of(&tags, "td-uid"));
+        // Tasks started before the run tag existed: the uid tag.
+        let old = ownership_tags("ns", "migrate", "task-uid");
+        assert!(is_run_of(&old, "task-uid"));
+        assert!(!is_run_of(&old, "other"));
+    }
+
+    #[test]
     fn durations_read_well() {
         assert_eq!(human(SignedDuration::from_secs(72)), "1m12s");
         assert_eq!(human(SignedDuration::from_secs(-3)), "0s");

@@ -341,14 +341,42 @@ impl Managed for EcsTaskDefinition {
         let mut tags = self.spec.tags.clone();
         tags.extend(ownership_tags(&ns, &name, &uid));
 
-        let mut notes = Vec::new();
-        let (latest, prune_list, registered_at) = match task_definition_plan::plan(
+        let plan = task_definition_plan::plan(
             &family,
             &self.spec,
             &observed.ours,
             observed.foreign_active,
             &in_use,
+        );
+        // A registration that never shows up as the current revision is the same
+        // write again and again: stop after a few, as for every kind.
+        let fingerprint = match &plan {
+            Plan::Register { hash, .. } => Some(format!("register {hash}")),
+            _ => None,
+        };
+        if let Err(health) = ctx.updates.check(
+            &super::key_of(self),
+            fingerprint,
+            &format!("task-definition family {family}"),
+            &["containerDefinitions".to_string()],
         ) {
+            let note = Note::warning(
+                "UpdateNotApplied",
+                "RegisterTaskDefinition",
+                health.message(),
+            );
+            let mut body = status.clone();
+            body.conditions.clear();
+            body.observed_generation = None;
+            return Ok(Outcome {
+                status: serde_json::to_value(&body).unwrap_or_default(),
+                health,
+                requeue: None,
+                notes: vec![note],
+            });
+        }
+        let mut notes = Vec::new();
+        let (latest, prune_list, registered_at) = match plan {
             Plan::Refuse(health) => {
                 let message = health.message().to_string();
                 let body = EcsTaskDefinitionStatus {

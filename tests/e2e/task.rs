@@ -372,3 +372,90 @@ async fn a_run_waiting_for_its_task_definition_starts_when_it_appears() {
     .await;
     op.stop().await;
 }
+
+/// An "ECS endpoint" that answers every request with an HTML 500 page carrying a
+/// fresh Date header (what a broken load balancer in front of an endpoint sends).
+/// Returns its URL and the count of requests it answered.
+async fn html_500_endpoint() -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                // One request per connection (Connection: close); the body is ignored.
+                if conn.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let n = seen.fetch_add(1, Ordering::Relaxed);
+                let body = format!(
+                    "<html><body><h1>500 Internal Server Error</h1>request {n}</body></html>"
+                );
+                let reply = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html\r\nDate: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos(),
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    (url, count)
+}
+
+/// "Backoff defeated by changing messages" (issue 10, item 15): against an endpoint
+/// answering HTML 500s, the condition message stays short and the same, the status
+/// write does not wake the resource, and the calls follow the retry backoff
+/// (2 s, 4 s, 8 s, 16 s, 32 s: at most 6 passes in 50 s; the hot loop made one every
+/// few seconds, 48 RunTask calls in 240 s).
+#[tokio::test]
+async fn an_endpoint_answering_html_500s_gets_backoff_not_a_hot_loop() {
+    let ctx = TestContext::new("task-hotloop").await;
+    let (url, requests) = html_500_endpoint().await;
+    let op = ctx
+        .start_operator_env(&[], &[("AWS_ENDPOINT_URL", url.as_str())])
+        .await;
+    let name = ctx.name("broken");
+    ctx.apply(&manifest(&name, "  cluster: c\n  taskDefinition: f:1\n"))
+        .await;
+    let reconciling = |o: &EcsTask| {
+        o.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Reconciling" && c.status == "True")
+            .map(|c| c.message.clone())
+    };
+    let o = wait_task(&ctx, &name, 30, "the failure reported", |o| {
+        reconciling(o).is_some()
+    })
+    .await;
+    let first = reconciling(&o).unwrap();
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    let api = Api::<EcsTask>::namespaced(ctx.kube.clone(), &ctx.namespace);
+    let later = reconciling(&api.get(&name).await.unwrap()).unwrap_or_default();
+    assert_eq!(first, later, "the message changed between failures");
+    assert!(first.len() <= 400 && !first.contains("Date"), "{first}");
+    let passes = op.reconciles("EcsTask").await;
+    let calls = sum_metric(
+        &op.metrics().await,
+        "ecs_operator_aws_requests_total",
+        |_| true,
+    );
+    let http = requests.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "hot-loop guard: {passes} reconciles, {calls} ECS calls, {http} HTTP requests in ~55 s"
+    );
+    assert!(passes <= 7, "{passes} reconciles: backoff not respected");
+    assert!(calls <= 7, "{calls} ECS calls: backoff not respected");
+    op.stop().await;
+}
