@@ -199,7 +199,7 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
         Err(e) if e.is_retryable() => {
             warn!(region, endpoint, error = %e, "ECS is not answering yet; starting anyway")
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
