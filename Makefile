@@ -57,13 +57,19 @@ lint: ## rustfmt check + clippy (warnings are errors)
 
 .PHONY: test
 test: tools lint docker-lint ## Everything CI runs: lint, unit + e2e tests, drift, make run, release build
-	@echo "== cargo test (unit + e2e against a real kube-apiserver and ECS endpoint)"
+	@$(MAKE) --no-print-directory strict-test
+	@echo "== cargo test (unit + e2e against a real kube-apiserver and ECS endpoint behind the strict layer)"
 	time $(CARGO) test --workspace --locked
 	@$(MAKE) --no-print-directory crds-check OPERATOR_BIN=$(OPERATOR)
 	@echo "== make run, until the samples are Ready"
 	@$(MAKE) --no-print-directory run-check
 	@echo "== release build (what the Dockerfile runs)"
 	@$(MAKE) --no-print-directory release
+
+.PHONY: strict-test
+strict-test: venv ## Test the strict ECS layer (testenv/strict) against a real ministack
+	@echo "== strict ECS layer: its own tests against ministack"
+	cd testenv/strict && $(VENV)/bin/python -m unittest test_strict_ecs.py
 
 .PHONY: crds
 # The generated CRDs, and the copies kustomize and Helm need inside their own trees.

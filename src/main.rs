@@ -183,8 +183,9 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
     });
     let ecs = ecs::EcsApi::new(ecs::client(&sdk), limiter, metrics.clone());
     // One cheap read proves the endpoint, region and credentials work. A refusal
-    // (credentials, permissions, region) stops the process; an outage does not:
-    // the resources report it, with backoff, and recover when ECS is back.
+    // (credentials, permissions, region) or no endpoint at all stops the process
+    // with the reason; an endpoint that answers with server errors does not: the
+    // resources report it, with backoff, and recover when ECS is back.
     let region = sdk.region().map(|r| r.as_ref()).unwrap_or("<none>");
     let endpoint = sdk.endpoint_url().unwrap_or("<default>");
     match ecs
@@ -196,7 +197,7 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
         .await
     {
         Ok(_) => info!(region, endpoint, "connected to ECS"),
-        Err(e) if e.is_retryable() => {
+        Err(e) if e.is_retryable() && !ecs::is_unreachable(&e) => {
             warn!(region, endpoint, error = %e, "ECS is not answering yet; starting anyway")
         }
         Err(e) => return Err(e),

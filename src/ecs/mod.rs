@@ -185,6 +185,13 @@ pub fn is_not_found(err: &Error) -> bool {
     .any(|m| lower.contains(m))
 }
 
+const UNREACHABLE: &str = "cannot reach ECS";
+
+/// The request never reached an ECS endpoint (connection refused, DNS, timeout).
+pub fn is_unreachable(err: &Error) -> bool {
+    matches!(err, Error::Ecs { code: None, message, .. } if message.starts_with(UNREACHABLE))
+}
+
 /// Longest text kept from an error: condition messages must stay short and the
 /// same for the same cause, or each failure rewrites status.
 const ERROR_TEXT_BYTES: usize = 300;
@@ -232,11 +239,7 @@ where
             } else {
                 "request could not be sent"
             };
-            (
-                None,
-                format!("cannot reach ECS: {why}"),
-                ErrorClass::Retryable,
-            )
+            (None, format!("{UNREACHABLE}: {why}"), ErrorClass::Retryable)
         }
         SdkError::ConstructionFailure(_) => (
             None,

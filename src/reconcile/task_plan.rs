@@ -72,7 +72,25 @@ pub fn attempt_result(
             None => Some(0),
         };
         if code != "EssentialContainerExited" || bad.is_some() {
+            let stop = format!(
+                "task stopped with {}: {}",
+                if code.is_empty() {
+                    "no stop code"
+                } else {
+                    code
+                },
+                t.stopped_reason.as_deref().unwrap_or("no reason given")
+            );
             let why = match bad {
+                // A task stopped for another reason than its essential container exiting
+                // (StopTask, a failed start): that reason comes first.
+                Some(c) if code != "EssentialContainerExited" => format!(
+                    "{stop}; container {} exited with {}",
+                    c.name,
+                    c.exit_code
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "no exit code".into()),
+                ),
                 Some(c) => format!(
                     "container {} exited with {}{}",
                     c.name,
@@ -84,15 +102,7 @@ pub fn attempt_result(
                         .map(|r| format!(" ({r})"))
                         .unwrap_or_default()
                 ),
-                None => format!(
-                    "task stopped with {}: {}",
-                    if code.is_empty() {
-                        "no stop code"
-                    } else {
-                        code
-                    },
-                    t.stopped_reason.as_deref().unwrap_or("no reason given")
-                ),
+                None => stop,
             };
             let short = t.arn.rsplit('/').next().unwrap_or(&t.arn);
             return AttemptResult::Failed {

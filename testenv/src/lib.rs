@@ -12,6 +12,7 @@
 
 pub mod pki;
 pub mod process;
+pub mod strict;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -89,7 +90,17 @@ pub struct Environment {
     pub kubeconfig: PathBuf,
     pub kube_config: kube::Config,
     pub kube_source: KubeSource,
+    /// What the operator and the tests talk to: the strict layer in front of the
+    /// ECS endpoint (see [`strict`]), or the endpoint itself with the layer off.
     pub ecs_endpoint: String,
+    /// The ECS endpoint behind the strict layer, for audits that must see ECS's
+    /// state as it is, without the layer's delays.
+    pub ecs_direct_endpoint: String,
+    /// Seed of the strict layer's random delays (`ECS_STRICT_SEED` replays it);
+    /// None when the layer is off.
+    pub strict_seed: Option<u64>,
+    /// Extra strict proxies with some rules off, by their sorted rule list.
+    strict_variants: std::sync::Mutex<Vec<(String, String, Child)>>,
     pub ecs_source: EcsSource,
     pub run_dir: PathBuf,
     /// `gitVersion` reported by the apiserver's /version.
@@ -120,7 +131,7 @@ pub fn cache_dir() -> PathBuf {
 /// The checkout holding `hack/envtest/build.sh`, found at run time: the target
 /// directory is shared between checkouts (CI clones, worktrees), so a path baked
 /// in at compile time may name a clone that no longer exists.
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     let has_script = |d: &Path| d.join("hack/envtest/build.sh").is_file();
     // `cargo test` / `cargo run` set this for the package being run (the repo root).
     if let Some(d) = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from)
@@ -143,7 +154,7 @@ fn env_nonempty(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn free_port() -> Result<u16, Error> {
+pub(crate) fn free_port() -> Result<u16, Error> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| Error::io("bind a free port on", Path::new("127.0.0.1"), e))?;
     l.local_addr()
@@ -151,7 +162,7 @@ fn free_port() -> Result<u16, Error> {
         .map_err(|e| Error::io("read local address of", Path::new("127.0.0.1"), e))
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     // /dev/urandom never fails on Linux; fall back to time+pid just in case.
     if std::fs::File::open("/dev/urandom")
@@ -170,7 +181,7 @@ fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     let start = all.len().saturating_sub(lines);
@@ -242,7 +253,7 @@ pub fn ministack_binary() -> Result<PathBuf, Error> {
     )))
 }
 
-fn log_file(run_dir: &Path, name: &str) -> Result<(std::fs::File, PathBuf), Error> {
+pub(crate) fn log_file(run_dir: &Path, name: &str) -> Result<(std::fs::File, PathBuf), Error> {
     let path = run_dir.join(format!("{name}.log"));
     let f = std::fs::File::create(&path).map_err(|e| Error::io("create", &path, e))?;
     Ok((f, path))
@@ -265,6 +276,9 @@ impl Environment {
             kube_config: kube::Config::new("http://127.0.0.1:1".parse().expect("static URI")),
             kube_source: KubeSource::External,
             ecs_endpoint: String::new(),
+            ecs_direct_endpoint: String::new(),
+            strict_seed: None,
+            strict_variants: std::sync::Mutex::new(Vec::new()),
             ecs_source: EcsSource::External,
             run_dir,
             server_version: String::new(),
@@ -272,8 +286,48 @@ impl Environment {
         };
         // On error, `env` is dropped here and stops whatever already started.
         env.start_ecs().await?;
+        env.start_strict().await?;
         env.start_kube().await?;
         Ok(env)
+    }
+
+    /// Puts the strict layer in front of the ECS endpoint (unless switched off).
+    async fn start_strict(&mut self) -> Result<(), Error> {
+        self.ecs_direct_endpoint = self.ecs_endpoint.clone();
+        if !strict::enabled() {
+            return Ok(());
+        }
+        let seed = strict::seed();
+        let (url, child) =
+            strict::start(&self.run_dir, &self.ecs_direct_endpoint, seed, &[]).await?;
+        self.children.push(("strict-ecs".into(), child));
+        self.ecs_endpoint = url;
+        self.strict_seed = Some(seed);
+        Ok(())
+    }
+
+    /// An endpoint like [`Environment::ecs_endpoint`] with the named strict rules
+    /// off, for a test that needs them off (started once per rule set, same seed).
+    pub async fn ecs_endpoint_without(&self, rules: &[&str]) -> Result<String, Error> {
+        let Some(seed) = self.strict_seed else {
+            return Ok(self.ecs_endpoint.clone());
+        };
+        let mut sorted: Vec<&str> = rules.to_vec();
+        sorted.sort_unstable();
+        let key = sorted.join(",");
+        if let Some((_, url, _)) = self.variants().iter().find(|(k, _, _)| *k == key) {
+            return Ok(url.clone());
+        }
+        let (url, child) =
+            strict::start(&self.run_dir, &self.ecs_direct_endpoint, seed, &sorted).await?;
+        self.variants().push((key, url.clone(), child));
+        Ok(url)
+    }
+
+    fn variants(&self) -> std::sync::MutexGuard<'_, Vec<(String, String, Child)>> {
+        self.strict_variants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     async fn start_ecs(&mut self) -> Result<(), Error> {
@@ -468,19 +522,29 @@ impl Environment {
         Ok(kube::Client::try_from(self.kube_config.clone())?)
     }
 
-    /// An ECS client pointed at the endpoint with the emulator's dummy credentials.
+    /// An ECS client through the strict layer, with the emulator's dummy credentials.
     pub fn ecs_client(&self) -> aws_sdk_ecs::Client {
+        Self::ecs_client_for(&self.ecs_endpoint)
+    }
+
+    /// An ECS client that bypasses the strict layer (audits of what ECS holds).
+    pub fn ecs_direct_client(&self) -> aws_sdk_ecs::Client {
+        Self::ecs_client_for(&self.ecs_direct_endpoint)
+    }
+
+    pub fn ecs_client_for(endpoint: &str) -> aws_sdk_ecs::Client {
         let conf = aws_sdk_ecs::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
-            .endpoint_url(&self.ecs_endpoint)
+            .endpoint_url(endpoint)
             .credentials_provider(Credentials::new("test", "test", None, None, "testenv"))
             .build();
         aws_sdk_ecs::Client::from_conf(conf)
     }
 
     /// Shell `export` lines that point tools (kubectl, the operator, the AWS
-    /// SDK, and later test runs) at this environment.
+    /// SDK, and later test runs) at this environment. Tools get the strict layer;
+    /// a later test run gets the endpoint behind it and starts its own layer.
     pub fn exports(&self) -> String {
         let kc = self.kubeconfig.display();
         let ep = &self.ecs_endpoint;
@@ -491,12 +555,16 @@ impl Environment {
              export AWS_ACCESS_KEY_ID=test\n\
              export AWS_SECRET_ACCESS_KEY=test\n\
              export {ENV_KUBECONFIG}={kc}\n\
-             export {ENV_ECS_ENDPOINT}={ep}\n"
+             export {ENV_ECS_ENDPOINT}={direct}\n",
+            direct = self.ecs_direct_endpoint
         )
     }
 
     /// Stops what this environment started and removes its run directory.
     pub fn stop(&mut self) {
+        for (_, _, mut child) in self.variants().drain(..) {
+            process::stop(&mut child);
+        }
         // Reverse start order: the apiserver before its etcd.
         while let Some((_, mut child)) = self.children.pop() {
             process::stop(&mut child);

@@ -167,10 +167,14 @@ fn up_detached() -> ExitCode {
             && !s.is_empty()
         {
             print!("{s}");
-            eprintln!(
-                "testenv: running in the background (log {}); stop it with `make env-down`",
-                log_path.display()
-            );
+            // `make run` stops what it started itself on Ctrl-C; only env-up users
+            // need to be told how to stop it.
+            if std::env::var_os("ECS_OPERATOR_RUN").is_none() {
+                eprintln!(
+                    "testenv: running in the background (log {}); stop it with `make env-down`",
+                    log_path.display()
+                );
+            }
             return ExitCode::SUCCESS;
         }
         if let Ok(Some(status)) = child.try_wait() {

@@ -92,6 +92,11 @@ pub fn release_run_dir(dir: &Path) {
     DIRS.lock()
         .unwrap_or_else(|e| e.into_inner())
         .retain(|d| d != dir);
+    // ECS_OPERATOR_TEST_KEEP_LOGS=1 keeps the logs of every process for a post-mortem.
+    if std::env::var_os("ECS_OPERATOR_TEST_KEEP_LOGS").is_some() {
+        eprintln!("testenv: logs kept in {}", dir.display());
+        return;
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

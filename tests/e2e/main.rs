@@ -6,6 +6,7 @@ mod cluster;
 mod deploy;
 mod gitops;
 mod leader;
+mod real_ecs;
 mod scheduled_task;
 mod service;
 mod smoke;

@@ -437,6 +437,19 @@ async fn crash_after_create_does_not_make_a_second_service() {
         .send()
         .await
         .unwrap();
+    // A restart takes longer than ECS's reads lag behind CreateService.
+    eventually(10, "the service visible", || async {
+        let out = ctx
+            .ecs
+            .describe_services()
+            .cluster(&cluster)
+            .services(&name)
+            .send()
+            .await
+            .ok()?;
+        (!out.services().is_empty()).then_some(())
+    })
+    .await;
 
     let op = ctx.start_operator(&[]).await;
     wait_svc(&ctx, &name, 30, "Ready", ready).await;

@@ -34,11 +34,13 @@ pub fn env() -> &'static Environment {
             // log should say what the tests ran against.
             let _ = writeln!(
                 std::io::stderr(),
-                "e2e environment: kube-apiserver {} ({:?}), ECS endpoint {} ({:?})",
+                "e2e environment: kube-apiserver {} ({:?}), ECS endpoint {} ({:?}) behind the strict layer {} (replay with ECS_STRICT_SEED={})",
                 env.server_version,
                 env.kube_source,
+                env.ecs_direct_endpoint,
+                env.ecs_source,
                 env.ecs_endpoint,
-                env.ecs_source
+                env.strict_seed.map(|s| s.to_string()).unwrap_or_else(|| "<off>".into())
             );
             Ok(env)
         })
@@ -58,7 +60,10 @@ pub struct TestContext {
     /// Unique per test and run; prefix every ECS name with it.
     pub prefix: String,
     pub kube: kube::Client,
+    /// ECS through the strict layer, as the operator sees it.
     pub ecs: aws_sdk_ecs::Client,
+    /// ECS behind the strict layer: audits of what ECS holds, without its delays.
+    pub ecs_direct: aws_sdk_ecs::Client,
 }
 
 impl TestContext {
@@ -94,6 +99,7 @@ impl TestContext {
             prefix,
             kube,
             ecs: env.ecs_client(),
+            ecs_direct: env.ecs_direct_client(),
         }
     }
 
@@ -353,7 +359,8 @@ where
 }
 
 /// An ECS cluster and a one-container task definition made directly in ECS (not
-/// managed by the operator): (cluster name, task definition ARN).
+/// managed by the operator): (cluster name, task definition ARN). Its tasks run
+/// until stopped (the strict layer's task lifecycle would end them after 3 s).
 pub async fn ecs_cluster_and_td(
     ctx: &TestContext,
     cluster: &str,
@@ -375,6 +382,12 @@ pub async fn ecs_cluster_and_td(
                 .name("app")
                 .image("busybox:1")
                 .memory(64)
+                .environment(
+                    aws_sdk_ecs::types::KeyValuePair::builder()
+                        .name("ECS_EMULATOR_RUN_SECONDS")
+                        .value("3600")
+                        .build(),
+                )
                 .build(),
         )
         .send()

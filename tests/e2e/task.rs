@@ -34,11 +34,13 @@ fn phase(o: &EcsTask) -> Option<Phase> {
     o.status.as_ref()?.phase
 }
 
+/// Every task (running or stopped) started with `started_by`, read behind the strict
+/// layer: an audit of what ECS holds.
 async fn tasks_started_by(ctx: &TestContext, cluster: &str, started_by: &str) -> Vec<Task> {
     let mut arns = Vec::new();
     for d in [DesiredStatus::Running, DesiredStatus::Stopped] {
         let out = ctx
-            .ecs
+            .ecs_direct
             .list_tasks()
             .cluster(cluster)
             .started_by(started_by)
@@ -51,7 +53,7 @@ async fn tasks_started_by(ctx: &TestContext, cluster: &str, started_by: &str) ->
     if arns.is_empty() {
         return vec![];
     }
-    ctx.ecs
+    ctx.ecs_direct
         .describe_tasks()
         .cluster(cluster)
         .set_tasks(Some(arns))
@@ -114,6 +116,15 @@ async fn task_runs_and_its_stop_details_reach_status_and_kubectl() {
     assert_eq!(ov[0].command(), ["sh", "-c", "echo migrate"]);
     assert_eq!(st.tasks[0].arn, t.task_arn().unwrap());
 
+    // Stopped once it really runs (ECS reports it RUNNING): its container is killed.
+    wait_task(&ctx, &name, 30, "the task seen RUNNING", |o| {
+        o.status.as_ref().is_some_and(|s| {
+            s.tasks
+                .iter()
+                .all(|t| t.last_status.as_deref() == Some("RUNNING"))
+        })
+    })
+    .await;
     stop_all(&ctx, &cluster, &uid, "stopped by the e2e test").await;
     let o = wait_task(&ctx, &name, 30, "Failed", |o| {
         phase(o) == Some(Phase::Failed)
@@ -121,7 +132,8 @@ async fn task_runs_and_its_stop_details_reach_status_and_kubectl() {
     .await;
     let st = o.status.clone().unwrap();
     assert_eq!(st.reason.as_deref(), Some("UserInitiated"));
-    assert_eq!(st.exit_code, Some(0));
+    // StopTask sends SIGTERM, then SIGKILL after the stop timeout: 137.
+    assert_eq!(st.exit_code, Some(137));
     let rec = &st.tasks[0];
     assert_eq!(rec.last_status.as_deref(), Some("STOPPED"));
     assert_eq!(rec.stop_code.as_deref(), Some("UserInitiated"));
@@ -129,7 +141,7 @@ async fn task_runs_and_its_stop_details_reach_status_and_kubectl() {
         rec.stopped_reason.as_deref(),
         Some("stopped by the e2e test")
     );
-    assert_eq!(rec.containers[0].exit_code, Some(0));
+    assert_eq!(rec.containers[0].exit_code, Some(137));
     assert!(st.completion_time.is_some() && st.duration.is_some());
     let failed = st.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
     assert_eq!(failed.status, "True");
@@ -189,6 +201,20 @@ async fn restart_between_run_task_and_status_write_starts_nothing_new() {
         .send()
         .await
         .unwrap();
+    // A restart takes longer than ECS's reads lag behind RunTask: by the time the new
+    // operator looks, ListTasks shows the tasks (the client token covers the rest).
+    eventually(10, "the tasks listed by ECS", || async {
+        let listed = ctx
+            .ecs
+            .list_tasks()
+            .cluster(&cluster)
+            .started_by(&uid)
+            .send()
+            .await
+            .ok()?;
+        (listed.task_arns().len() == 2 || listed.next_token().is_some()).then_some(())
+    })
+    .await;
 
     let op = ctx.start_operator(&[]).await;
     let o = wait_task(&ctx, &name, 30, "Running with 2 tasks", |o| {
@@ -387,10 +413,30 @@ async fn html_500_endpoint() -> (String, std::sync::Arc<std::sync::atomic::Atomi
         while let Ok((mut conn, _)) = listener.accept().await {
             let seen = seen.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                // One request per connection (Connection: close); the body is ignored.
-                if conn.read(&mut buf).await.unwrap_or(0) == 0 {
-                    return;
+                // Read the whole request (headers, then Content-Length bytes of body)
+                // before answering, so the client never sees a reset instead of the 500.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
                 }
                 let n = seen.fetch_add(1, Ordering::Relaxed);
                 let body = format!(
