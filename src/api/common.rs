@@ -91,6 +91,24 @@ pub fn ownership(tags: &BTreeMap<String, String>, uid: &str) -> Ownership {
     }
 }
 
+/// An ECS object under this resource's owner tag whose uid belongs to no living
+/// resource of the kind was made by an earlier resource of the same namespace and
+/// name that is gone (GitOps delete-and-recreate): it is this resource's own
+/// history, not a stranger's. `living` are the uids of the kind's resources.
+pub fn own_history(
+    tags: &BTreeMap<String, String>,
+    owner: &str,
+    living: &std::collections::BTreeSet<String>,
+) -> bool {
+    tags.get(OWNER_TAG).is_some_and(|o| o == owner)
+        && tags.get(UID_TAG).is_some_and(|u| !living.contains(u))
+}
+
+/// The owner tag value of a resource (see [`ownership_tags`]).
+pub fn owner_tag_value(namespace: &str, name: &str) -> String {
+    owner_value(namespace, name)
+}
+
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
@@ -266,6 +284,19 @@ mod tests {
         let other = ownership_tags(&ns, &format!("{}y", "x".repeat(252)), "uid-2");
         assert_ne!(owner, &other[OWNER_TAG]);
         assert_eq!(ownership_tags("ns", "a", "u")[OWNER_TAG], "ns/a");
+    }
+
+    #[test]
+    fn an_object_of_a_deleted_resource_of_the_same_name_is_own_history() {
+        let tags = ownership_tags("ns", "web", "old-uid");
+        let none_alive = std::collections::BTreeSet::new();
+        assert!(own_history(&tags, "ns/web", &none_alive));
+        // The old resource still exists: a stranger's, not ours.
+        let alive = std::collections::BTreeSet::from(["old-uid".to_string()]);
+        assert!(!own_history(&tags, "ns/web", &alive));
+        // Another name, or no tags at all: never.
+        assert!(!own_history(&tags, "ns/api", &none_alive));
+        assert!(!own_history(&BTreeMap::new(), "ns/web", &none_alive));
     }
 
     #[test]

@@ -751,6 +751,28 @@ impl ServiceObserver {
         *c.epoch.entry(name.to_string()).or_insert(0) += 1;
     }
 
+    /// (task definition, "ECS service <cluster>/<name>") for every revision the
+    /// services last read run or deploy (deployments and task sets): ECS's own view
+    /// of what is in use, which may be newer than any status.
+    pub fn task_definitions_in_use(&self) -> Vec<(String, String)> {
+        let all = self.lock();
+        let mut out = Vec::new();
+        for (cluster, cache) in all.iter() {
+            for (name, (_, obs)) in &cache.seen {
+                let Some(obs) = obs.as_ref().filter(|o| o.status == "ACTIVE") else {
+                    continue;
+                };
+                let who = format!("ECS service {cluster}/{name}");
+                let tds = std::iter::once(&obs.task_definition)
+                    .chain(obs.deployments.iter().map(|d| &d.task_definition))
+                    .chain(obs.task_sets.iter().map(|t| &t.task_definition))
+                    .filter(|td| !td.is_empty());
+                out.extend(tds.map(|td| (td.clone(), who.clone())));
+            }
+        }
+        out
+    }
+
     /// Stop reading a service along with its peers (its EcsService is gone).
     pub fn forget(&self, cluster: &str, name: &str) {
         if let Some(c) = self.lock().get_mut(cluster_name(cluster)) {
@@ -893,6 +915,7 @@ mod tests {
             rolled_back_task_definition: None,
             replaced_task_definition: None,
             recently_created: false,
+            own_history: false,
         };
         assert!(matches!(
             crate::reconcile::service_plan::plan(&d, obs.as_ref()),

@@ -514,6 +514,21 @@ pub fn error_policy<K: Managed>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> 
     Action::requeue(wait)
 }
 
+/// UIDs of the resources of kind `K` that exist in the watched scope: what tells an
+/// earlier, deleted resource's ECS object (own history) from a living stranger's.
+pub async fn living_uids<K: Managed>(
+    ctx: &Context,
+) -> Result<std::collections::BTreeSet<String>, Error> {
+    let api: Api<K> = scoped_api(&ctx.kube, ctx.namespace.as_deref());
+    Ok(api
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.meta().uid.clone())
+        .collect())
+}
+
 /// An Api for a namespaced kind: in `namespace`, or across all namespaces.
 pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where

@@ -124,6 +124,30 @@ impl refs::References for EcsService {
     }
 }
 
+impl EcsService {
+    /// True if `observed` is under this resource's owner tag with the uid of an
+    /// EcsService that is gone (the apiserver is asked only in that case).
+    async fn own_history(
+        &self,
+        ctx: &Context,
+        ns: &str,
+        uid: &str,
+        observed: Option<&ObservedService>,
+    ) -> Result<bool, Error> {
+        let owner = crate::api::common::owner_tag_value(ns, &self.name_any());
+        let Some(tags) = observed.map(|o| &o.tags) else {
+            return Ok(false);
+        };
+        let candidate =
+            tags.get(OWNER_TAG) == Some(&owner) && tags.get(UID_TAG).is_some_and(|u| u != uid);
+        if !candidate {
+            return Ok(false);
+        }
+        let living = super::living_uids::<EcsService>(ctx).await?;
+        Ok(crate::api::common::own_history(tags, &owner, &living))
+    }
+}
+
 impl Managed for EcsService {
     const KIND: &'static str = "EcsService";
 
@@ -204,6 +228,7 @@ impl Managed for EcsService {
                 prev.last_create_time.as_deref(),
                 k8s_openapi::jiff::Timestamp::now(),
             ),
+            own_history: self.own_history(ctx, &ns, &uid, observed.as_ref()).await?,
         };
         let managed_tag_keys: Vec<String> = self.spec.tags.keys().cloned().collect();
         let aligned = until_aligned(ctx.resync, SystemTime::now());
@@ -283,10 +308,15 @@ impl Managed for EcsService {
                 };
                 let mut notes = Vec::new();
                 if c.adopt {
+                    let how = if desired.own_history {
+                        "left by an earlier EcsService of this name that was deleted"
+                    } else {
+                        "(adoptExisting)"
+                    };
                     notes.push(Note::normal(
                         "Adopted",
                         "TagResource",
-                        format!("adopted existing ECS service {name} (adoptExisting)"),
+                        format!("adopted existing ECS service {name} {how}"),
                     ));
                 }
                 // The same update again and again means ECS does not take it (or

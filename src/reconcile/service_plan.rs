@@ -47,6 +47,10 @@ pub struct Desired<'a> {
     /// CreateService was called within `NOT_SEEN_GRACE`: a service DescribeServices
     /// does not report may just not be visible yet.
     pub recently_created: bool,
+    /// The observed service carries this resource's owner tag and the uid of an
+    /// EcsService that no longer exists: it is this resource's own (delete and
+    /// re-create), taken over without adoptExisting.
+    pub own_history: bool,
 }
 
 /// How long after CreateService a service DescribeServices does not report is "not
@@ -305,6 +309,7 @@ pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
     }
     let adopt = match ownership(&obs.tags, d.uid) {
         Ownership::Ours => false,
+        Ownership::Foreign { .. } if d.own_history => true,
         Ownership::Foreign { owner } if !d.spec.adopt_existing => {
             let who = match owner {
                 Some(o) => format!("it belongs to EcsService {o}"),
@@ -843,6 +848,7 @@ mod tests {
             rolled_back_task_definition: None,
             replaced_task_definition: None,
             recently_created: false,
+            own_history: false,
         }
     }
 
@@ -1498,6 +1504,27 @@ mod tests {
         o.task_definition.clear();
         let c = converge(plan(&desired(&s, &["team".into()]), Some(&o)));
         assert!(!c.writes(), "{c:?}");
+    }
+
+    #[test]
+    fn the_service_of_a_deleted_resource_of_the_same_name_is_taken_back() {
+        let s = spec();
+        let mut o = observed();
+        o.tags = ownership_tags("ns", "web", "uid-of-the-deleted-one");
+        o.tags.insert("team".into(), "a".into());
+        let team = ["team".to_string()];
+        // A living other owner: refused, as before.
+        assert!(matches!(
+            plan(&desired(&s, &team), Some(&o)),
+            Plan::Refuse(_)
+        ));
+        // Its own history: re-tagged with this resource's uid, nothing else.
+        let mut d = desired(&s, &team);
+        d.own_history = true;
+        let c = converge(plan(&d, Some(&o)));
+        assert!(c.adopt);
+        assert_eq!(c.tag.get(UID_TAG).map(String::as_str), Some("uid-1"));
+        assert!(c.update.is_empty(), "{c:?}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use kube::api::{Api, ListParams};
 
 use super::task_definition_plan::{self, ObservedRevision, Plan};
 use super::{Context, Managed, Note, Outcome};
-use crate::api::common::{DeletionPolicy, Health, OWNER_TAG, UID_TAG, ownership_tags};
+use crate::api::common::{DeletionPolicy, Health, UID_TAG, ownership_tags};
 use crate::api::scheduled_task::EcsScheduledTask;
 use crate::api::service::EcsService;
 use crate::api::task::{EcsTask, Phase};
@@ -35,14 +35,6 @@ fn record_to_observed(r: &RevisionRecord) -> ObservedRevision {
         hash: Some(r.hash.clone()),
         ours: true,
     }
-}
-
-/// A revision under this resource's owner tag whose uid belongs to no living
-/// EcsTaskDefinition was made by an earlier resource of the same name that is gone
-/// (GitOps delete-and-recreate): it is this resource's own history, not a stranger's.
-fn own_history(tags: &BTreeMap<String, String>, owner: &str, living: &BTreeSet<String>) -> bool {
-    tags.get(OWNER_TAG).is_some_and(|o| o == owner)
-        && tags.get(UID_TAG).is_some_and(|u| !living.contains(u))
 }
 
 async fn observe(
@@ -85,7 +77,9 @@ async fn observe(
         });
     };
     let (_, tags) = td::describe(ecs, newest).await?.unwrap_or_default();
-    if tags.get(UID_TAG).is_some_and(|u| u == uid) || own_history(&tags, owner, living) {
+    if tags.get(UID_TAG).is_some_and(|u| u == uid)
+        || crate::api::common::own_history(&tags, owner, living)
+    {
         let rev = ObservedRevision {
             revision: td::arn_revision(newest).unwrap_or_default(),
             arn: newest.clone(),
@@ -159,18 +153,6 @@ async fn leaked_revisions(
     Ok(found)
 }
 
-/// UIDs of the EcsTaskDefinitions that exist (in the watched scope).
-async fn living_uids(ctx: &Context) -> Result<BTreeSet<String>, Error> {
-    let api: Api<EcsTaskDefinition> = super::scoped_api(&ctx.kube, ctx.namespace.as_deref());
-    Ok(api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|t| t.metadata.uid)
-        .collect())
-}
-
 /// Deregisters and deletes `revisions`; returns the ones ECS refused to delete,
 /// with its reason.
 async fn prune(
@@ -226,7 +208,7 @@ fn prune_notes(
 }
 
 /// Who refers to which task definition (an ARN or `family:revision`), across every
-/// namespace the operator watches: EcsServices (what they run, roll to, or ran in
+/// namespace the operator watches: ECS services of ours as last read, EcsServices (what they run, roll to, or ran in
 /// a deployment still listed), unfinished EcsTasks (recorded or pinned in the spec:
 /// a retry needs its revision), EcsScheduledTasks (the template's pinned revision).
 /// Objects being deleted never count: they are going away with their revisions.
@@ -239,7 +221,8 @@ async fn references(ctx: &Context) -> Result<Vec<(String, String)>, Error> {
             m.name.as_deref().unwrap_or_default()
         )
     };
-    let mut refs = Vec::new();
+    // What ECS last reported the services of the operator's EcsServices running.
+    let mut refs = ctx.services.task_definitions_in_use();
     let services: Api<EcsService> = super::scoped_api(&ctx.kube, scope);
     for svc in services.list(&ListParams::default()).await?.items {
         if svc.metadata.deletion_timestamp.is_some() {
@@ -308,12 +291,10 @@ impl Managed for EcsTaskDefinition {
             .ok_or_else(|| Error::Config(format!("EcsTaskDefinition {ns}/{name} has no uid")))?;
         let family = self.family_name();
         let status = self.status.clone().unwrap_or_default();
-        let owner = ownership_tags(&ns, &name, &uid)
-            .remove(OWNER_TAG)
-            .unwrap_or_default();
+        let owner = crate::api::common::owner_tag_value(&ns, &name);
         // Which uids are alive matters only when no history is recorded.
         let living = if status.revisions.is_empty() {
-            living_uids(ctx).await?
+            super::living_uids::<EcsTaskDefinition>(ctx).await?
         } else {
             BTreeSet::new()
         };
