@@ -280,7 +280,40 @@ async fn invalid_task_definitions_are_refused_with_clear_messages() {
             "tag keys may not start with 'aws:'",
         ),
     ];
+    // ECS's tag limits (Tag data type): `aws:` in any case, value length, 50 in all
+    // (the operator adds 2 of its own to a task definition).
+    let many: Vec<String> = (0..49).map(|i| format!("\"k{i}\": v")).collect();
+    let tag_cases = [
+        (
+            "upper-aws",
+            "{\"AWS:x\": \"1\"}".to_string(),
+            "tag keys may not start with 'aws:'",
+        ),
+        (
+            "long-value",
+            format!("{{\"k\": \"{}\"}}", "v".repeat(257)),
+            "tag values of up to 256 characters",
+        ),
+        (
+            "too-many",
+            format!("{{{}}}", many.join(", ")),
+            "operator adds 2 of its own, so spec.tags may have at most 48",
+        ),
+    ];
+    let tag_yaml: Vec<(String, &str)> = tag_cases
+        .iter()
+        .map(|(name, tags, expect)| {
+            (
+                format!(
+                    "apiVersion: ecs.operator.dev/v1alpha1\nkind: EcsTaskDefinition\nmetadata:\n  name: {name}\nspec:\n  tags: {tags}\n  containerDefinitions:\n  - {{name: a, image: x}}\n"
+                ),
+                *expect,
+            )
+        })
+        .collect();
+    let bad = bad.iter().map(|(y, e)| (y.to_string(), *e)).chain(tag_yaml);
     for (yaml, expect) in bad {
+        let yaml = yaml.as_str();
         let (ok, out) = ctx.kubectl(&["apply", "-f", "-"], Some(yaml)).await;
         assert!(!ok, "accepted:\n{yaml}");
         assert!(out.contains(expect), "expected {expect:?} in:\n{out}");
@@ -296,4 +329,45 @@ async fn invalid_task_definitions_are_refused_with_clear_messages() {
         .await;
     assert!(!ok);
     assert!(out.contains("family is immutable"), "{out}");
+
+    // Over ECS's 64 KiB: refused before RegisterTaskDefinition, with the limit named.
+    let op = ctx.start_operator(&[]).await;
+    let big = ctx.name("big");
+    ctx.apply(&format!(
+        "apiVersion: ecs.operator.dev/v1alpha1\nkind: EcsTaskDefinition\nmetadata:\n  name: {big}\nspec:\n  containerDefinitions:\n  - name: a\n    image: x\n    environment:\n    - {{name: BIG, value: '{}'}}\n",
+        "x".repeat(70 * 1024)
+    ))
+    .await;
+    let o: EcsTaskDefinition =
+        crate::support::wait_for(&ctx, &big, 30, "Stalled", |o: &EcsTaskDefinition| {
+            o.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Stalled" && c.status == "True")
+            })
+        })
+        .await;
+    let stalled = o
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap();
+    assert_eq!(stalled.reason, "TooLarge");
+    assert!(
+        stalled.message.contains("65536 bytes (64 KiB)"),
+        "{}",
+        stalled.message
+    );
+    // Nothing was registered for it.
+    let arns = ctx
+        .ecs_direct
+        .list_task_definitions()
+        .family_prefix(&big)
+        .send()
+        .await
+        .unwrap();
+    assert!(arns.task_definition_arns().is_empty(), "{arns:?}");
+    op.stop().await;
 }
