@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_ecs::types::{
-    CapacityProviderStrategyItem, ContainerDefinition, DesiredStatus, KeyValuePair,
-};
+use aws_sdk_ecs::types::{CapacityProviderStrategyItem, ContainerDefinition, KeyValuePair};
 use ecs_operator::api::service::EcsService;
 use ecs_operator::api::task::{EcsTask, Phase};
 use ecs_operator::api::task_definition::EcsTaskDefinition;
@@ -69,25 +67,6 @@ fn finished(o: &EcsTask) -> bool {
         .is_some_and(|p| matches!(p, Phase::Succeeded | Phase::Failed))
 }
 
-/// Every task ECS holds for a startedBy (audit behind the strict layer).
-async fn task_count(ctx: &TestContext, cluster: &str, started_by: &str) -> usize {
-    let mut n = 0;
-    for d in [DesiredStatus::Running, DesiredStatus::Stopped] {
-        n += ctx
-            .ecs_direct
-            .list_tasks()
-            .cluster(cluster)
-            .started_by(started_by)
-            .desired_status(d)
-            .send()
-            .await
-            .unwrap()
-            .task_arns()
-            .len();
-    }
-    n
-}
-
 /// Tasks exit on their own: success, a non-zero exit, sidecars killed with 137.
 /// With tasks invisible for up to 3 s after RunTask and retries allowed, each run
 /// still starts exactly one attempt (defect 2: "a migration can run twice").
@@ -144,7 +123,9 @@ async fn runs_finish_with_their_exit_codes_once_each() {
         let uid = o.metadata.uid.unwrap();
         let want = if *name == "ok" { 2 } else { 1 };
         assert_eq!(
-            task_count(&ctx, &cluster, &uid).await,
+            crate::support::started_task_arns(&ctx, &cluster, &uid)
+                .await
+                .len(),
             want,
             "{name}: tasks in ECS"
         );

@@ -416,3 +416,25 @@ pub async fn events_for(ctx: &TestContext, name: &str) -> String {
     .await
     .1
 }
+
+/// ARNs of every task (running or stopped) started with `started_by`, read behind the
+/// strict layer: an audit of what ECS holds.
+pub async fn started_task_arns(ctx: &TestContext, cluster: &str, started_by: &str) -> Vec<String> {
+    let mut arns = Vec::new();
+    for d in [
+        aws_sdk_ecs::types::DesiredStatus::Running,
+        aws_sdk_ecs::types::DesiredStatus::Stopped,
+    ] {
+        let out = ctx
+            .ecs_direct
+            .list_tasks()
+            .cluster(cluster)
+            .started_by(started_by)
+            .desired_status(d)
+            .send()
+            .await
+            .unwrap();
+        arns.extend(out.task_arns().iter().cloned());
+    }
+    arns
+}

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_ecs::types::{DesiredStatus, Task, TaskField};
+use aws_sdk_ecs::types::{Task, TaskField};
 use ecs_operator::api::common::{UID_TAG, ownership_tags};
 use ecs_operator::api::task::{EcsTask, Phase};
 use ecs_operator::ecs::cluster::{tags_from_sdk, tags_to_sdk};
@@ -37,19 +37,7 @@ fn phase(o: &EcsTask) -> Option<Phase> {
 /// Every task (running or stopped) started with `started_by`, read behind the strict
 /// layer: an audit of what ECS holds.
 async fn tasks_started_by(ctx: &TestContext, cluster: &str, started_by: &str) -> Vec<Task> {
-    let mut arns = Vec::new();
-    for d in [DesiredStatus::Running, DesiredStatus::Stopped] {
-        let out = ctx
-            .ecs_direct
-            .list_tasks()
-            .cluster(cluster)
-            .started_by(started_by)
-            .desired_status(d)
-            .send()
-            .await
-            .unwrap();
-        arns.extend(out.task_arns().iter().cloned());
-    }
+    let arns = crate::support::started_task_arns(ctx, cluster, started_by).await;
     if arns.is_empty() {
         return vec![];
     }
