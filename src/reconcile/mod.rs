@@ -442,6 +442,7 @@ pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
                 let notes = o.cleanup(&ctx).await?;
                 publish(&ctx, o.as_ref(), &notes).await;
                 ctx.metrics.set_ready(K::KIND, &key, None);
+                ctx.updates.forget(&key);
                 Ok(Action::await_change())
             }
         }
