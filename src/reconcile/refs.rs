@@ -19,6 +19,9 @@ use crate::error::Error;
 pub trait References {
     fn cluster_ref(&self) -> Option<&LocalRef>;
     fn task_definition_ref(&self) -> Option<&LocalRef>;
+    /// The plain-string forms (ECS objects not managed here).
+    fn cluster_name(&self) -> Option<&String>;
+    fn task_definition_name(&self) -> Option<&String>;
     /// Whether a change of a referenced object matters now (e.g. a run that has
     /// already resolved its references does not care any more).
     fn follows_references(&self) -> bool {
@@ -161,4 +164,29 @@ fn ready_message(conditions: &[crate::api::common::Condition]) -> String {
         .find(|c| c.type_ == READY && !c.message.is_empty())
         .map(|c| format!(" ({}: {})", c.reason, c.message))
         .unwrap_or_default()
+}
+
+/// The cluster `obj` names (`cluster`, or the EcsCluster of `clusterRef` in `ns`).
+pub async fn cluster_of<K: References>(
+    obj: &K,
+    client: &Client,
+    ns: &str,
+) -> Result<Resolved, Error> {
+    resolve_cluster(client, ns, obj.cluster_name(), obj.cluster_ref()).await
+}
+
+/// The task definition `obj` names (`taskDefinition`, or the latest revision of the
+/// EcsTaskDefinition of `taskDefinitionRef` in `ns`).
+pub async fn task_definition_of<K: References>(
+    obj: &K,
+    client: &Client,
+    ns: &str,
+) -> Result<Resolved, Error> {
+    resolve_task_definition(
+        client,
+        ns,
+        obj.task_definition_name(),
+        obj.task_definition_ref(),
+    )
+    .await
 }

@@ -7,7 +7,7 @@ use kube::runtime::controller::Controller;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
-use super::refs::{self, Resolved, resolve_cluster, resolve_task_definition};
+use super::refs::{self, Resolved};
 use super::service_plan::{self, Cleanup, Converge, Desired, Plan};
 use super::{Context, Managed, Note, Outcome};
 use crate::api::common::{
@@ -116,6 +116,12 @@ fn change_notes(
 }
 
 impl refs::References for EcsService {
+    fn cluster_name(&self) -> Option<&String> {
+        self.spec.cluster.as_ref()
+    }
+    fn task_definition_name(&self) -> Option<&String> {
+        self.spec.task_definition.as_ref()
+    }
     fn cluster_ref(&self) -> Option<&LocalRef> {
         self.spec.cluster_ref.as_ref()
     }
@@ -173,25 +179,11 @@ impl Managed for EcsService {
             requeue: Some(REFERENCE_POLL),
             notes: vec![],
         };
-        let cluster = match resolve_cluster(
-            &ctx.kube,
-            &ns,
-            self.spec.cluster.as_ref(),
-            self.spec.cluster_ref.as_ref(),
-        )
-        .await?
-        {
+        let cluster = match refs::cluster_of(self, &ctx.kube, &ns).await? {
             Resolved::Found(c) => c,
             Resolved::Waiting(m) => return Ok(waiting(m)),
         };
-        let task_definition = match resolve_task_definition(
-            &ctx.kube,
-            &ns,
-            self.spec.task_definition.as_ref(),
-            self.spec.task_definition_ref.as_ref(),
-        )
-        .await?
-        {
+        let task_definition = match refs::task_definition_of(self, &ctx.kube, &ns).await? {
             Resolved::Found(t) => t,
             Resolved::Waiting(m) => return Ok(waiting(m)),
         };
@@ -422,14 +414,7 @@ impl Managed for EcsService {
         let prev = self.status.clone().unwrap_or_default();
         let cluster = match &prev.cluster {
             Some(c) => c.clone(),
-            None => match resolve_cluster(
-                &ctx.kube,
-                &ns,
-                self.spec.cluster.as_ref(),
-                self.spec.cluster_ref.as_ref(),
-            )
-            .await
-            {
+            None => match refs::cluster_of(self, &ctx.kube, &ns).await {
                 Ok(Resolved::Found(c)) => c,
                 // No status and no cluster to look in: never created.
                 Ok(Resolved::Waiting(_)) => return Ok(vec![]),

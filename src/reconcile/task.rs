@@ -9,7 +9,7 @@ use kube::api::{Api, DeleteParams};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::refs::{self, Resolved, resolve_cluster, resolve_task_definition};
+use super::refs::{self, Resolved};
 use super::service_plan::td_short;
 use super::task_plan::{self, Decision, RunState};
 use super::{Context, Managed, Note, Outcome};
@@ -265,14 +265,7 @@ impl EcsTask {
         let ns = self.namespace().unwrap_or_default();
         let cluster = match &st.cluster {
             Some(c) => c.clone(),
-            None => match resolve_cluster(
-                &ctx.kube,
-                &ns,
-                self.spec.cluster.as_ref(),
-                self.spec.cluster_ref.as_ref(),
-            )
-            .await?
-            {
+            None => match refs::cluster_of(self, &ctx.kube, &ns).await? {
                 Resolved::Found(c) => c,
                 Resolved::Waiting(m) => return Ok(Target::Early(self.waiting(st.clone(), m))),
             },
@@ -283,14 +276,7 @@ impl EcsTask {
                 task_definition: td.clone(),
             }));
         }
-        let td = match resolve_task_definition(
-            &ctx.kube,
-            &ns,
-            self.spec.task_definition.as_ref(),
-            self.spec.task_definition_ref.as_ref(),
-        )
-        .await?
-        {
+        let td = match refs::task_definition_of(self, &ctx.kube, &ns).await? {
             Resolved::Found(t) => t,
             Resolved::Waiting(m) => return Ok(Target::Early(self.waiting(st.clone(), m))),
         };
@@ -648,6 +634,12 @@ impl EcsTask {
 }
 
 impl refs::References for EcsTask {
+    fn cluster_name(&self) -> Option<&String> {
+        self.spec.cluster.as_ref()
+    }
+    fn task_definition_name(&self) -> Option<&String> {
+        self.spec.task_definition.as_ref()
+    }
     fn cluster_ref(&self) -> Option<&crate::api::service::LocalRef> {
         self.spec.cluster_ref.as_ref()
     }
