@@ -8,7 +8,7 @@ use kube::api::{Api, ListParams};
 
 use super::task_definition_plan::{self, ObservedRevision, Plan};
 use super::{Context, Managed, Note, Outcome};
-use crate::api::common::{DeletionPolicy, Health, UID_TAG, ownership_tags};
+use crate::api::common::{DeletionPolicy, Health, OWNER_TAG, UID_TAG, ownership_tags};
 use crate::api::scheduled_task::EcsScheduledTask;
 use crate::api::service::EcsService;
 use crate::api::task::{EcsTask, Phase};
@@ -37,14 +37,16 @@ fn record_to_observed(r: &RevisionRecord) -> ObservedRevision {
     }
 }
 
+/// `owner` is this resource's owner tag value: a newest revision under it whose uid
+/// belongs to no living EcsTaskDefinition is this resource's own history.
 async fn observe(
-    ecs: &EcsApi,
+    ctx: &Context,
     family: &str,
     uid: &str,
     records: &[RevisionRecord],
     owner: &str,
-    living: &BTreeSet<String>,
 ) -> Result<Observed, Error> {
+    let ecs = &ctx.ecs;
     // Known revisions: verify the newest one only (1 read per resync).
     if let Some(latest) = records.first() {
         if let Some((status, tags)) = td::describe(ecs, &latest.arn).await?
@@ -77,9 +79,7 @@ async fn observe(
         });
     };
     let (_, tags) = td::describe(ecs, newest).await?.unwrap_or_default();
-    if tags.get(UID_TAG).is_some_and(|u| u == uid)
-        || crate::api::common::own_history(&tags, owner, living)
-    {
+    if tags.get(UID_TAG).is_some_and(|u| u == uid) || own_history(ctx, &tags, owner).await? {
         let rev = ObservedRevision {
             revision: td::arn_revision(newest).unwrap_or_default(),
             arn: newest.clone(),
@@ -121,6 +121,20 @@ fn to_record(
 fn is_already_inactive(err: &Error) -> bool {
     matches!(err, Error::Ecs { code: Some(c), message, .. }
         if c == "ClientException" && message.to_ascii_lowercase().contains("inactive"))
+}
+
+/// The revision's tags name this resource's owner and another uid that is gone. The
+/// apiserver is asked only for such a candidate (not on every first reconcile).
+async fn own_history(
+    ctx: &Context,
+    tags: &BTreeMap<String, String>,
+    owner: &str,
+) -> Result<bool, Error> {
+    if tags.get(OWNER_TAG).map(String::as_str) != Some(owner) {
+        return Ok(false);
+    }
+    let living = super::living_uids::<EcsTaskDefinition>(ctx).await?;
+    Ok(crate::api::common::own_history(tags, owner, &living))
 }
 
 /// ACTIVE revisions of the family newer than `newer_than` that carry this
@@ -292,14 +306,7 @@ impl Managed for EcsTaskDefinition {
         let family = self.family_name();
         let status = self.status.clone().unwrap_or_default();
         let owner = crate::api::common::owner_tag_value(&ns, &name);
-        // Which uids are alive matters only when no history is recorded.
-        let living = if status.revisions.is_empty() {
-            super::living_uids::<EcsTaskDefinition>(ctx).await?
-        } else {
-            BTreeSet::new()
-        };
-        let mut observed =
-            observe(&ctx.ecs, &family, &uid, &status.revisions, &owner, &living).await?;
+        let mut observed = observe(ctx, &family, &uid, &status.revisions, &owner).await?;
         // Revisions EcsServices run are never pruned. Listing them costs a
         // Kubernetes read, so only when something would be pruned.
         let would_prune = match task_definition_plan::plan(
