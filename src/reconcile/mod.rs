@@ -530,6 +530,26 @@ pub async fn living_uids<K: Managed>(
         .collect())
 }
 
+/// True if an ECS object with `tags` is the own history of the resource of kind `K`
+/// with `uid` and owner tag value `owner` (see `api::common::own_history`). The
+/// apiserver is asked only for a candidate: this owner, another uid.
+pub async fn is_own_history<K: Managed>(
+    ctx: &Context,
+    tags: &std::collections::BTreeMap<String, String>,
+    owner: &str,
+    uid: &str,
+) -> Result<bool, Error> {
+    let candidate = tags.get(crate::api::common::OWNER_TAG).map(String::as_str) == Some(owner)
+        && tags
+            .get(crate::api::common::UID_TAG)
+            .is_some_and(|u| u != uid);
+    if !candidate {
+        return Ok(false);
+    }
+    let living = living_uids::<K>(ctx).await?;
+    Ok(crate::api::common::own_history(tags, owner, &living))
+}
+
 /// An Api for a namespaced kind: in `namespace`, or across all namespaces.
 pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where

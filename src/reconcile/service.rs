@@ -141,16 +141,10 @@ impl EcsService {
         observed: Option<&ObservedService>,
     ) -> Result<bool, Error> {
         let owner = crate::api::common::owner_tag_value(ns, &self.name_any());
-        let Some(tags) = observed.map(|o| &o.tags) else {
-            return Ok(false);
-        };
-        let candidate =
-            tags.get(OWNER_TAG) == Some(&owner) && tags.get(UID_TAG).is_some_and(|u| u != uid);
-        if !candidate {
-            return Ok(false);
+        match observed {
+            Some(o) => super::is_own_history::<EcsService>(ctx, &o.tags, &owner, uid).await,
+            None => Ok(false),
         }
-        let living = super::living_uids::<EcsService>(ctx).await?;
-        Ok(crate::api::common::own_history(tags, &owner, &living))
     }
 }
 

@@ -8,7 +8,7 @@ use kube::api::{Api, ListParams};
 
 use super::task_definition_plan::{self, ObservedRevision, Plan};
 use super::{Context, Managed, Note, Outcome};
-use crate::api::common::{DeletionPolicy, Health, OWNER_TAG, UID_TAG, ownership_tags};
+use crate::api::common::{DeletionPolicy, Health, UID_TAG, ownership_tags};
 use crate::api::scheduled_task::EcsScheduledTask;
 use crate::api::service::EcsService;
 use crate::api::task::{EcsTask, Phase};
@@ -79,7 +79,9 @@ async fn observe(
         });
     };
     let (_, tags) = td::describe(ecs, newest).await?.unwrap_or_default();
-    if tags.get(UID_TAG).is_some_and(|u| u == uid) || own_history(ctx, &tags, owner).await? {
+    if tags.get(UID_TAG).is_some_and(|u| u == uid)
+        || super::is_own_history::<EcsTaskDefinition>(ctx, &tags, owner, uid).await?
+    {
         let rev = ObservedRevision {
             revision: td::arn_revision(newest).unwrap_or_default(),
             arn: newest.clone(),
@@ -121,20 +123,6 @@ fn to_record(
 fn is_already_inactive(err: &Error) -> bool {
     matches!(err, Error::Ecs { code: Some(c), message, .. }
         if c == "ClientException" && message.to_ascii_lowercase().contains("inactive"))
-}
-
-/// The revision's tags name this resource's owner and another uid that is gone. The
-/// apiserver is asked only for such a candidate (not on every first reconcile).
-async fn own_history(
-    ctx: &Context,
-    tags: &BTreeMap<String, String>,
-    owner: &str,
-) -> Result<bool, Error> {
-    if tags.get(OWNER_TAG).map(String::as_str) != Some(owner) {
-        return Ok(false);
-    }
-    let living = super::living_uids::<EcsTaskDefinition>(ctx).await?;
-    Ok(crate::api::common::own_history(tags, owner, &living))
 }
 
 /// ACTIVE revisions of the family newer than `newer_than` that carry this
