@@ -38,8 +38,18 @@ pub enum Error {
     #[error("cannot serialize {what}: {message}")]
     Serialization { what: &'static str, message: String },
 
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// The spec asks for something that cannot be sent to ECS as written (admission
+    /// rules let it through). Waits for a spec change.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+
+    /// An invariant of the operator itself broke (e.g. an object without a uid).
+    #[error("internal error: {0}")]
+    Internal(String),
+
+    /// The process cannot start or go on: flags, signals, leader election.
+    #[error("{0}")]
+    Startup(String),
 }
 
 impl Error {
@@ -48,7 +58,10 @@ impl Error {
             Error::Kube(e) => classify_kube(e),
             Error::Ecs { class, .. } => *class,
             Error::DeleteBlocked { .. } | Error::DeleteInProgress { .. } => ErrorClass::Retryable,
-            Error::Serialization { .. } | Error::Config(_) => ErrorClass::Terminal,
+            Error::Serialization { .. }
+            | Error::InvalidSpec(_)
+            | Error::Internal(_)
+            | Error::Startup(_) => ErrorClass::Terminal,
         }
     }
 
@@ -69,8 +82,10 @@ impl Error {
                 reason.clone()
             }
             Error::Kube(_) => "KubernetesApiError".into(),
-            Error::Serialization { .. } => "InternalError".into(),
-            Error::Config(_) => "InvalidConfiguration".into(),
+            Error::Serialization { .. } | Error::Internal(_) | Error::Startup(_) => {
+                "InternalError".into()
+            }
+            Error::InvalidSpec(_) => "InvalidSpec".into(),
         }
     }
 
@@ -82,7 +97,9 @@ impl Error {
             Error::DeleteBlocked { .. } => "blocked",
             Error::DeleteInProgress { .. } => "deleting",
             Error::Serialization { .. } => "serialization",
-            Error::Config(_) => "config",
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::Internal(_) => "internal",
+            Error::Startup(_) => "startup",
         }
     }
 }
@@ -131,9 +148,13 @@ mod tests {
     }
 
     #[test]
-    fn config_errors_are_terminal() {
-        let e = Error::Config("bad".into());
-        assert!(!e.is_retryable());
-        assert_eq!(e.kind(), "config");
+    fn spec_and_internal_errors_are_terminal_and_told_apart() {
+        let spec = Error::InvalidSpec("bad".into());
+        assert!(!spec.is_retryable());
+        assert_eq!(spec.reason(), "InvalidSpec");
+        let internal = Error::Internal("no uid".into());
+        assert!(!internal.is_retryable());
+        assert_eq!(internal.reason(), "InternalError");
+        assert_ne!(spec.kind(), internal.kind());
     }
 }

@@ -237,7 +237,7 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
             _ = &mut shutdown => None,
         };
         if became == Some(false) {
-            return Err(ecs_operator::Error::Config(
+            return Err(ecs_operator::Error::Startup(
                 "leader election stopped (see the log above)".into(),
             ));
         }
@@ -338,7 +338,7 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
         info!("released the leader Lease");
     }
     if lost {
-        return Err(ecs_operator::Error::Config("lost the leader Lease".into()));
+        return Err(ecs_operator::Error::Startup("lost the leader Lease".into()));
     }
     Ok(())
 }
@@ -378,7 +378,7 @@ async fn leader_election(
             .with_grace((duration / 2).max(1))
             .build()
             .await
-            .map_err(|e| ecs_operator::Error::Config(format!("leader election: {e}")))?;
+            .map_err(|e| ecs_operator::Error::Startup(format!("leader election: {e}")))?;
     info!(%namespace, %identity, lease = %args.leader_election_id, "leader election enabled");
     let (holder, task) = manager.watch().await;
     Ok(Leadership {
@@ -436,7 +436,8 @@ async fn lease_lost(
 
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, ecs_operator::Error> {
     use tokio::signal::unix::{SignalKind, signal};
-    let err = |e: std::io::Error| ecs_operator::Error::Config(format!("cannot watch signals: {e}"));
+    let err =
+        |e: std::io::Error| ecs_operator::Error::Startup(format!("cannot watch signals: {e}"));
     let mut term = signal(SignalKind::terminate()).map_err(err)?;
     let mut int = signal(SignalKind::interrupt()).map_err(err)?;
     Ok(async move {

@@ -72,41 +72,53 @@ pub fn tag_count_rule(ours: usize) -> Rule {
     )))
 }
 
-/// Who holds an existing ECS object, judged by its tags.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ownership {
-    /// Tagged with this resource's UID.
-    Ours,
-    /// Anything else: untagged, or tagged by another resource (the tag value says which).
-    Foreign { owner: Option<String> },
-}
-
-pub fn ownership(tags: &BTreeMap<String, String>, uid: &str) -> Ownership {
-    if tags.get(UID_TAG).is_some_and(|t| t == uid) {
-        Ownership::Ours
-    } else {
-        Ownership::Foreign {
-            owner: tags.get(OWNER_TAG).cloned(),
-        }
-    }
-}
-
-/// An ECS object under this resource's owner tag whose uid belongs to no living
-/// resource of the kind was made by an earlier resource of the same namespace and
-/// name that is gone (GitOps delete-and-recreate): it is this resource's own
-/// history, not a stranger's. `living` are the uids of the kind's resources.
-pub fn own_history(
-    tags: &BTreeMap<String, String>,
-    owner: &str,
-    living: &std::collections::BTreeSet<String>,
-) -> bool {
-    tags.get(OWNER_TAG).is_some_and(|o| o == owner)
-        && tags.get(UID_TAG).is_some_and(|u| !living.contains(u))
-}
-
 /// The owner tag value of a resource (see [`ownership_tags`]).
 pub fn owner_tag_value(namespace: &str, name: &str) -> String {
     owner_value(namespace, name)
+}
+
+/// The part of every kind's status the reconcile driver owns: the generation the
+/// status describes and the conditions. Each kind's status type implements it
+/// through [`kind_status!`]; everything else in the status is the kind's.
+pub trait KindStatus:
+    Serialize
+    + serde::de::DeserializeOwned
+    + Default
+    + Clone
+    + PartialEq
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    fn observed_generation(&self) -> Option<i64>;
+    fn conditions(&self) -> &[Condition];
+    /// Set by the driver only.
+    fn set_driver_fields(&mut self, generation: Option<i64>, conditions: Vec<Condition>);
+}
+
+/// Implements [`KindStatus`] for status structs with `observed_generation` and
+/// `conditions` fields.
+#[macro_export]
+macro_rules! kind_status {
+    ($($status:ty),+ $(,)?) => {$(
+        impl $crate::api::common::KindStatus for $status {
+            fn observed_generation(&self) -> Option<i64> {
+                self.observed_generation
+            }
+            fn conditions(&self) -> &[$crate::api::common::Condition] {
+                &self.conditions
+            }
+            fn set_driver_fields(
+                &mut self,
+                generation: Option<i64>,
+                conditions: Vec<$crate::api::common::Condition>,
+            ) {
+                self.observed_generation = generation;
+                self.conditions = conditions;
+            }
+        }
+    )+};
 }
 
 pub const READY: &str = "Ready";
@@ -210,6 +222,11 @@ pub fn conditions(
     }
 }
 
+/// True for the three condition types the driver derives from [`Health`].
+pub fn is_kstatus(type_: &str) -> bool {
+    [READY, RECONCILING, STALLED].contains(&type_)
+}
+
 /// True if the condition of this type is present with status "True".
 pub fn is_condition_true(conditions: &[Condition], type_: &str) -> bool {
     conditions
@@ -284,34 +301,5 @@ mod tests {
         let other = ownership_tags(&ns, &format!("{}y", "x".repeat(252)), "uid-2");
         assert_ne!(owner, &other[OWNER_TAG]);
         assert_eq!(ownership_tags("ns", "a", "u")[OWNER_TAG], "ns/a");
-    }
-
-    #[test]
-    fn an_object_of_a_deleted_resource_of_the_same_name_is_own_history() {
-        let tags = ownership_tags("ns", "web", "old-uid");
-        let none_alive = std::collections::BTreeSet::new();
-        assert!(own_history(&tags, "ns/web", &none_alive));
-        // The old resource still exists: a stranger's, not ours.
-        let alive = std::collections::BTreeSet::from(["old-uid".to_string()]);
-        assert!(!own_history(&tags, "ns/web", &alive));
-        // Another name, or no tags at all: never.
-        assert!(!own_history(&tags, "ns/api", &none_alive));
-        assert!(!own_history(&BTreeMap::new(), "ns/web", &none_alive));
-    }
-
-    #[test]
-    fn ownership_requires_the_uid_tag() {
-        let tags = ownership_tags("ns", "a", "uid-1");
-        assert_eq!(ownership(&tags, "uid-1"), Ownership::Ours);
-        assert_eq!(
-            ownership(&tags, "uid-2"),
-            Ownership::Foreign {
-                owner: Some("ns/a".into())
-            }
-        );
-        assert_eq!(
-            ownership(&BTreeMap::new(), "uid-1"),
-            Ownership::Foreign { owner: None }
-        );
     }
 }

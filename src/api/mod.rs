@@ -12,6 +12,14 @@ use kube::CustomResourceExt;
 
 use crate::error::Error;
 
+crate::kind_status!(
+    cluster::EcsClusterStatus,
+    task_definition::EcsTaskDefinitionStatus,
+    service::EcsServiceStatus,
+    task::EcsTaskStatus,
+    scheduled_task::EcsScheduledTaskStatus,
+);
+
 pub const GROUP: &str = "ecs.operator.dev";
 pub const VERSION: &str = "v1alpha1";
 

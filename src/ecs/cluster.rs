@@ -124,7 +124,7 @@ pub fn strategy_to_sdk(
                 .weight(i.weight.unwrap_or(0))
                 .base(i.base.unwrap_or(0))
                 .build()
-                .map_err(|e| Error::Config(format!("capacity provider strategy: {e}")))
+                .map_err(|e| Error::InvalidSpec(format!("capacity provider strategy: {e}")))
         })
         .collect()
 }

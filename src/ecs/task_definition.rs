@@ -10,7 +10,7 @@ use crate::api::task_definition as api;
 use crate::error::Error;
 
 fn build_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Config(format!("{what}: {e}"))
+    Error::InvalidSpec(format!("{what}: {e}"))
 }
 
 fn kv(items: &[api::KeyValue]) -> Vec<t::KeyValuePair> {

@@ -1,10 +1,10 @@
 //! `EcsCluster`: the I/O around the pure plan in `cluster_plan`.
 
 use kube::ResourceExt;
-use serde_json::Value;
 
 use super::cluster_plan::{self, Action, Cleanup, Desired, Plan};
-use super::{Context, Managed, Note, Outcome};
+use super::owned::{self, Adoption, Claimant};
+use super::{Context, Managed, Note, Outcome, key_of};
 use crate::api::cluster::{EcsCluster, EcsClusterStatus};
 use crate::api::common::{Health, ownership_tags};
 use crate::api::service::EcsService;
@@ -15,8 +15,12 @@ use crate::ecs::cluster::{
 use crate::ecs::{Category, EcsApi, set_tags};
 use crate::error::Error;
 
-fn status_body(name: &str, obs: Option<&ObservedCluster>, managed_tag_keys: Vec<String>) -> Value {
-    let status = match obs {
+fn status_of(
+    name: &str,
+    obs: Option<&ObservedCluster>,
+    managed_tag_keys: Vec<String>,
+) -> EcsClusterStatus {
+    match obs {
         Some(o) => EcsClusterStatus {
             cluster_name: Some(o.name.clone()),
             arn: Some(o.arn.clone()),
@@ -34,41 +38,61 @@ fn status_body(name: &str, obs: Option<&ObservedCluster>, managed_tag_keys: Vec<
             managed_tag_keys,
             ..Default::default()
         },
+    }
+}
+
+fn health_of(name: &str, obs: Option<&ObservedCluster>) -> Health {
+    obs.map(cluster_plan::health)
+        .unwrap_or_else(|| Health::progressing("Creating", format!("creating ECS cluster {name}")))
+}
+
+/// The CreateCluster request for an `Action::Create`.
+fn create_request(
+    ecs: &EcsApi,
+    action: &Action,
+) -> Result<aws_sdk_ecs::operation::create_cluster::builders::CreateClusterFluentBuilder, Error> {
+    let Action::Create {
+        name,
+        container_insights,
+        execute_command,
+        service_connect_namespace,
+        capacity_providers,
+        default_strategy,
+        tags,
+    } = action
+    else {
+        return Err(Error::Internal(
+            "create_request needs Action::Create".into(),
+        ));
     };
-    serde_json::to_value(status).unwrap_or(Value::Null)
+    let mut req = ecs
+        .client
+        .create_cluster()
+        .cluster_name(name)
+        .set_tags(Some(tags_to_sdk(tags)));
+    if let Some(ci) = container_insights {
+        req = req.settings(container_insights_setting(*ci));
+    }
+    if let Some(e) = execute_command {
+        req = req.configuration(exec_to_sdk(e));
+    }
+    if let Some(ns) = service_connect_namespace {
+        req = req.service_connect_defaults(service_connect_to_sdk(ns));
+    }
+    if let Some(p) = capacity_providers {
+        req = req.set_capacity_providers(Some(p.clone()));
+    }
+    if let Some(s) = default_strategy {
+        req = req.set_default_capacity_provider_strategy(Some(strategy_to_sdk(s)?));
+    }
+    Ok(req)
 }
 
 async fn act(ecs: &EcsApi, name: &str, arn: Option<&str>, action: &Action) -> Result<(), Error> {
     let c = &ecs.client;
     match action {
-        Action::Create {
-            name,
-            container_insights,
-            execute_command,
-            service_connect_namespace,
-            capacity_providers,
-            default_strategy,
-            tags,
-        } => {
-            let mut req = c
-                .create_cluster()
-                .cluster_name(name)
-                .set_tags(Some(tags_to_sdk(tags)));
-            if let Some(ci) = container_insights {
-                req = req.settings(container_insights_setting(*ci));
-            }
-            if let Some(e) = execute_command {
-                req = req.configuration(exec_to_sdk(e));
-            }
-            if let Some(ns) = service_connect_namespace {
-                req = req.service_connect_defaults(service_connect_to_sdk(ns));
-            }
-            if let Some(p) = capacity_providers {
-                req = req.set_capacity_providers(Some(p.clone()));
-            }
-            if let Some(s) = default_strategy {
-                req = req.set_default_capacity_provider_strategy(Some(strategy_to_sdk(s)?));
-            }
+        Action::Create { .. } => {
+            let req = create_request(ecs, action)?;
             ecs.call("CreateCluster", Category::ClusterModify, req.send())
                 .await?;
         }
@@ -107,11 +131,13 @@ async fn act(ecs: &EcsApi, name: &str, arn: Option<&str>, action: &Action) -> Re
             .await?;
         }
         Action::Tag(tags) => {
-            let arn = arn.ok_or_else(|| Error::Config(format!("cluster {name} has no ARN")))?;
+            let arn =
+                arn.ok_or_else(|| Error::Internal(format!("ECS cluster {name} has no ARN")))?;
             set_tags(ecs, arn, tags, &[]).await?;
         }
         Action::Untag(keys) => {
-            let arn = arn.ok_or_else(|| Error::Config(format!("cluster {name} has no ARN")))?;
+            let arn =
+                arn.ok_or_else(|| Error::Internal(format!("ECS cluster {name} has no ARN")))?;
             set_tags(ecs, arn, &Default::default(), keys).await?;
         }
     }
@@ -137,12 +163,83 @@ fn group_by_action(changed: &[String]) -> Vec<(&'static str, Vec<String>)> {
     groups
 }
 
-fn identity(obj: &EcsCluster) -> Result<(String, String, String), Error> {
-    let ns = obj.namespace().unwrap_or_default();
-    let uid = obj
-        .uid()
-        .ok_or_else(|| Error::Config(format!("EcsCluster {ns}/{} has no uid", obj.name_any())))?;
-    Ok((ns, obj.name_any(), uid))
+/// The Events for the writes a pass made: one per ECS action, so `kubectl describe`
+/// says which call changed which fields.
+fn change_notes(
+    name: &str,
+    actions: &[Action],
+    changed: &[String],
+    adopt: Option<Adoption>,
+    drift: bool,
+) -> Vec<Note> {
+    if matches!(actions.first(), Some(Action::Create { .. })) {
+        let message = format!("created ECS cluster {name}");
+        return vec![Note::normal("Created", "CreateCluster", message)];
+    }
+    if let Some(how) = adopt {
+        let what = format!("ECS cluster {name}");
+        let mut note = owned::adopted_note(&what, how, EcsCluster::KIND);
+        note.message = format!("{}; changed: {}", note.message, changed.join(", "));
+        return vec![note];
+    }
+    let (reason, verb) = if drift {
+        ("DriftCorrected", "had drifted from the spec; corrected")
+    } else {
+        ("Updated", "updated")
+    };
+    group_by_action(changed)
+        .into_iter()
+        .map(|(action, fields)| {
+            let message = format!("ECS cluster {name} {verb}: {}", fields.join(", "));
+            Note::normal(reason, action, message)
+        })
+        .collect()
+}
+
+/// The names of up to five services in `cluster`, for a blocked deletion's message.
+async fn blocking_services(ecs: &EcsApi, cluster: &str, message: String) -> String {
+    let arns = crate::ecs::service::list(ecs, cluster)
+        .await
+        .unwrap_or_default();
+    let mut names: Vec<&str> = arns
+        .iter()
+        .map(|a| a.rsplit('/').next().unwrap_or(a))
+        .collect();
+    if names.is_empty() {
+        return message;
+    }
+    names.sort_unstable();
+    let more = names.len().saturating_sub(5);
+    names.truncate(5);
+    let tail = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!("{message} (services: {}{tail})", names.join(", "))
+}
+
+async fn delete(ecs: &EcsApi, name: &str) -> Result<Vec<Note>, Error> {
+    let req = ecs.client.delete_cluster().cluster(name).send();
+    match ecs
+        .call("DeleteCluster", Category::ClusterModify, req)
+        .await
+    {
+        Ok(_) => {
+            let message = format!("deleted ECS cluster {name}");
+            Ok(vec![Note::normal("Deleted", "DeleteCluster", message)])
+        }
+        Err(Error::Ecs {
+            code: Some(code),
+            message,
+            ..
+        }) if code.starts_with("ClusterContains") => Err(Error::DeleteBlocked {
+            reason: "ClusterNotEmpty".into(),
+            message: format!("ECS refused to delete cluster {name}: {message}"),
+        }),
+        Err(e) if crate::ecs::is_not_found(&e) => Ok(vec![]),
+        Err(e) => Err(e),
+    }
 }
 
 impl Managed for EcsCluster {
@@ -172,123 +269,75 @@ impl Managed for EcsCluster {
         )
     }
 
-    async fn apply(&self, ctx: &Context) -> Result<Outcome, Error> {
-        let (ns, name, uid) = identity(self)?;
+    async fn apply(&self, ctx: &Context) -> Result<Outcome<EcsClusterStatus>, Error> {
+        let me = Claimant::of(self, self.spec.adopt_existing)?;
+        let ns = self.namespace().unwrap_or_default();
         let ecs_name = self.ecs_name();
-        let status = self.status.clone().unwrap_or_default();
+        let previous = self.status.clone().unwrap_or_default();
+        let observed = describe_one(&ctx.ecs, &ecs_name).await?;
+        let living =
+            owned::living_for::<Self>(ctx, observed.as_ref().map(|o| &o.tags), &me.uid).await?;
+        let mut tags = self.spec.tags.clone();
+        tags.extend(ownership_tags(&ns, &self.name_any(), &me.uid));
         let desired = Desired {
             name: ecs_name.clone(),
-            uid: uid.clone(),
+            me: &me,
             spec: &self.spec,
-            ownership_tags: ownership_tags(&ns, &name, &uid),
-            previously_managed_tag_keys: status.managed_tag_keys.clone(),
+            tags,
+            managed_tag_keys: &previous.managed_tag_keys,
+            living: living.as_ref(),
         };
         let managed_keys: Vec<String> = self.spec.tags.keys().cloned().collect();
-        let observed = describe_one(&ctx.ecs, &ecs_name).await?;
-
-        let (actions, changed, adopting) = match cluster_plan::plan(&desired, observed.as_ref()) {
+        let (actions, changed, adopt) = match cluster_plan::plan(&desired, observed.as_ref()) {
             Plan::Refuse(health) => {
-                let message = health.message().to_string();
-                return Ok(Outcome {
-                    // Report nothing about a cluster that is not ours beyond its name.
-                    status: status_body(&ecs_name, None, status.managed_tag_keys),
-                    health,
-                    requeue: None,
-                    notes: vec![Note::warning("NotOwned", "Adopt", message)],
-                });
+                // Report nothing about a cluster that is not ours beyond its name.
+                let status = status_of(&ecs_name, None, previous.managed_tag_keys.clone());
+                let note = owned::not_owned_note(&health, "Adopt");
+                return Ok(Outcome::new(status, health).note(note));
             }
             Plan::Sync {
                 actions,
                 changed,
-                adopting,
-            } => (actions, changed, adopting),
+                adopt,
+            } => (actions, changed, adopt),
         };
-
+        let what = format!("ECS cluster {ecs_name}");
         let fingerprint = (!actions.is_empty()).then(|| format!("{actions:?}"));
-        if let Err(health) = ctx.updates.check(
-            &super::key_of(self),
-            fingerprint,
-            &format!("ECS cluster {ecs_name}"),
-            &changed,
-        ) {
-            let note = Note::warning("UpdateNotApplied", "UpdateCluster", health.message());
-            return Ok(Outcome {
-                status: status_body(&ecs_name, observed.as_ref(), managed_keys),
-                health,
-                requeue: None,
-                notes: vec![note],
-            });
+        if let Err(health) = ctx
+            .updates
+            .check(&key_of(self), fingerprint, &what, &changed)
+        {
+            let note = owned::not_applied_note(&health, "UpdateCluster");
+            let status = status_of(&ecs_name, observed.as_ref(), managed_keys);
+            return Ok(Outcome::new(status, health).note(note));
         }
         if actions.is_empty() {
             let obs = observed.as_ref();
-            return Ok(Outcome {
-                status: status_body(&ecs_name, obs, managed_keys),
-                health: obs.map(cluster_plan::health).unwrap_or_else(|| {
-                    Health::progressing("Creating", format!("creating ECS cluster {ecs_name}"))
-                }),
-                requeue: None,
-                notes: vec![],
-            });
+            return Ok(Outcome::new(
+                status_of(&ecs_name, obs, managed_keys),
+                health_of(&ecs_name, obs),
+            ));
         }
-
         let arn = observed.as_ref().map(|o| o.arn.clone());
         for action in &actions {
             act(&ctx.ecs, &ecs_name, arn.as_deref(), action).await?;
         }
-
-        let mut notes = Vec::new();
-        let fields = changed.join(", ");
-        let spec_seen_before = status.observed_generation == self.metadata.generation;
-        if matches!(actions.first(), Some(Action::Create { .. })) {
-            notes.push(Note::normal(
-                "Created",
-                "CreateCluster",
-                format!("created ECS cluster {ecs_name}"),
-            ));
-        } else if adopting {
-            notes.push(Note::normal(
-                "Adopted",
-                "TagResource",
-                format!("adopted existing ECS cluster {ecs_name}; changed: {fields}"),
-            ));
-        } else {
-            // One Event per ECS action, so `kubectl describe` says which call
-            // changed which fields.
-            let (reason, verb) = if spec_seen_before {
-                ("DriftCorrected", "had drifted from the spec; corrected")
-            } else {
-                ("Updated", "updated")
-            };
-            for (action, fields) in group_by_action(&changed) {
-                notes.push(Note::normal(
-                    reason,
-                    action,
-                    format!("ECS cluster {ecs_name} {verb}: {}", fields.join(", ")),
-                ));
-            }
-        }
-
+        let drift = previous.observed_generation == self.metadata.generation;
+        let notes = change_notes(&ecs_name, &actions, &changed, adopt, drift);
         let after = describe_one(&ctx.ecs, &ecs_name).await?;
-        Ok(Outcome {
-            status: status_body(&ecs_name, after.as_ref(), managed_keys),
-            health: after.as_ref().map(cluster_plan::health).unwrap_or_else(|| {
-                Health::progressing("Creating", format!("creating ECS cluster {ecs_name}"))
-            }),
-            requeue: None,
-            notes,
-        })
+        Ok(Outcome::new(
+            status_of(&ecs_name, after.as_ref(), managed_keys),
+            health_of(&ecs_name, after.as_ref()),
+        )
+        .notes(notes))
     }
 
     async fn cleanup(&self, ctx: &Context) -> Result<Vec<Note>, Error> {
-        let (_, _, uid) = identity(self)?;
+        let uid = self.uid().unwrap_or_default();
         let ecs_name = self.ecs_name();
         let observed = describe_one(&ctx.ecs, &ecs_name).await?;
-        match cluster_plan::plan_cleanup(
-            &ecs_name,
-            &uid,
-            self.spec.deletion_policy,
-            observed.as_ref(),
-        ) {
+        let policy = self.spec.deletion_policy;
+        match cluster_plan::plan_cleanup(&ecs_name, &uid, policy, observed.as_ref()) {
             Cleanup::Done { reason } => Ok(vec![Note::normal(
                 "Released",
                 "Delete",
@@ -307,57 +356,10 @@ impl Managed for EcsCluster {
             }
             Cleanup::Blocked { reason, message } => {
                 // Name what blocks the deletion, so nobody has to go looking.
-                let names = crate::ecs::service::list(&ctx.ecs, &ecs_name)
-                    .await
-                    .unwrap_or_default();
-                let mut names: Vec<&str> = names
-                    .iter()
-                    .map(|a| a.rsplit('/').next().unwrap_or(a))
-                    .collect();
-                names.sort_unstable();
-                let message = if names.is_empty() {
-                    message
-                } else {
-                    let more = names.len().saturating_sub(5);
-                    names.truncate(5);
-                    let tail = if more > 0 {
-                        format!(" and {more} more")
-                    } else {
-                        String::new()
-                    };
-                    format!("{message} (services: {}{tail})", names.join(", "))
-                };
+                let message = blocking_services(&ctx.ecs, &ecs_name, message).await;
                 Err(Error::DeleteBlocked { reason, message })
             }
-            Cleanup::Delete => {
-                let res = ctx
-                    .ecs
-                    .call(
-                        "DeleteCluster",
-                        Category::ClusterModify,
-                        ctx.ecs.client.delete_cluster().cluster(&ecs_name).send(),
-                    )
-                    .await;
-                match res {
-                    Ok(_) => Ok(vec![Note::normal(
-                        "Deleted",
-                        "DeleteCluster",
-                        format!("deleted ECS cluster {ecs_name}"),
-                    )]),
-                    Err(Error::Ecs {
-                        code: Some(code),
-                        message,
-                        ..
-                    }) if code.starts_with("ClusterContains") => Err(Error::DeleteBlocked {
-                        reason: "ClusterNotEmpty".into(),
-                        message: format!("ECS refused to delete cluster {ecs_name}: {message}"),
-                    }),
-                    Err(Error::Ecs {
-                        code: Some(code), ..
-                    }) if code == "ClusterNotFoundException" => Ok(vec![]),
-                    Err(e) => Err(e),
-                }
-            }
+            Cleanup::Delete => delete(&ctx.ecs, &ecs_name).await,
         }
     }
 }

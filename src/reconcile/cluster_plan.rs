@@ -3,23 +3,27 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::owned::{self, Adoption, Claim, Claimant, Release};
 use crate::api::cluster::{
     CapacityProviderStrategyItem, ContainerInsights, EcsClusterSpec, ExecuteCommandConfiguration,
     ExecuteCommandLogConfiguration,
 };
-use crate::api::common::{DeletionPolicy, Health, OWNER_TAG, Ownership, UID_TAG, ownership};
+use crate::api::common::{DeletionPolicy, Health};
 use crate::ecs::cluster::ObservedCluster;
 
 /// Everything the planner needs to know about the resource itself.
 #[derive(Debug, Clone)]
 pub struct Desired<'a> {
     pub name: String,
-    pub uid: String,
+    pub me: &'a Claimant,
     pub spec: &'a EcsClusterSpec,
-    /// Ownership tags for this resource.
-    pub ownership_tags: BTreeMap<String, String>,
+    /// spec.tags plus this resource's ownership tags.
+    pub tags: BTreeMap<String, String>,
     /// spec.tags keys applied by an earlier reconcile (status.managedTagKeys).
-    pub previously_managed_tag_keys: Vec<String>,
+    pub managed_tag_keys: &'a [String],
+    /// Uids of the existing EcsClusters, when the observed cluster's tags name
+    /// another one (see `owned::claim`).
+    pub living: Option<&'a BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,11 +55,11 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// Create or bring the cluster in line. `changed` names the fields that differ
-    /// (empty with no actions: nothing to do). `adopting`: the cluster is not ours yet.
+    /// (empty with no actions: nothing to do). `adopt`: the cluster is not ours yet.
     Sync {
         actions: Vec<Action>,
         changed: Vec<String>,
-        adopting: bool,
+        adopt: Option<Adoption>,
     },
     /// Do not touch ECS; report this instead.
     Refuse(Health),
@@ -107,59 +111,70 @@ fn normalise_exec(e: Option<&ExecuteCommandConfiguration>) -> ExecuteCommandConf
     }
 }
 
-fn desired_tags(d: &Desired<'_>) -> BTreeMap<String, String> {
-    let mut t = d.spec.tags.clone();
-    t.extend(d.ownership_tags.clone());
-    t
+fn create(d: &Desired<'_>) -> Plan {
+    let spec = d.spec;
+    Plan::Sync {
+        actions: vec![Action::Create {
+            name: d.name.clone(),
+            container_insights: spec.settings.as_ref().and_then(|s| s.container_insights),
+            execute_command: spec
+                .configuration
+                .as_ref()
+                .and_then(|c| c.execute_command_configuration.clone()),
+            service_connect_namespace: spec
+                .service_connect_defaults
+                .as_ref()
+                .map(|s| s.namespace.clone()),
+            capacity_providers: spec.capacity_providers.clone(),
+            default_strategy: spec.default_capacity_provider_strategy.clone(),
+            tags: d.tags.clone(),
+        }],
+        changed: vec!["cluster".into()],
+        adopt: None,
+    }
 }
 
 pub fn plan(d: &Desired<'_>, observed: Option<&ObservedCluster>) -> Plan {
-    let spec = d.spec;
     let Some(obs) = observed.filter(|o| !o.is_gone()) else {
-        return Plan::Sync {
-            actions: vec![Action::Create {
-                name: d.name.clone(),
-                container_insights: spec.settings.as_ref().and_then(|s| s.container_insights),
-                execute_command: spec
-                    .configuration
-                    .as_ref()
-                    .and_then(|c| c.execute_command_configuration.clone()),
-                service_connect_namespace: spec
-                    .service_connect_defaults
-                    .as_ref()
-                    .map(|s| s.namespace.clone()),
-                capacity_providers: spec.capacity_providers.clone(),
-                default_strategy: spec.default_capacity_provider_strategy.clone(),
-                tags: desired_tags(d),
-            }],
-            changed: vec!["cluster".into()],
-            adopting: false,
-        };
+        return create(d);
     };
-
-    let adopting = match ownership(&obs.tags, &d.uid) {
-        Ownership::Ours => false,
-        Ownership::Foreign { .. } if spec.adopt_existing => true,
-        Ownership::Foreign { owner } => {
-            let held = match owner {
-                Some(o) => format!("it is tagged as owned by {o}"),
-                None => "it was not created by ecs-operator".to_string(),
-            };
-            return Plan::Refuse(Health::stalled(
-                "NotOwned",
-                format!(
-                    "ECS cluster {} already exists and {held}; the operator will not touch it. \
-                     Set spec.adoptExisting: true to manage it, or choose another clusterName",
-                    d.name
-                ),
-            ));
+    let adopt = match owned::claim(&obs.tags, d.me, d.living) {
+        Claim::Ours => None,
+        Claim::Adopt(how) => Some(how),
+        Claim::Refuse(holder) => {
+            let what = format!("ECS cluster {}", d.name);
+            return Plan::Refuse(owned::refusal(&holder, d.me, &what, "clusterName"));
         }
     };
-
-    let mut actions = Vec::new();
     let mut changed = Vec::new();
+    let mut actions: Vec<Action> = [
+        cluster_update(d.spec, obs, &mut changed),
+        capacity_update(d.spec, obs, &mut changed),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let tags = owned::tag_changes(&d.tags, &obs.tags, d.managed_tag_keys);
+    changed.extend(tags.changed);
+    if !tags.tag.is_empty() {
+        actions.push(Action::Tag(tags.tag));
+    }
+    if !tags.untag.is_empty() {
+        actions.push(Action::Untag(tags.untag));
+    }
+    Plan::Sync {
+        actions,
+        changed,
+        adopt,
+    }
+}
 
-    // UpdateCluster: only what the spec sets (omitted = keep).
+/// UpdateCluster with only what the spec sets and ECS has differently (omitted = keep).
+fn cluster_update(
+    spec: &EcsClusterSpec,
+    obs: &ObservedCluster,
+    changed: &mut Vec<String>,
+) -> Option<Action> {
     let mut update_ci = None;
     if let Some(ci) = spec.settings.as_ref().and_then(|s| s.container_insights)
         && obs.settings.get("containerInsights").map(String::as_str) != Some(ci.as_str())
@@ -187,78 +202,53 @@ pub fn plan(d: &Desired<'_>, observed: Option<&ObservedCluster>) -> Plan {
         update_sc = Some(ns.clone());
         changed.push("serviceConnectDefaults.namespace".into());
     }
-    if update_ci.is_some() || update_exec.is_some() || update_sc.is_some() {
-        actions.push(Action::Update {
+    (update_ci.is_some() || update_exec.is_some() || update_sc.is_some()).then_some(
+        Action::Update {
             container_insights: update_ci,
             execute_command: update_exec,
             service_connect_namespace: update_sc,
+        },
+    )
+}
+
+/// PutClusterCapacityProviders: ECS replaces the list and the default strategy
+/// together, so an omitted half keeps what ECS has.
+fn capacity_update(
+    spec: &EcsClusterSpec,
+    obs: &ObservedCluster,
+    changed: &mut Vec<String>,
+) -> Option<Action> {
+    if spec.capacity_providers.is_none() && spec.default_capacity_provider_strategy.is_none() {
+        return None;
+    }
+    let providers = spec
+        .capacity_providers
+        .clone()
+        .unwrap_or_else(|| obs.capacity_providers.clone());
+    let strategy = spec
+        .default_capacity_provider_strategy
+        .clone()
+        .unwrap_or_else(|| {
+            // Keep the observed strategy, minus providers that are being removed.
+            obs.default_strategy
+                .iter()
+                .filter(|s| providers.contains(&s.capacity_provider))
+                .cloned()
+                .collect()
         });
+    let providers_differ = providers.iter().collect::<BTreeSet<_>>()
+        != obs.capacity_providers.iter().collect::<BTreeSet<_>>();
+    let strategy_differs = strategy_key(&strategy) != strategy_key(&obs.default_strategy);
+    if providers_differ {
+        changed.push("capacityProviders".into());
     }
-
-    // Capacity providers: ECS replaces the list and the default strategy together, so
-    // an omitted half keeps what ECS has.
-    if spec.capacity_providers.is_some() || spec.default_capacity_provider_strategy.is_some() {
-        let providers = spec
-            .capacity_providers
-            .clone()
-            .unwrap_or_else(|| obs.capacity_providers.clone());
-        let strategy = spec
-            .default_capacity_provider_strategy
-            .clone()
-            .unwrap_or_else(|| {
-                // Keep the observed strategy, minus providers that are being removed.
-                obs.default_strategy
-                    .iter()
-                    .filter(|s| providers.contains(&s.capacity_provider))
-                    .cloned()
-                    .collect()
-            });
-        let providers_differ = providers.iter().collect::<BTreeSet<_>>()
-            != obs.capacity_providers.iter().collect::<BTreeSet<_>>();
-        let strategy_differs = strategy_key(&strategy) != strategy_key(&obs.default_strategy);
-        if providers_differ {
-            changed.push("capacityProviders".into());
-        }
-        if strategy_differs {
-            changed.push("defaultCapacityProviderStrategy".into());
-        }
-        if providers_differ || strategy_differs {
-            actions.push(Action::PutCapacityProviders {
-                providers,
-                strategy,
-            });
-        }
+    if strategy_differs {
+        changed.push("defaultCapacityProviderStrategy".into());
     }
-
-    // Tags: set what differs; remove only keys we applied before and the spec dropped.
-    let want = desired_tags(d);
-    let to_tag: BTreeMap<String, String> = want
-        .iter()
-        .filter(|(k, v)| obs.tags.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let to_untag: Vec<String> = d
-        .previously_managed_tag_keys
-        .iter()
-        .filter(|k| !want.contains_key(*k) && obs.tags.contains_key(*k))
-        .filter(|k| k.as_str() != OWNER_TAG && k.as_str() != UID_TAG)
-        .cloned()
-        .collect();
-    for k in to_tag.keys().chain(to_untag.iter()) {
-        changed.push(format!("tags[{k}]"));
-    }
-    if !to_tag.is_empty() {
-        actions.push(Action::Tag(to_tag));
-    }
-    if !to_untag.is_empty() {
-        actions.push(Action::Untag(to_untag));
-    }
-
-    Plan::Sync {
-        actions,
-        changed,
-        adopting,
-    }
+    (providers_differ || strategy_differs).then_some(Action::PutCapacityProviders {
+        providers,
+        strategy,
+    })
 }
 
 /// What deletion does with the ECS cluster.
@@ -284,26 +274,25 @@ pub fn plan_cleanup(
     policy: DeletionPolicy,
     observed: Option<&ObservedCluster>,
 ) -> Cleanup {
-    let Some(obs) = observed.filter(|o| !o.is_gone()) else {
-        return Cleanup::Done {
+    let obs = observed.filter(|o| !o.is_gone());
+    match owned::release(obs.map(|o| &o.tags), uid, policy) {
+        Release::Gone => Cleanup::Done {
             reason: "AlreadyGone",
-        };
-    };
-    if ownership(&obs.tags, uid) != Ownership::Ours {
-        // Never delete or untag what is not ours.
-        return Cleanup::Done { reason: "NotOwned" };
-    }
-    match policy {
-        DeletionPolicy::Orphan => Cleanup::Untag(vec![OWNER_TAG.into(), UID_TAG.into()]),
-        DeletionPolicy::Delete if obs.active_services > 0 => Cleanup::Blocked {
-            reason: "ServicesRemain".into(),
-            message: format!(
-                "ECS cluster {name} still has {} active service(s); the operator never deletes \
-                 services it does not manage. Delete them (or their EcsService resources) first",
-                obs.active_services
-            ),
         },
-        DeletionPolicy::Delete => Cleanup::Delete,
+        Release::NotOwned => Cleanup::Done { reason: "NotOwned" },
+        Release::Orphan => Cleanup::Untag(owned::ownership_keys()),
+        Release::Delete => match obs {
+            Some(o) if o.active_services > 0 => Cleanup::Blocked {
+                reason: "ServicesRemain".into(),
+                message: format!(
+                    "ECS cluster {name} still has {} active service(s); the operator never \
+                     deletes services it does not manage. Delete them (or their EcsService \
+                     resources) first",
+                    o.active_services
+                ),
+            },
+            _ => Cleanup::Delete,
+        },
     }
 }
 
@@ -332,15 +321,27 @@ mod tests {
     use crate::api::cluster::{
         ClusterConfiguration, ClusterSettings, ExecuteCommandLogging, ServiceConnectDefaults,
     };
-    use crate::api::common::ownership_tags;
+    use crate::api::common::{OWNER_TAG, UID_TAG, ownership_tags};
+
+    fn me(adopt_existing: bool) -> &'static Claimant {
+        Box::leak(Box::new(Claimant {
+            kind: "EcsCluster",
+            uid: "uid-1".into(),
+            owner: "ns/prod".into(),
+            adopt_existing,
+        }))
+    }
 
     fn desired(spec: &EcsClusterSpec) -> Desired<'_> {
+        let mut tags = spec.tags.clone();
+        tags.extend(ownership_tags("ns", "prod", "uid-1"));
         Desired {
             name: "prod".into(),
-            uid: "uid-1".into(),
+            me: me(spec.adopt_existing),
             spec,
-            ownership_tags: ownership_tags("ns", "prod", "uid-1"),
-            previously_managed_tag_keys: vec![],
+            tags,
+            managed_tag_keys: &[],
+            living: None,
         }
     }
 
@@ -445,7 +446,7 @@ mod tests {
             Plan::Sync {
                 actions: vec![],
                 changed: vec![],
-                adopting: false
+                adopt: None
             }
         );
     }
@@ -643,7 +644,8 @@ mod tests {
             ..Default::default()
         };
         let mut d = desired(&spec);
-        d.previously_managed_tag_keys = vec!["team".into(), "old".into()];
+        let managed = ["team".to_string(), "old".to_string()];
+        d.managed_tag_keys = &managed;
         let mut obs = owned();
         obs.tags.insert("team".into(), "b".into());
         obs.tags.insert("old".into(), "x".into());
@@ -672,11 +674,63 @@ mod tests {
         }
         // Tagged by another resource (e.g. same name in another namespace).
         obs.tags = ownership_tags("other", "prod", "uid-9");
-        match plan(&desired(&EcsClusterSpec::default()), Some(&obs)) {
+        let living = BTreeSet::from(["uid-9".to_string()]);
+        let default_spec = EcsClusterSpec::default();
+        let mut d = desired(&default_spec);
+        d.living = Some(&living);
+        match plan(&d, Some(&obs)) {
             Plan::Refuse(Health::Stalled { message, .. }) => {
                 assert!(message.contains("other/prod"), "{message}")
             }
             p => panic!("{p:?}"),
+        }
+    }
+
+    /// The shared ownership table, seen through the cluster plan: adoptExisting
+    /// never takes a cluster another existing EcsCluster holds (it used to).
+    #[test]
+    fn ownership_table_holds_for_clusters() {
+        let living = BTreeSet::from(["uid-1".to_string(), "uid-other".to_string()]);
+        let rows: Vec<(BTreeMap<String, String>, bool, Option<Option<Adoption>>)> = vec![
+            (ownership_tags("ns", "prod", "uid-1"), false, Some(None)),
+            (BTreeMap::new(), false, None),
+            (BTreeMap::new(), true, Some(Some(Adoption::Requested))),
+            (ownership_tags("other", "prod", "uid-other"), false, None),
+            (ownership_tags("other", "prod", "uid-other"), true, None),
+            (
+                ownership_tags("other", "prod", "uid-gone"),
+                true,
+                Some(Some(Adoption::Requested)),
+            ),
+            (
+                ownership_tags("ns", "prod", "uid-gone"),
+                false,
+                Some(Some(Adoption::OwnHistory)),
+            ),
+        ];
+        for (tags, adopt_existing, want) in rows {
+            let spec = EcsClusterSpec {
+                adopt_existing,
+                ..Default::default()
+            };
+            let mut d = desired(&spec);
+            d.living = owned::names_another(&tags, "uid-1").then_some(&living);
+            let mut obs = owned();
+            obs.tags = tags.clone();
+            let got = match plan(&d, Some(&obs)) {
+                Plan::Sync { adopt, actions, .. } => {
+                    // Taking over means tagging it as ours.
+                    if adopt.is_some() {
+                        assert!(actions.iter().any(|a| matches!(a, Action::Tag(t) if t.get(UID_TAG).map(String::as_str) == Some("uid-1"))));
+                    }
+                    Some(adopt)
+                }
+                Plan::Refuse(h) => {
+                    assert!(matches!(&h, Health::Stalled { reason, .. } if reason == "NotOwned"));
+                    None
+                }
+            };
+            assert_eq!(got, want, "{tags:?} adoptExisting={adopt_existing}");
         }
     }
 
@@ -689,13 +743,10 @@ mod tests {
         let mut obs = owned();
         obs.tags = [("preexisting".to_string(), "1".to_string())].into();
         let p = plan(&desired(&spec), Some(&obs));
-        let Plan::Sync {
-            actions, adopting, ..
-        } = p
-        else {
+        let Plan::Sync { actions, adopt, .. } = p else {
             panic!()
         };
-        assert!(adopting);
+        assert_eq!(adopt, Some(Adoption::Requested));
         assert_eq!(
             actions,
             vec![Action::Tag(ownership_tags("ns", "prod", "uid-1"))]
@@ -711,7 +762,7 @@ mod tests {
         );
         assert_eq!(
             plan_cleanup("prod", "uid-1", DeletionPolicy::Orphan, Some(&obs)),
-            Cleanup::Untag(vec![OWNER_TAG.into(), UID_TAG.into()])
+            Cleanup::Untag(vec![crate::api::common::OWNER_TAG.into(), UID_TAG.into()])
         );
         assert_eq!(
             plan_cleanup("prod", "uid-2", DeletionPolicy::Delete, Some(&obs)),

@@ -89,7 +89,7 @@ pub async fn resolve_cluster(
         return Ok(Resolved::Found(c.clone()));
     }
     let Some(r) = cluster_ref else {
-        return Err(Error::Config(
+        return Err(Error::InvalidSpec(
             "neither cluster nor clusterRef is set".into(),
         ));
     };
@@ -125,7 +125,7 @@ pub async fn resolve_task_definition(
         return Ok(Resolved::Found(td.clone()));
     }
     let Some(r) = task_definition_ref else {
-        return Err(Error::Config(
+        return Err(Error::InvalidSpec(
             "neither taskDefinition nor taskDefinitionRef is set".into(),
         ));
     };

@@ -10,7 +10,6 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Controller;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde_json::Value;
 
 use super::schedule_plan::{self, Concurrency, Due, Schedule, TOO_MANY_MISSED};
 use super::{Context, Managed, Note, Outcome};
@@ -41,7 +40,7 @@ impl EcsScheduledTask {
     fn run_object(&self, ns: &str, name: &str, slot: Timestamp) -> Result<EcsTask, Error> {
         let owner = self
             .controller_owner_ref(&())
-            .ok_or_else(|| Error::Config("EcsScheduledTask without uid".into()))?;
+            .ok_or_else(|| Error::Internal("EcsScheduledTask without uid".into()))?;
         Ok(EcsTask {
             metadata: ObjectMeta {
                 name: Some(schedule_plan::run_name(name, slot)),
@@ -63,6 +62,191 @@ impl EcsScheduledTask {
     }
 }
 
+/// The schedule's runs as they are now.
+struct Runs {
+    /// Finished runs: (name, succeeded, slot).
+    finished: Vec<(String, bool, Timestamp)>,
+    /// Names of unfinished runs, sorted.
+    active: Vec<String>,
+    last_successful: Option<Timestamp>,
+}
+
+fn phase_of(run: &EcsTask) -> Option<Phase> {
+    run.status.as_ref().and_then(|s| s.phase)
+}
+
+fn is_finished(run: &EcsTask) -> bool {
+    matches!(phase_of(run), Some(Phase::Succeeded | Phase::Failed))
+}
+
+/// Deletes runs by name; one already gone is fine.
+async fn delete_runs(api: &Api<EcsTask>, names: &[String]) -> Result<(), Error> {
+    for name in names {
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The Events for a slot's run: missed slots before it.
+fn missed_notes(missed: usize, slot: Timestamp) -> Vec<Note> {
+    if missed > TOO_MANY_MISSED {
+        let message = format!(
+            "more than {TOO_MANY_MISSED} slots were missed (operator down or schedule suspended); \
+             ran only the latest, {}",
+            rfc3339(slot)
+        );
+        return vec![Note::warning("TooManyMissedSlots", "Schedule", message)];
+    }
+    if missed > 0 {
+        let message = format!(
+            "{missed} slot(s) were missed; ran only the latest, {}",
+            rfc3339(slot)
+        );
+        return vec![Note::normal("MissedSlots", "Schedule", message)];
+    }
+    vec![]
+}
+
+impl EcsScheduledTask {
+    fn runs_api(&self, ctx: &Context) -> Api<EcsTask> {
+        Api::namespaced(ctx.kube.clone(), &self.namespace().unwrap_or_default())
+    }
+
+    /// Runs, from the labels, confirmed by owner UID (a same-name schedule created
+    /// later must not take over an older one's runs).
+    async fn runs(&self, ctx: &Context, now: Timestamp) -> Result<Runs, Error> {
+        let uid = self.uid().unwrap_or_default();
+        let selector = format!("{SCHEDULE_LABEL}={}", self.name_any());
+        let runs: Vec<EcsTask> = self
+            .runs_api(ctx)
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
+            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .collect();
+        let slot_of = |r: &EcsTask| {
+            r.annotations()
+                .get(SLOT_ANNOTATION)
+                .and_then(|s| s.parse().ok())
+                .or_else(|| r.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                .unwrap_or(now)
+        };
+        let finished = runs
+            .iter()
+            .filter(|r| is_finished(r))
+            .map(|r| {
+                (
+                    r.name_any(),
+                    phase_of(r) == Some(Phase::Succeeded),
+                    slot_of(r),
+                )
+            })
+            .collect();
+        let mut active: Vec<String> = runs
+            .iter()
+            .filter(|r| !is_finished(r))
+            .map(|r| r.name_any())
+            .collect();
+        active.sort();
+        let previous = self
+            .status
+            .as_ref()
+            .and_then(|s| s.last_successful_time.as_deref());
+        let last_successful = runs
+            .iter()
+            .filter(|r| phase_of(r) == Some(Phase::Succeeded))
+            .filter_map(|r| parse(r.status.as_ref()?.completion_time.as_deref()))
+            .max()
+            .or_else(|| parse(previous));
+        Ok(Runs {
+            finished,
+            active,
+            last_successful,
+        })
+    }
+
+    /// Deletes finished runs past the history limits.
+    async fn prune(&self, ctx: &Context, runs: &Runs) -> Result<Vec<Note>, Error> {
+        let doomed = schedule_plan::prune_history(
+            &runs.finished,
+            self.spec.successful_runs_history_limit,
+            self.spec.failed_runs_history_limit,
+        );
+        if doomed.is_empty() {
+            return Ok(vec![]);
+        }
+        delete_runs(&self.runs_api(ctx), &doomed).await?;
+        let message = format!(
+            "deleted finished runs past the history limits: {}",
+            doomed.join(", ")
+        );
+        Ok(vec![Note::normal("Pruned", "Delete", message)])
+    }
+
+    /// Starts the run for `slot` (after making room under concurrencyPolicy), or
+    /// says why not: the health message, and whether the slot is taken care of (a
+    /// slot skipped under Forbid is not: it may still run once the active one ends).
+    async fn start_slot(
+        &self,
+        ctx: &Context,
+        slot: Timestamp,
+        missed: usize,
+        active: &mut Vec<String>,
+        notes: &mut Vec<Note>,
+    ) -> Result<(String, bool), Error> {
+        let name = self.name_any();
+        let run = schedule_plan::run_name(&name, slot);
+        if active.contains(&run) {
+            // Already started (e.g. status write lost); just record it.
+            return Ok((format!("run {run} is active"), true));
+        }
+        let api = self.runs_api(ctx);
+        match schedule_plan::concurrency(self.spec.concurrency_policy, active) {
+            Concurrency::Skip => {
+                let message = format!(
+                    "run for {} not started: {} still active (concurrencyPolicy: Forbid)",
+                    rfc3339(slot),
+                    active.join(", ")
+                );
+                // The active run finishing wakes us (owns() watch).
+                notes.push(Note::normal("Skipped", "Schedule", message.clone()));
+                return Ok((message, false));
+            }
+            Concurrency::ReplaceThen(old) => {
+                delete_runs(&api, &old).await?;
+                let message = format!(
+                    "deleted active run(s) {} to start the next (concurrencyPolicy: Replace)",
+                    old.join(", ")
+                );
+                notes.push(Note::normal("Replaced", "Delete", message));
+                active.retain(|a| !old.contains(a));
+            }
+            Concurrency::Start => {}
+        }
+        let obj = self.run_object(&self.namespace().unwrap_or_default(), &name, slot)?;
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => {
+                let message = format!("started run {run} for {}", rfc3339(slot));
+                notes.push(Note::normal("Started", "Create", message));
+            }
+            // Created before (a restart between create and status write): the slot
+            // has its run already.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        notes.extend(missed_notes(missed, slot));
+        active.push(run.clone());
+        active.sort();
+        Ok((format!("started {run}"), true))
+    }
+}
+
 impl Managed for EcsScheduledTask {
     const KIND: &'static str = "EcsScheduledTask";
 
@@ -76,238 +260,70 @@ impl Managed for EcsScheduledTask {
         controller.owns(runs, watcher::Config::default().labels(SCHEDULE_LABEL))
     }
 
-    async fn apply(&self, ctx: &Context) -> Result<Outcome, Error> {
-        let ns = self.namespace().unwrap_or_default();
-        let name = self.name_any();
-        let uid = self.uid().unwrap_or_default();
+    async fn apply(&self, ctx: &Context) -> Result<Outcome<EcsScheduledTaskStatus>, Error> {
         let now = Timestamp::now();
-        let prev = self.status.clone().unwrap_or_default();
-        let api: Api<EcsTask> = Api::namespaced(ctx.kube.clone(), &ns);
-        let mut notes = Vec::new();
-
-        // Runs, from the labels, confirmed by owner UID (a same-name schedule
-        // created later must not adopt an older one's runs).
-        let runs: Vec<EcsTask> = api
-            .list(&ListParams::default().labels(&format!("{SCHEDULE_LABEL}={name}")))
-            .await?
-            .items
-            .into_iter()
-            .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
-            .filter(|r| r.metadata.deletion_timestamp.is_none())
-            .collect();
-        let phase = |r: &EcsTask| r.status.as_ref().and_then(|s| s.phase);
-        let finished: Vec<(String, bool, Timestamp)> = runs
-            .iter()
-            .filter(|r| matches!(phase(r), Some(Phase::Succeeded | Phase::Failed)))
-            .map(|r| {
-                let when = r
-                    .annotations()
-                    .get(SLOT_ANNOTATION)
-                    .and_then(|s| s.parse().ok())
-                    .or_else(|| r.metadata.creation_timestamp.as_ref().map(|t| t.0))
-                    .unwrap_or(now);
-                (r.name_any(), phase(r) == Some(Phase::Succeeded), when)
-            })
-            .collect();
-        let mut active: Vec<String> = runs
-            .iter()
-            .filter(|r| !matches!(phase(r), Some(Phase::Succeeded | Phase::Failed)))
-            .map(|r| r.name_any())
-            .collect();
-        active.sort();
-
-        let last_successful = runs
-            .iter()
-            .filter(|r| phase(r) == Some(Phase::Succeeded))
-            .filter_map(|r| parse(r.status.as_ref()?.completion_time.as_deref()))
-            .max()
-            .or_else(|| parse(prev.last_successful_time.as_deref()));
-
-        let doomed = schedule_plan::prune_history(
-            &finished,
-            self.spec.successful_runs_history_limit,
-            self.spec.failed_runs_history_limit,
-        );
-        for d in &doomed {
-            match api.delete(d, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if !doomed.is_empty() {
-            notes.push(Note::normal(
-                "Pruned",
-                "Delete",
-                format!(
-                    "deleted finished runs past the history limits: {}",
-                    doomed.join(", ")
-                ),
-            ));
-        }
-
-        let mut st = EcsScheduledTaskStatus {
-            last_schedule_time: prev.last_schedule_time.clone(),
-            last_successful_time: last_successful.map(rfc3339),
+        let previous = self.status.clone().unwrap_or_default();
+        let mut runs = self.runs(ctx, now).await?;
+        let mut notes = self.prune(ctx, &runs).await?;
+        let mut status = EcsScheduledTaskStatus {
+            last_schedule_time: previous.last_schedule_time.clone(),
+            last_successful_time: runs.last_successful.map(rfc3339),
             ..Default::default()
         };
-        let finish = |mut st: EcsScheduledTaskStatus,
-                      active: Vec<String>,
-                      health: Health,
-                      requeue: Option<Duration>,
-                      notes: Vec<Note>| {
-            st.active_count = i32::try_from(active.len()).unwrap_or(i32::MAX);
-            st.active = active;
-            Outcome {
-                status: serde_json::to_value(&st).unwrap_or(Value::Null),
-                health,
-                requeue,
-                notes,
-            }
-        };
-
-        let schedule = match Schedule::parse(&self.spec.schedule, self.spec.time_zone.as_deref()) {
-            Ok(s) => s,
-            Err(message) => {
-                return Ok(finish(
-                    st,
-                    active,
-                    Health::stalled("InvalidSchedule", message),
+        let (health, requeue) =
+            match Schedule::parse(&self.spec.schedule, self.spec.time_zone.as_deref()) {
+                Err(message) => (Health::stalled("InvalidSchedule", message), None),
+                Ok(_) if self.spec.suspend => (
+                    Health::ready("Suspended", "suspended: no new runs are started"),
                     None,
-                    notes,
-                ));
-            }
-        };
-        if self.spec.suspend {
-            return Ok(finish(
-                st,
-                active,
-                Health::ready("Suspended", "suspended: no new runs are started"),
-                None,
-                notes,
-            ));
-        }
-        let created = self
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(now);
-        let last = parse(prev.last_schedule_time.as_deref());
-        match schedule_plan::due(
-            &schedule,
-            last,
-            created,
-            now,
-            self.spec.starting_deadline_seconds,
-        ) {
-            Due::Wait { next } => {
-                st.next_schedule_time = next.map(rfc3339);
-                let msg = match next {
-                    Some(n) => format!("next run at {}", rfc3339(n)),
-                    None => "the schedule has no future slot".to_string(),
-                };
-                Ok(finish(
-                    st,
-                    active,
-                    Health::ready("Scheduled", msg),
-                    next.map(|n| until(n, now)),
-                    notes,
-                ))
-            }
-            Due::Run { slot, missed, next } => {
-                st.next_schedule_time = next.map(rfc3339);
-                let run = schedule_plan::run_name(&name, slot);
-                if active.contains(&run) {
-                    // Already started (e.g. status write lost); just record it.
-                    st.last_schedule_time = Some(rfc3339(slot));
-                    return Ok(finish(
-                        st,
-                        active,
-                        Health::ready("Scheduled", format!("run {run} is active")),
-                        next.map(|n| until(n, now)),
-                        notes,
-                    ));
-                }
-                match schedule_plan::concurrency(self.spec.concurrency_policy, &active) {
-                    Concurrency::Skip => {
-                        let msg = format!(
-                            "run for {} not started: {} still active (concurrencyPolicy: Forbid)",
-                            rfc3339(slot),
-                            active.join(", ")
-                        );
-                        notes.push(Note::normal("Skipped", "Schedule", msg.clone()));
-                        // The active run finishing wakes us (owns() watch); until
-                        // then only the next slot matters.
-                        return Ok(finish(
-                            st,
-                            active,
-                            Health::ready("Scheduled", msg),
-                            next.map(|n| until(n, now)),
-                            notes,
-                        ));
-                    }
-                    Concurrency::ReplaceThen(old) => {
-                        for o in &old {
-                            match api.delete(o, &DeleteParams::background()).await {
-                                Ok(_) => {}
-                                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                                Err(e) => return Err(e.into()),
+                ),
+                Ok(schedule) => {
+                    let created = self
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0)
+                        .unwrap_or(now);
+                    let last = parse(previous.last_schedule_time.as_deref());
+                    let deadline = self.spec.starting_deadline_seconds;
+                    let (next, message) =
+                        match schedule_plan::due(&schedule, last, created, now, deadline) {
+                            Due::Wait { next } => {
+                                let message = match next {
+                                    Some(n) => format!("next run at {}", rfc3339(n)),
+                                    None => "the schedule has no future slot".to_string(),
+                                };
+                                (next, message)
                             }
-                        }
-                        notes.push(Note::normal(
-                            "Replaced",
-                            "Delete",
-                            format!("deleted active run(s) {} to start the next (concurrencyPolicy: Replace)", old.join(", ")),
-                        ));
-                        active.retain(|a| !old.contains(a));
-                    }
-                    Concurrency::Start => {}
+                            Due::Run { slot, missed, next } => {
+                                let active = &mut runs.active;
+                                let (done, recorded) = self
+                                    .start_slot(ctx, slot, missed, active, &mut notes)
+                                    .await?;
+                                if recorded {
+                                    status.last_schedule_time = Some(rfc3339(slot));
+                                }
+                                let message = match next {
+                                    Some(n) if done.starts_with("started") => {
+                                        format!("{done}; next run at {}", rfc3339(n))
+                                    }
+                                    _ => done,
+                                };
+                                (next, message)
+                            }
+                        };
+                    status.next_schedule_time = next.map(rfc3339);
+                    (
+                        Health::ready("Scheduled", message),
+                        next.map(|n| until(n, now)),
+                    )
                 }
-                let obj = self.run_object(&ns, &name, slot)?;
-                match api.create(&PostParams::default(), &obj).await {
-                    Ok(_) => notes.push(Note::normal(
-                        "Started",
-                        "Create",
-                        format!("started run {run} for {}", rfc3339(slot)),
-                    )),
-                    // Created before (a restart between create and status write):
-                    // the slot has its run already.
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    Err(e) => return Err(e.into()),
-                }
-                if missed > TOO_MANY_MISSED {
-                    notes.push(Note::warning(
-                        "TooManyMissedSlots",
-                        "Schedule",
-                        format!("more than {TOO_MANY_MISSED} slots were missed (operator down or schedule suspended); ran only the latest, {}", rfc3339(slot)),
-                    ));
-                } else if missed > 0 {
-                    notes.push(Note::normal(
-                        "MissedSlots",
-                        "Schedule",
-                        format!(
-                            "{missed} slot(s) were missed; ran only the latest, {}",
-                            rfc3339(slot)
-                        ),
-                    ));
-                }
-                st.last_schedule_time = Some(rfc3339(slot));
-                active.push(run.clone());
-                active.sort();
-                let msg = match next {
-                    Some(n) => format!("started {run}; next run at {}", rfc3339(n)),
-                    None => format!("started {run}"),
-                };
-                Ok(finish(
-                    st,
-                    active,
-                    Health::ready("Scheduled", msg),
-                    next.map(|n| until(n, now)),
-                    notes,
-                ))
-            }
-        }
+            };
+        status.active_count = i32::try_from(runs.active.len()).unwrap_or(i32::MAX);
+        status.active = runs.active;
+        Ok(Outcome::new(status, health)
+            .requeue_opt(requeue)
+            .notes(notes))
     }
 
     async fn cleanup(&self, _ctx: &Context) -> Result<Vec<Note>, Error> {

@@ -3,16 +3,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::collections::BTreeSet;
+
 use kube::runtime::controller::Controller;
 use kube::{Client, ResourceExt};
-use serde_json::Value;
 
+use super::owned::{self, Claimant};
 use super::refs::{self, Resolved};
 use super::service_plan::{self, Cleanup, Converge, Desired, Plan};
-use super::{Context, Managed, Note, Outcome};
-use crate::api::common::{
-    Health, OWNER_TAG, RECONCILING, STALLED, UID_TAG, is_condition_true, ownership_tags,
-};
+use super::{Context, Managed, Note, Outcome, key_of};
+use crate::api::common::{Health, RECONCILING, STALLED, is_condition_true, ownership_tags};
 use crate::api::service::{EcsService, EcsServiceStatus, LocalRef};
 use crate::ecs::service::{self as svc, ObservedService, ServiceUpdate};
 use crate::ecs::set_tags;
@@ -34,42 +34,6 @@ pub fn until_aligned(interval: Duration, now: SystemTime) -> Duration {
     let left = period - since % period;
     // A little past the boundary, so the whole round sees it as passed.
     Duration::from_millis(u64::try_from(left).unwrap_or(0) + 50)
-}
-
-/// The status the resource had, without the driver's fields, for outcomes that
-/// did not observe anything new.
-fn previous_body(s: &EcsService) -> EcsServiceStatus {
-    let mut st = s.status.clone().unwrap_or_default();
-    st.conditions.clear();
-    st.observed_generation = None;
-    st
-}
-
-fn to_value(st: &EcsServiceStatus) -> Value {
-    serde_json::to_value(st).unwrap_or(Value::Null)
-}
-
-fn status_from(
-    base: EcsServiceStatus,
-    cluster: &str,
-    obs: Option<&ObservedService>,
-) -> EcsServiceStatus {
-    let mut st = base;
-    st.cluster = Some(cluster.to_string());
-    if let Some(o) = obs {
-        st.service_name = Some(o.name.clone());
-        st.arn = Some(o.arn.clone());
-        st.status = Some(o.status.clone());
-        st.desired_count = Some(o.desired_count);
-        st.running_count = Some(o.running_count);
-        st.pending_count = Some(o.pending_count);
-        st.task_definition = o.primary().map(|p| p.task_definition.clone());
-        st.rollout_state = o.primary().and_then(|p| p.rollout_state.clone());
-        st.deployments = o.deployments.clone();
-        st.task_sets = o.task_sets.clone();
-        st.events = service_plan::status_events(&o.events);
-    }
-    st
 }
 
 /// What the operator changed, one Event per ECS action. A new revision from the
@@ -130,21 +94,255 @@ impl refs::References for EcsService {
     }
 }
 
+/// Where the service goes: its cluster and resolved task definition.
+struct Target {
+    cluster: String,
+    task_definition: String,
+}
+
 impl EcsService {
-    /// True if `observed` is under this resource's owner tag with the uid of an
-    /// EcsService that is gone (the apiserver is asked only in that case).
-    async fn own_history(
+    fn previous(&self) -> EcsServiceStatus {
+        self.status.clone().unwrap_or_default()
+    }
+
+    /// The cluster and task definition, or the outcome of waiting for them.
+    async fn resolve(
         &self,
         ctx: &Context,
-        ns: &str,
-        uid: &str,
-        observed: Option<&ObservedService>,
-    ) -> Result<bool, Error> {
-        let owner = crate::api::common::owner_tag_value(ns, &self.name_any());
-        match observed {
-            Some(o) => super::is_own_history::<EcsService>(ctx, &o.tags, &owner, uid).await,
-            None => Ok(false),
+    ) -> Result<Result<Target, Outcome<EcsServiceStatus>>, Error> {
+        let ns = self.namespace().unwrap_or_default();
+        let waiting = |message: String| {
+            let health = Health::progressing("WaitingForReference", message);
+            Outcome::new(self.previous(), health).requeue(REFERENCE_POLL)
+        };
+        let cluster = match refs::cluster_of(self, &ctx.kube, &ns).await? {
+            Resolved::Found(c) => c,
+            Resolved::Waiting(m) => return Ok(Err(waiting(m))),
+        };
+        let task_definition = match refs::task_definition_of(self, &ctx.kube, &ns).await? {
+            Resolved::Found(t) => t,
+            Resolved::Waiting(m) => return Ok(Err(waiting(m))),
+        };
+        Ok(Ok(Target {
+            cluster,
+            task_definition,
+        }))
+    }
+
+    /// The service as ECS has it. A spec change or work in progress (a rollout, an
+    /// update just sent) needs it as it is now; anything else (Ready, or Stalled
+    /// waiting for a person) shares a batched read with the cluster's other services.
+    async fn observe(
+        &self,
+        ctx: &Context,
+        cluster: &str,
+    ) -> Result<Option<ObservedService>, Error> {
+        let previous = self.previous();
+        let in_progress = previous.observed_generation != self.metadata.generation
+            || is_condition_true(&previous.conditions, RECONCILING);
+        let max_age = if in_progress {
+            Duration::ZERO
+        } else {
+            ctx.services.window()
+        };
+        let name = self.ecs_name();
+        ctx.services
+            .observe(&ctx.ecs, cluster, &name, max_age)
+            .await
+    }
+
+    fn desired<'a>(
+        &'a self,
+        me: &'a Claimant,
+        previous: &'a EcsServiceStatus,
+        name: &'a str,
+        target: &'a Target,
+        living: Option<&'a BTreeSet<String>>,
+    ) -> Desired<'a> {
+        let ns = self.namespace().unwrap_or_default();
+        let mut tags = self.spec.tags.clone();
+        tags.extend(ownership_tags(&ns, &self.name_any(), &me.uid));
+        Desired {
+            name,
+            me,
+            spec: &self.spec,
+            task_definition: &target.task_definition,
+            tags,
+            managed_tag_keys: &previous.managed_tag_keys,
+            applied_task_definition: previous.applied_task_definition.as_deref(),
+            applied_redeploy_token: previous.applied_redeploy_token.as_deref(),
+            rolled_back_task_definition: previous.rolled_back_task_definition.as_deref(),
+            replaced_task_definition: previous.replaced_task_definition.as_deref(),
+            recently_created: service_plan::recently_created(
+                previous.last_create_time.as_deref(),
+                k8s_openapi::jiff::Timestamp::now(),
+            ),
+            living,
         }
+    }
+
+    async fn create(
+        &self,
+        ctx: &Context,
+        desired: &Desired<'_>,
+        target: &Target,
+    ) -> Result<Outcome<EcsServiceStatus>, Error> {
+        let (name, cluster, td) = (desired.name, &target.cluster, &target.task_definition);
+        let previous = self.previous();
+        let token = service_plan::client_token(
+            &desired.me.uid,
+            self.metadata.generation,
+            previous.creations,
+        );
+        let created = svc::create(
+            &ctx.ecs,
+            cluster,
+            name,
+            td,
+            &self.spec,
+            &desired.tags,
+            &token,
+        )
+        .await;
+        ctx.services.invalidate(cluster, name);
+        let created = created.map_err(|e| service_plan::classify_create_error(name, e))?;
+        let observed = service_plan::observed_status(previous, cluster, Some(&created));
+        let now = super::now().0.to_string();
+        let status = service_plan::created_status(observed, &self.spec, td, &now);
+        let short = service_plan::td_short(td);
+        let health = Health::progressing(
+            "Created",
+            format!("created ECS service {name} running {short}"),
+        );
+        let message = format!("created ECS service {name} in cluster {cluster} with {short}");
+        Ok(Outcome::new(status, health)
+            .requeue(service_plan::ROLLOUT_POLL)
+            .note(Note::normal("Created", "CreateService", message)))
+    }
+
+    /// Sends the converge's writes; the Events that say what changed.
+    async fn write(
+        &self,
+        ctx: &Context,
+        cluster: &str,
+        obs: &ObservedService,
+        c: &Converge,
+    ) -> Result<Vec<Note>, Error> {
+        let name = self.ecs_name();
+        let previous = self.previous();
+        let drift = previous.observed_generation == self.metadata.generation;
+        set_tags(&ctx.ecs, &obs.arn, &c.tag, &c.untag).await?;
+        if !c.update.is_empty() {
+            svc::update(&ctx.ecs, cluster, &name, &c.update, Some(obs)).await?;
+        }
+        ctx.services.invalidate(cluster, &name);
+        // The reference moved on to a revision never applied: a rollout.
+        let rollout_to = c
+            .update
+            .task_definition
+            .as_deref()
+            .filter(|td| previous.applied_task_definition.as_deref() != Some(*td))
+            .map(|td| (obs.task_definition.as_str(), td));
+        Ok(change_notes(
+            &name,
+            c,
+            drift && c.adopt.is_none(),
+            rollout_to,
+        ))
+    }
+
+    async fn converge(
+        &self,
+        ctx: &Context,
+        target: &Target,
+        obs: ObservedService,
+        c: Converge,
+        aligned: Duration,
+    ) -> Result<Outcome<EcsServiceStatus>, Error> {
+        let name = self.ecs_name();
+        let what = format!("ECS service {name}");
+        let mut notes: Vec<Note> = c
+            .adopt
+            .map(|how| owned::adopted_note(&what, how, Self::KIND))
+            .into_iter()
+            .collect();
+        let observed = service_plan::observed_status(self.previous(), &target.cluster, Some(&obs));
+        // The same update again and again means ECS does not take it (or reports it
+        // differently): say so instead of calling it forever.
+        let fingerprint = c
+            .writes()
+            .then(|| format!("{:?}{:?}{:?}", c.update, c.tag, c.untag));
+        if let Err(health) = ctx
+            .updates
+            .check(&key_of(self), fingerprint, &what, &c.changed)
+        {
+            let note = owned::not_applied_note(&health, "UpdateService");
+            return Ok(Outcome::new(observed, health).requeue(aligned).note(note));
+        }
+        if c.writes() {
+            notes.extend(self.write(ctx, &target.cluster, &obs, &c).await?);
+        }
+        let td = &target.task_definition;
+        let status = service_plan::converged_status(observed, &self.spec, td, &obs, &c);
+        let (health, requeue) = service_plan::converge_health(&name, td, &obs, &c);
+        let already_reported = self
+            .previous()
+            .conditions
+            .iter()
+            .any(|x| x.type_ == STALLED && x.status == "True" && x.reason == "RolledBack");
+        if c.rolled_back && !already_reported {
+            notes.push(Note::warning(
+                "RolledBack",
+                "Rollout",
+                health.message().to_string(),
+            ));
+        }
+        Ok(Outcome::new(status, health)
+            .requeue(requeue.unwrap_or(aligned))
+            .notes(notes))
+    }
+
+    /// The cluster this resource's service lives in, for deletion: as recorded, or
+    /// resolved (None: never created).
+    async fn cluster_for_cleanup(&self, ctx: &Context) -> Result<Option<String>, Error> {
+        if let Some(c) = &self.previous().cluster {
+            return Ok(Some(c.clone()));
+        }
+        let ns = self.namespace().unwrap_or_default();
+        match refs::cluster_of(self, &ctx.kube, &ns).await? {
+            Resolved::Found(c) => Ok(Some(c)),
+            Resolved::Waiting(_) => Ok(None),
+        }
+    }
+
+    async fn delete(
+        &self,
+        ctx: &Context,
+        cluster: &str,
+        scale_down: bool,
+    ) -> Result<Vec<Note>, Error> {
+        let name = self.ecs_name();
+        if scale_down {
+            let zero = ServiceUpdate {
+                desired_count: Some(0),
+                ..Default::default()
+            };
+            svc::update(&ctx.ecs, cluster, &name, &zero, None).await?;
+        }
+        svc::delete(&ctx.ecs, cluster, &name).await?;
+        ctx.services.invalidate(cluster, &name);
+        let message =
+            format!("scaled ECS service {name} to 0 and deleted it; waiting until INACTIVE");
+        super::driver::publish(
+            ctx,
+            self,
+            &[Note::normal("Deleting", "DeleteService", message)],
+        )
+        .await;
+        Err(Error::DeleteInProgress {
+            reason: "Draining".into(),
+            message: format!("ECS service {name} deleted; waiting until it is INACTIVE"),
+        })
     }
 }
 
@@ -159,261 +357,48 @@ impl Managed for EcsService {
         refs::watch_references(controller, client, namespace)
     }
 
-    async fn apply(&self, ctx: &Context) -> Result<Outcome, Error> {
-        let ns = self.namespace().unwrap_or_default();
+    async fn apply(&self, ctx: &Context) -> Result<Outcome<EcsServiceStatus>, Error> {
+        let me = Claimant::of(self, self.spec.adopt_existing)?;
+        let target = match self.resolve(ctx).await? {
+            Ok(target) => target,
+            Err(waiting) => return Ok(waiting),
+        };
+        let observed = self.observe(ctx, &target.cluster).await?;
+        let living =
+            owned::living_for::<Self>(ctx, observed.as_ref().map(|o| &o.tags), &me.uid).await?;
+        let previous = self.previous();
         let name = self.ecs_name();
-        let uid = self
-            .uid()
-            .ok_or_else(|| Error::Config(format!("EcsService {ns}/{name} has no uid")))?;
-        let prev = self.status.clone().unwrap_or_default();
-
-        let waiting = |message: String| Outcome {
-            status: to_value(&previous_body(self)),
-            health: Health::progressing("WaitingForReference", message),
-            requeue: Some(REFERENCE_POLL),
-            notes: vec![],
-        };
-        let cluster = match refs::cluster_of(self, &ctx.kube, &ns).await? {
-            Resolved::Found(c) => c,
-            Resolved::Waiting(m) => return Ok(waiting(m)),
-        };
-        let task_definition = match refs::task_definition_of(self, &ctx.kube, &ns).await? {
-            Resolved::Found(t) => t,
-            Resolved::Waiting(m) => return Ok(waiting(m)),
-        };
-
-        // A spec change or work in progress (a rollout, an update just sent) needs the
-        // service as it is now; anything else (Ready, or Stalled waiting for a person)
-        // shares a batched read with the other services of the cluster.
-        let in_progress = prev.observed_generation != self.metadata.generation
-            || is_condition_true(&prev.conditions, RECONCILING);
-        let max_age = if in_progress {
-            Duration::ZERO
-        } else {
-            ctx.services.window()
-        };
-        let observed = ctx
-            .services
-            .observe(&ctx.ecs, &cluster, &name, max_age)
-            .await?;
-
-        let mut tags = self.spec.tags.clone();
-        tags.extend(ownership_tags(&ns, &self.name_any(), &uid));
-        let desired = Desired {
-            name: &name,
-            uid: &uid,
-            spec: &self.spec,
-            task_definition: &task_definition,
-            tags: tags.clone(),
-            managed_tag_keys: &prev.managed_tag_keys,
-            applied_task_definition: prev.applied_task_definition.as_deref(),
-            applied_redeploy_token: prev.applied_redeploy_token.as_deref(),
-            rolled_back_task_definition: prev.rolled_back_task_definition.as_deref(),
-            replaced_task_definition: prev.replaced_task_definition.as_deref(),
-            recently_created: service_plan::recently_created(
-                prev.last_create_time.as_deref(),
-                k8s_openapi::jiff::Timestamp::now(),
-            ),
-            own_history: self.own_history(ctx, &ns, &uid, observed.as_ref()).await?,
-        };
-        let managed_tag_keys: Vec<String> = self.spec.tags.keys().cloned().collect();
+        let desired = self.desired(&me, &previous, &name, &target, living.as_ref());
         let aligned = until_aligned(ctx.resync, SystemTime::now());
-
-        match service_plan::plan(&desired, observed.as_ref()) {
-            Plan::Refuse(health) => {
-                let note = Note::warning(
-                    match &health {
-                        Health::Stalled { reason, .. } if reason == "NotOwned" => "NotOwned",
-                        _ => "ImmutableField",
-                    },
-                    "Reconcile",
-                    health.message().to_string(),
-                );
-                Ok(Outcome {
-                    status: to_value(&status_from(previous_body(self), &cluster, None)),
-                    health,
-                    requeue: Some(aligned),
-                    notes: vec![note],
-                })
-            }
-            Plan::Wait(health) => Ok(Outcome {
-                status: to_value(&status_from(previous_body(self), &cluster, None)),
-                health,
-                requeue: Some(service_plan::DRAIN_POLL),
-                notes: vec![],
-            }),
-            Plan::Create => {
-                let token =
-                    service_plan::client_token(&uid, self.metadata.generation, prev.creations);
-                let created = svc::create(
-                    &ctx.ecs,
-                    &cluster,
-                    &name,
-                    &task_definition,
-                    &self.spec,
-                    &tags,
-                    &token,
-                )
-                .await;
-                ctx.services.invalidate(&cluster, &name);
-                let created = match created {
-                    Ok(c) => c,
-                    Err(e) => return Err(service_plan::classify_create_error(&name, e)),
-                };
-                let mut st = status_from(previous_body(self), &cluster, Some(&created));
-                st.applied_task_definition = Some(task_definition.clone());
-                st.applied_redeploy_token = self.spec.redeploy_token.clone();
-                st.managed_tag_keys = managed_tag_keys;
-                st.creations = prev.creations.saturating_add(1);
-                st.rolled_back_task_definition = None;
-                st.replaced_task_definition = None;
-                st.last_create_time = Some(super::now().0.to_string());
-                Ok(Outcome {
-                    status: to_value(&st),
-                    health: Health::progressing(
-                        "Created",
-                        format!(
-                            "created ECS service {name} running {}",
-                            service_plan::td_short(&task_definition)
-                        ),
-                    ),
-                    requeue: Some(service_plan::ROLLOUT_POLL),
-                    notes: vec![Note::normal(
-                        "Created",
-                        "CreateService",
-                        format!(
-                            "created ECS service {name} in cluster {cluster} with {}",
-                            service_plan::td_short(&task_definition)
-                        ),
-                    )],
-                })
-            }
-            Plan::Converge(c) => {
-                let Some(obs) = observed else {
-                    return Err(Error::Config("converge planned without a service".into()));
-                };
-                let mut notes = Vec::new();
-                if c.adopt {
-                    let how = if desired.own_history {
-                        "left by an earlier EcsService of this name that was deleted"
-                    } else {
-                        "(adoptExisting)"
-                    };
-                    notes.push(Note::normal(
-                        "Adopted",
-                        "TagResource",
-                        format!("adopted existing ECS service {name} {how}"),
-                    ));
-                }
-                // The same update again and again means ECS does not take it (or
-                // reports it differently): say so instead of calling it forever.
-                if let Err(health) = ctx.updates.check(
-                    &super::key_of(self),
-                    c.writes()
-                        .then(|| format!("{:?}{:?}{:?}", c.update, c.tag, c.untag)),
-                    &format!("ECS service {name}"),
-                    &c.changed,
-                ) {
-                    let st = status_from(previous_body(self), &cluster, Some(&obs));
-                    let note = Note::warning("UpdateNotApplied", "UpdateService", health.message());
-                    return Ok(Outcome {
-                        status: to_value(&st),
-                        health,
-                        requeue: Some(aligned),
-                        notes: vec![note],
-                    });
-                }
-                if c.writes() {
-                    let drift = prev.observed_generation == self.metadata.generation;
-                    set_tags(&ctx.ecs, &obs.arn, &c.tag, &c.untag).await?;
-                    if !c.update.is_empty() {
-                        svc::update(&ctx.ecs, &cluster, &name, &c.update, Some(&obs)).await?;
+        let unobserved = || service_plan::observed_status(self.previous(), &target.cluster, None);
+        match (service_plan::plan(&desired, observed.as_ref()), observed) {
+            (Plan::Refuse(health), _) => {
+                let note = match &health {
+                    Health::Stalled { reason, .. } if reason == "NotOwned" => {
+                        owned::not_owned_note(&health, "Reconcile")
                     }
-                    ctx.services.invalidate(&cluster, &name);
-                    // The reference moved on to a revision never applied: a rollout.
-                    let rollout_to = c
-                        .update
-                        .task_definition
-                        .as_deref()
-                        .filter(|td| prev.applied_task_definition.as_deref() != Some(*td))
-                        .map(|td| (obs.task_definition.as_str(), td));
-                    notes.extend(change_notes(&name, &c, drift && !c.adopt, rollout_to));
-                }
-                let mut st = status_from(previous_body(self), &cluster, Some(&obs));
-                if c.update.task_definition.is_some() {
-                    st.replaced_task_definition = Some(obs.task_definition.clone());
-                }
-                if c.update.task_definition.is_some()
-                    || service_plan::same_task_definition(&task_definition, &obs.task_definition)
-                {
-                    st.applied_task_definition = Some(task_definition.clone());
-                }
-                st.applied_redeploy_token = self.spec.redeploy_token.clone();
-                st.managed_tag_keys = managed_tag_keys;
-                st.rolled_back_task_definition = if c.rolled_back {
-                    Some(task_definition.clone())
-                } else if c.update.task_definition.is_some() || c.update.force_new_deployment {
-                    None
-                } else {
-                    prev.rolled_back_task_definition.clone()
+                    _ => Note::warning("ImmutableField", "Reconcile", health.message()),
                 };
-                let (health, requeue) = if is_rollout(&c.update) {
-                    (
-                        Health::progressing(
-                            "RolloutStarted",
-                            format!(
-                                "asked ECS to deploy {}",
-                                service_plan::td_short(&task_definition)
-                            ),
-                        ),
-                        Some(service_plan::ROLLOUT_POLL),
-                    )
-                } else if !c.update.is_empty() {
-                    // Report the effect once ECS has it, shortly.
-                    (
-                        Health::progressing(
-                            "Updating",
-                            format!("updating ECS service {name}: {}", c.changed.join(", ")),
-                        ),
-                        Some(Duration::from_secs(2)),
-                    )
-                } else {
-                    service_plan::health(&obs, &task_definition, c.rolled_back)
-                };
-                let already_reported = prev
-                    .conditions
-                    .iter()
-                    .any(|x| x.type_ == STALLED && x.status == "True" && x.reason == "RolledBack");
-                if c.rolled_back && !already_reported {
-                    notes.push(Note::warning(
-                        "RolledBack",
-                        "Rollout",
-                        health.message().to_string(),
-                    ));
-                }
-                Ok(Outcome {
-                    status: to_value(&st),
-                    health,
-                    requeue: Some(requeue.unwrap_or(aligned)),
-                    notes,
-                })
+                Ok(Outcome::new(unobserved(), health)
+                    .requeue(aligned)
+                    .note(note))
+            }
+            (Plan::Wait(health), _) => {
+                Ok(Outcome::new(unobserved(), health).requeue(service_plan::DRAIN_POLL))
+            }
+            (Plan::Create, _) => self.create(ctx, &desired, &target).await,
+            (Plan::Converge(c), Some(obs)) => self.converge(ctx, &target, obs, *c, aligned).await,
+            (Plan::Converge(_), None) => {
+                Err(Error::Internal("converge planned without a service".into()))
             }
         }
     }
 
     async fn cleanup(&self, ctx: &Context) -> Result<Vec<Note>, Error> {
-        let ns = self.namespace().unwrap_or_default();
         let name = self.ecs_name();
         let uid = self.uid().unwrap_or_default();
-        let prev = self.status.clone().unwrap_or_default();
-        let cluster = match &prev.cluster {
-            Some(c) => c.clone(),
-            None => match refs::cluster_of(self, &ctx.kube, &ns).await {
-                Ok(Resolved::Found(c)) => c,
-                // No status and no cluster to look in: never created.
-                Ok(Resolved::Waiting(_)) => return Ok(vec![]),
-                Err(e) => return Err(e),
-            },
+        let Some(cluster) = self.cluster_for_cleanup(ctx).await? else {
+            return Ok(vec![]);
         };
         let observed = ctx
             .services
@@ -442,7 +427,7 @@ impl Managed for EcsService {
                         &ctx.ecs,
                         &o.arn,
                         &Default::default(),
-                        &[OWNER_TAG.to_string(), UID_TAG.to_string()],
+                        &owned::ownership_keys(),
                     )
                     .await?;
                 }
@@ -459,45 +444,9 @@ impl Managed for EcsService {
                 reason: "Draining".into(),
                 message: format!("ECS service {name} is DRAINING; waiting until it is INACTIVE"),
             }),
-            Cleanup::Delete { scale_down } => {
-                if scale_down {
-                    let u = ServiceUpdate {
-                        desired_count: Some(0),
-                        ..Default::default()
-                    };
-                    svc::update(&ctx.ecs, &cluster, &name, &u, None).await?;
-                }
-                svc::delete(&ctx.ecs, &cluster, &name).await?;
-                ctx.services.invalidate(&cluster, &name);
-                super::publish(
-                    ctx,
-                    self,
-                    &[Note::normal(
-                        "Deleting",
-                        "DeleteService",
-                        format!(
-                            "scaled ECS service {name} to 0 and deleted it; waiting until INACTIVE"
-                        ),
-                    )],
-                )
-                .await;
-                Err(Error::DeleteInProgress {
-                    reason: "Draining".into(),
-                    message: format!("ECS service {name} deleted; waiting until it is INACTIVE"),
-                })
-            }
+            Cleanup::Delete { scale_down } => self.delete(ctx, &cluster, scale_down).await,
         }
     }
-}
-
-fn is_rollout(u: &ServiceUpdate) -> bool {
-    u.task_definition.is_some()
-        || u.force_new_deployment
-        || u.network.is_some()
-        || u.capacity_provider_strategy.is_some()
-        || u.platform_version.is_some()
-        || u.load_balancers.is_some()
-        || u.service_registries.is_some()
 }
 
 #[cfg(test)]

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::owned::{self, Adoption, Claim, Claimant, Release};
 use crate::api::cluster::CapacityProviderStrategyItem;
-use crate::api::common::{Health, OWNER_TAG, Ownership, UID_TAG, ownership};
+use crate::api::common::{DeletionPolicy, Health};
 use crate::api::service::{
-    AssignPublicIp, AwsVpcConfiguration, DeploymentConfiguration, EcsServiceSpec,
+    AssignPublicIp, AwsVpcConfiguration, DeploymentConfiguration, EcsServiceSpec, EcsServiceStatus,
     PlacementStrategy, ServiceEvent,
 };
 use crate::ecs::service::{ObservedService, ServiceUpdate};
@@ -27,7 +28,7 @@ pub const STATUS_EVENTS: usize = 5;
 #[derive(Debug, Clone)]
 pub struct Desired<'a> {
     pub name: &'a str,
-    pub uid: &'a str,
+    pub me: &'a Claimant,
     pub spec: &'a EcsServiceSpec,
     /// Resolved task definition: an ARN or `family:revision`.
     pub task_definition: &'a str,
@@ -47,10 +48,9 @@ pub struct Desired<'a> {
     /// CreateService was called within `NOT_SEEN_GRACE`: a service DescribeServices
     /// does not report may just not be visible yet.
     pub recently_created: bool,
-    /// The observed service carries this resource's owner tag and the uid of an
-    /// EcsService that no longer exists: it is this resource's own (delete and
-    /// re-create), taken over without adoptExisting.
-    pub own_history: bool,
+    /// Uids of the existing EcsServices, when the observed service's tags name
+    /// another one (see `owned::claim`).
+    pub living: Option<&'a BTreeSet<String>>,
 }
 
 /// How long after CreateService a service DescribeServices does not report is "not
@@ -120,8 +120,8 @@ pub enum Plan {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Converge {
-    /// Taking over a service the operator did not create (adoptExisting).
-    pub adopt: bool,
+    /// Taking over a service this resource did not create.
+    pub adopt: Option<Adoption>,
     pub update: ServiceUpdate,
     /// Spec fields that differed, for the DriftCorrected / Updated Event.
     pub changed: Vec<String>,
@@ -285,80 +285,73 @@ fn back_on_replaced(obs: &ObservedService, replaced: Option<&str>) -> bool {
 
 /// Decides what to write.
 pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
+    let obs = match gate(d, observed) {
+        Ok(obs) => obs,
+        Err(plan) => return plan,
+    };
+    let adopt = match owned::claim(&obs.tags, d.me, d.living) {
+        Claim::Ours => None,
+        Claim::Adopt(how) => Some(how),
+        Claim::Refuse(holder) => {
+            let what = format!("ECS service {}", d.name);
+            return Plan::Refuse(owned::refusal(&holder, d.me, &what, "serviceName"));
+        }
+    };
+    if let Some(refusal) = immutable_conflict(d, obs) {
+        return Plan::Refuse(refusal);
+    }
+    let mut c = Converge {
+        adopt,
+        ..Default::default()
+    };
+    rollout_changes(d, obs, &mut c);
+    setting_changes(d.spec, obs, &mut c.update, &mut c.changed);
+    let tags = owned::tag_changes(&d.tags, &obs.tags, d.managed_tag_keys);
+    c.changed.extend(tags.changed);
+    (c.tag, c.untag) = (tags.tag, tags.untag);
+    if let Some(refusal) = deployed_elsewhere(d.name, obs, &c.update) {
+        return Plan::Refuse(refusal);
+    }
+    Plan::Converge(Box::new(c))
+}
+
+/// The live service to converge, or the plan when there is none to converge yet.
+fn gate<'o>(
+    d: &Desired<'_>,
+    observed: Option<&'o ObservedService>,
+) -> Result<&'o ObservedService, Plan> {
     if observed.is_none() && d.recently_created {
-        return Plan::Wait(Health::progressing(
+        return Err(Plan::Wait(Health::progressing(
             "WaitingForVisibility",
             format!(
                 "created ECS service {}; waiting for DescribeServices to report it",
                 d.name
             ),
-        ));
+        )));
     }
     let Some(obs) = observed.filter(|o| !o.is_gone()) else {
-        return Plan::Create;
+        return Err(Plan::Create);
     };
     if obs.status == "DRAINING" {
-        return Plan::Wait(Health::progressing(
+        return Err(Plan::Wait(Health::progressing(
             "WaitingForDrain",
             format!(
                 "an ECS service named {} is still DRAINING after a deletion; it is created again \
                  once ECS reports it INACTIVE",
                 d.name
             ),
-        ));
+        )));
     }
-    let adopt = match ownership(&obs.tags, d.uid) {
-        Ownership::Ours => false,
-        Ownership::Foreign { .. } if d.own_history => true,
-        Ownership::Foreign { owner } if !d.spec.adopt_existing => {
-            let who = match owner {
-                Some(o) => format!("it belongs to EcsService {o}"),
-                None => "it was not created by ecs-operator".to_string(),
-            };
-            return Plan::Refuse(Health::stalled(
-                "NotOwned",
-                format!(
-                    "ECS service {} already exists and {who}; the operator will not touch it. Set \
-                     spec.adoptExisting: true to manage it, or choose another serviceName",
-                    d.name
-                ),
-            ));
-        }
-        // Another EcsService's service: two owners would fight over it, and deleting
-        // either would delete it.
-        Ownership::Foreign { owner: Some(o) } => {
-            return Plan::Refuse(Health::stalled(
-                "NotOwned",
-                format!(
-                    "ECS service {} is managed by EcsService {o}; adoptExisting only takes over \
-                     services no EcsService owns. Delete that resource with deletionPolicy: Orphan \
-                     (or remove its ecs.operator.dev/* tags) first",
-                    d.name
-                ),
-            ));
-        }
-        Ownership::Foreign { owner: None } => true,
-    };
-    if let Some(refusal) = immutable_conflict(d, obs) {
-        return Plan::Refuse(refusal);
-    }
+    Ok(obs)
+}
 
+/// The task definition, redeploy token and capacity provider strategy: the
+/// changes that start a deployment, and a rollback that must not be undone.
+fn rollout_changes(d: &Desired<'_>, obs: &ObservedService, c: &mut Converge) {
     let spec = d.spec;
-    let mut c = Converge {
-        adopt,
-        ..Default::default()
-    };
     let u = &mut c.update;
-    let mut changed = |field: &str| c.changed.push(field.to_string());
-
-    if let Some(n) = spec.desired_count
-        && n != obs.desired_count
-    {
-        u.desired_count = Some(n);
-        changed("desiredCount");
-    }
     // Removing the token is not a request to redeploy.
-    let redeploy = !adopt
+    let redeploy = c.adopt.is_none()
         && spec.redeploy_token.is_some()
         && spec.redeploy_token.as_deref() != d.applied_redeploy_token;
     // An EXTERNAL service may have no service-level task definition at all.
@@ -375,12 +368,12 @@ pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
             c.rolled_back = true;
         } else {
             u.task_definition = Some(d.task_definition.to_string());
-            changed("taskDefinition");
+            c.changed.push("taskDefinition".into());
         }
     }
     if redeploy {
         u.force_new_deployment = true;
-        changed("redeployToken");
+        c.changed.push("redeployToken".into());
     }
     if let Some(s) = &spec.capacity_provider_strategy {
         let want = normalise_strategy(s);
@@ -392,126 +385,165 @@ pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
             // must force a new deployment." (pipecd 6385, ecspresso 481).
             u.force_new_deployment = true;
             u.capacity_provider_strategy = Some(want);
-            changed("capacityProviderStrategy");
+            c.changed.push("capacityProviderStrategy".into());
         }
     }
+}
+
+/// Sets `field` in the update when the spec sets it and ECS has it differently.
+fn set_if<T: PartialEq + Clone>(
+    want: Option<T>,
+    have: T,
+    slot: &mut Option<T>,
+    field: &str,
+    changed: &mut Vec<String>,
+) {
+    if let Some(want) = want
+        && want != have
+    {
+        *slot = Some(want);
+        changed.push(field.to_string());
+    }
+}
+
+/// Every other setting UpdateService takes: only what the spec sets (omitted = keep),
+/// compared in the form ECS reports it.
+fn setting_changes(
+    spec: &EcsServiceSpec,
+    obs: &ObservedService,
+    u: &mut ServiceUpdate,
+    changed: &mut Vec<String>,
+) {
+    set_if(
+        spec.desired_count,
+        obs.desired_count,
+        &mut u.desired_count,
+        "desiredCount",
+        changed,
+    );
     if let Some(p) = &spec.platform_version
         && obs.platform_version.as_ref() != Some(p)
     {
         u.platform_version = Some(p.clone());
-        changed("platformVersion");
+        changed.push("platformVersion".into());
     }
     if let Some(n) = &spec.network_configuration {
         let want = normalise_network(&n.awsvpc_configuration);
         if obs.network.as_ref() != Some(&want) {
             u.network = Some(want);
-            changed("networkConfiguration");
+            changed.push("networkConfiguration".into());
         }
     }
-    if let Some(l) = &spec.load_balancers {
-        let want = sorted(l);
-        if want != obs.load_balancers {
-            u.load_balancers = Some(want);
-            changed("loadBalancers");
-        }
-    }
-    if let Some(r) = &spec.service_registries {
-        let want = sorted(r);
-        if want != obs.service_registries {
-            u.service_registries = Some(want);
-            changed("serviceRegistries");
-        }
-    }
+    let lbs = spec.load_balancers.as_deref().map(sorted);
+    set_if(
+        lbs,
+        obs.load_balancers.clone(),
+        &mut u.load_balancers,
+        "loadBalancers",
+        changed,
+    );
+    let registries = spec.service_registries.as_deref().map(sorted);
+    let have = obs.service_registries.clone();
+    set_if(
+        registries,
+        have,
+        &mut u.service_registries,
+        "serviceRegistries",
+        changed,
+    );
     if let Some(p) = &spec.placement_constraints
         && sorted(p) != sorted(&obs.placement_constraints)
     {
         u.placement_constraints = Some(p.clone());
-        changed("placementConstraints");
+        changed.push("placementConstraints".into());
     }
     if let Some(p) = &spec.placement_strategy
         && normalise_placement(p) != normalise_placement(&obs.placement_strategy)
     {
         u.placement_strategy = Some(p.clone());
-        changed("placementStrategy");
+        changed.push("placementStrategy".into());
     }
     if let Some(want) = &spec.deployment_configuration {
         let (merged, fields) = merge_deployment_configuration(&obs.deployment_configuration, want);
         if !fields.is_empty() {
             u.deployment_configuration = Some(merged);
-            for f in &fields {
-                changed(f);
-            }
+            changed.extend(fields);
         }
     }
-    if let Some(h) = spec.health_check_grace_period_seconds
-        && obs.health_check_grace_period_seconds.unwrap_or(0) != h
-    {
-        u.health_check_grace_period_seconds = Some(h);
-        changed("healthCheckGracePeriodSeconds");
-    }
-    if let Some(e) = spec.enable_execute_command
-        && obs.enable_execute_command != e
-    {
-        u.enable_execute_command = Some(e);
-        changed("enableExecuteCommand");
-    }
-    if let Some(e) = spec.enable_ecs_managed_tags
-        && obs.enable_ecs_managed_tags != e
-    {
-        u.enable_ecs_managed_tags = Some(e);
-        changed("enableECSManagedTags");
-    }
-    if let Some(p) = spec.propagate_tags
-        && obs.propagate_tags.as_deref().unwrap_or("NONE") != p.as_str()
-    {
-        u.propagate_tags = Some(p.as_str().to_string());
-        changed("propagateTags");
-    }
+    flag_changes(spec, obs, u, changed);
+}
 
-    // Tags: set what differs; remove only keys this resource set before.
-    for (k, v) in &d.tags {
-        if obs.tags.get(k) != Some(v) {
-            c.tag.insert(k.clone(), v.clone());
-            if k != OWNER_TAG && k != UID_TAG {
-                changed(&format!("tags[{k}]"));
-            }
-        }
-    }
-    for k in d.managed_tag_keys {
-        if !d.tags.contains_key(k) && obs.tags.contains_key(k) {
-            c.untag.push(k.clone());
-            changed(&format!("tags[{k}]"));
-        }
-    }
-    // With CodeDeploy or an external controller, deployments are not UpdateService's.
+fn flag_changes(
+    spec: &EcsServiceSpec,
+    obs: &ObservedService,
+    u: &mut ServiceUpdate,
+    changed: &mut Vec<String>,
+) {
+    let grace = obs.health_check_grace_period_seconds.unwrap_or(0);
+    let field = "healthCheckGracePeriodSeconds";
+    set_if(
+        spec.health_check_grace_period_seconds,
+        grace,
+        &mut u.health_check_grace_period_seconds,
+        field,
+        changed,
+    );
+    let exec = spec.enable_execute_command;
+    set_if(
+        exec,
+        obs.enable_execute_command,
+        &mut u.enable_execute_command,
+        "enableExecuteCommand",
+        changed,
+    );
+    let managed = spec.enable_ecs_managed_tags;
+    set_if(
+        managed,
+        obs.enable_ecs_managed_tags,
+        &mut u.enable_ecs_managed_tags,
+        "enableECSManagedTags",
+        changed,
+    );
+    let propagate = spec.propagate_tags.map(|p| p.as_str().to_string());
+    let have = obs.propagate_tags.clone().unwrap_or_else(|| "NONE".into());
+    set_if(
+        propagate,
+        have,
+        &mut u.propagate_tags,
+        "propagateTags",
+        changed,
+    );
+}
+
+/// With CodeDeploy or an external controller, deployments are not UpdateService's:
+/// a change that would start one is refused, naming the fields.
+fn deployed_elsewhere(name: &str, obs: &ObservedService, u: &ServiceUpdate) -> Option<Health> {
     let controller = obs.deployment_controller.as_deref().unwrap_or("ECS");
-    if controller != "ECS" {
-        let u = &c.update;
-        let deploys = [
-            ("taskDefinition", u.task_definition.is_some()),
-            ("networkConfiguration", u.network.is_some()),
-            ("loadBalancers", u.load_balancers.is_some()),
-            ("platformVersion", u.platform_version.is_some()),
-            (
-                "capacityProviderStrategy",
-                u.capacity_provider_strategy.is_some(),
-            ),
-            ("redeployToken", u.force_new_deployment),
-        ];
-        let blocked: Vec<&str> = deploys.iter().filter(|d| d.1).map(|d| d.0).collect();
-        if !blocked.is_empty() {
-            return Plan::Refuse(Health::stalled(
-                "DeployedElsewhere",
-                format!(
-                    "ECS service {} uses the {controller} deployment controller: {} change(s) are \
-                     deployed by it (e.g. a CodeDeploy deployment), not by UpdateService",
-                    d.name,
-                    blocked.join(", ")
-                ),
-            ));
-        }
+    if controller == "ECS" {
+        return None;
     }
-    Plan::Converge(Box::new(c))
+    let deploys = [
+        ("taskDefinition", u.task_definition.is_some()),
+        ("networkConfiguration", u.network.is_some()),
+        ("loadBalancers", u.load_balancers.is_some()),
+        ("platformVersion", u.platform_version.is_some()),
+        (
+            "capacityProviderStrategy",
+            u.capacity_provider_strategy.is_some(),
+        ),
+        ("redeployToken", u.force_new_deployment),
+    ];
+    let blocked: Vec<&str> = deploys.iter().filter(|d| d.1).map(|d| d.0).collect();
+    (!blocked.is_empty()).then(|| {
+        Health::stalled(
+            "DeployedElsewhere",
+            format!(
+                "ECS service {name} uses the {controller} deployment controller: {} change(s) are \
+                 deployed by it (e.g. a CodeDeploy deployment), not by UpdateService",
+                blocked.join(", ")
+            ),
+        )
+    })
 }
 
 /// A field ECS cannot change on a live service differs from the spec (possible for
@@ -717,6 +749,115 @@ pub fn td_short(td: &str) -> &str {
         .unwrap_or(td)
 }
 
+/// The status with what ECS reports about the service (`obs`) laid over `base`.
+pub fn observed_status(
+    base: EcsServiceStatus,
+    cluster: &str,
+    obs: Option<&ObservedService>,
+) -> EcsServiceStatus {
+    let mut status = base;
+    status.cluster = Some(cluster.to_string());
+    if let Some(o) = obs {
+        status.service_name = Some(o.name.clone());
+        status.arn = Some(o.arn.clone());
+        status.status = Some(o.status.clone());
+        status.desired_count = Some(o.desired_count);
+        status.running_count = Some(o.running_count);
+        status.pending_count = Some(o.pending_count);
+        status.task_definition = o.primary().map(|p| p.task_definition.clone());
+        status.rollout_state = o.primary().and_then(|p| p.rollout_state.clone());
+        status.deployments = o.deployments.clone();
+        status.task_sets = o.task_sets.clone();
+        status.events = status_events(&o.events);
+    }
+    status
+}
+
+/// What a successful CreateService leaves to remember: the revision and token
+/// applied, one more creation (a new client token next time), no rollback memory.
+pub fn created_status(
+    mut status: EcsServiceStatus,
+    spec: &EcsServiceSpec,
+    task_definition: &str,
+    now: &str,
+) -> EcsServiceStatus {
+    status.applied_task_definition = Some(task_definition.to_string());
+    status.applied_redeploy_token = spec.redeploy_token.clone();
+    status.managed_tag_keys = spec.tags.keys().cloned().collect();
+    status.creations = status.creations.saturating_add(1);
+    status.rolled_back_task_definition = None;
+    status.replaced_task_definition = None;
+    status.last_create_time = Some(now.to_string());
+    status
+}
+
+/// What a converge pass leaves to remember (the rules the next plan relies on):
+/// - appliedTaskDefinition moves when the revision was sent or ECS already runs it;
+/// - replacedTaskDefinition is what the service ran before a revision was sent
+///   (a service found back on it was rolled back);
+/// - rolledBackTaskDefinition is set by a rollback and cleared by a new revision or
+///   a forced deployment, and kept otherwise (ECS forgets failed deployments).
+pub fn converged_status(
+    mut status: EcsServiceStatus,
+    spec: &EcsServiceSpec,
+    task_definition: &str,
+    obs: &ObservedService,
+    c: &Converge,
+) -> EcsServiceStatus {
+    let sent_revision = c.update.task_definition.is_some();
+    if sent_revision {
+        status.replaced_task_definition = Some(obs.task_definition.clone());
+    }
+    if sent_revision || same_task_definition(task_definition, &obs.task_definition) {
+        status.applied_task_definition = Some(task_definition.to_string());
+    }
+    status.applied_redeploy_token = spec.redeploy_token.clone();
+    status.managed_tag_keys = spec.tags.keys().cloned().collect();
+    if c.rolled_back {
+        status.rolled_back_task_definition = Some(task_definition.to_string());
+    } else if sent_revision || c.update.force_new_deployment {
+        status.rolled_back_task_definition = None;
+    }
+    status
+}
+
+/// True if the update starts a new deployment.
+pub fn is_rollout(u: &ServiceUpdate) -> bool {
+    u.task_definition.is_some()
+        || u.force_new_deployment
+        || u.network.is_some()
+        || u.capacity_provider_strategy.is_some()
+        || u.platform_version.is_some()
+        || u.load_balancers.is_some()
+        || u.service_registries.is_some()
+}
+
+/// Health after a converge pass, and how soon to look again: a rollout just
+/// asked for, an update ECS has yet to show, or the service's own health.
+pub fn converge_health(
+    name: &str,
+    task_definition: &str,
+    obs: &ObservedService,
+    c: &Converge,
+) -> (Health, Option<Duration>) {
+    if is_rollout(&c.update) {
+        let message = format!("asked ECS to deploy {}", td_short(task_definition));
+        return (
+            Health::progressing("RolloutStarted", message),
+            Some(ROLLOUT_POLL),
+        );
+    }
+    if !c.update.is_empty() {
+        // Report the effect once ECS has it, shortly.
+        let message = format!("updating ECS service {name}: {}", c.changed.join(", "));
+        return (Health::progressing("Updating", message), Some(UPDATE_POLL));
+    }
+    health(obs, task_definition, c.rolled_back)
+}
+
+/// How soon a service is looked at again after an update that starts no deployment.
+pub const UPDATE_POLL: Duration = Duration::from_secs(2);
+
 /// Cleanup decision for deletion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cleanup {
@@ -732,24 +873,20 @@ pub enum Cleanup {
 
 pub fn plan_cleanup(
     uid: &str,
-    policy: crate::api::common::DeletionPolicy,
+    policy: DeletionPolicy,
     observed: Option<&ObservedService>,
 ) -> Cleanup {
-    let Some(obs) = observed.filter(|o| !o.is_gone()) else {
-        return Cleanup::Done {
+    let obs = observed.filter(|o| !o.is_gone());
+    match (owned::release(obs.map(|o| &o.tags), uid, policy), obs) {
+        (Release::Gone, _) | (_, None) => Cleanup::Done {
             reason: "AlreadyGone",
-        };
-    };
-    if ownership(&obs.tags, uid) != Ownership::Ours {
-        return Cleanup::Done { reason: "NotOwned" };
-    }
-    match policy {
-        crate::api::common::DeletionPolicy::Orphan => Cleanup::Untag,
-        crate::api::common::DeletionPolicy::Delete if obs.status == "DRAINING" => Cleanup::Draining,
+        },
+        (Release::NotOwned, _) => Cleanup::Done { reason: "NotOwned" },
+        (Release::Orphan, _) => Cleanup::Untag,
+        (Release::Delete, Some(o)) if o.status == "DRAINING" => Cleanup::Draining,
         // DAEMON services take no desiredCount; DeleteService drains them itself.
-        crate::api::common::DeletionPolicy::Delete => Cleanup::Delete {
-            scale_down: obs.desired_count > 0
-                && obs.scheduling_strategy.as_deref() != Some("DAEMON"),
+        (Release::Delete, Some(o)) => Cleanup::Delete {
+            scale_down: o.desired_count > 0 && o.scheduling_strategy.as_deref() != Some("DAEMON"),
         },
     }
 }
@@ -757,7 +894,7 @@ pub fn plan_cleanup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::common::{DeletionPolicy, ownership_tags};
+    use crate::api::common::{UID_TAG, ownership_tags};
     use crate::api::service::{
         DeploymentCircuitBreaker, DeploymentController, DeploymentControllerType, DeploymentStatus,
         LaunchType, LoadBalancer, NetworkConfiguration, PlacementStrategy, PropagateTags,
@@ -833,12 +970,21 @@ mod tests {
         }
     }
 
+    fn me(adopt_existing: bool) -> &'static Claimant {
+        Box::leak(Box::new(Claimant {
+            kind: "EcsService",
+            uid: "uid-1".into(),
+            owner: "ns/web".into(),
+            adopt_existing,
+        }))
+    }
+
     fn desired<'a>(spec: &'a EcsServiceSpec, managed: &'a [String]) -> Desired<'a> {
         let mut tags = spec.tags.clone();
         tags.extend(ownership_tags("ns", "web", "uid-1"));
         Desired {
             name: "web",
-            uid: "uid-1",
+            me: me(spec.adopt_existing),
             spec,
             task_definition: spec.task_definition.as_deref().unwrap_or(TD1),
             tags,
@@ -848,7 +994,7 @@ mod tests {
             rolled_back_task_definition: None,
             replaced_task_definition: None,
             recently_created: false,
-            own_history: false,
+            living: None,
         }
     }
 
@@ -903,7 +1049,7 @@ mod tests {
         }
         s.adopt_existing = true;
         let c = converge(plan(&desired(&s, &[]), Some(&o)));
-        assert!(c.adopt);
+        assert_eq!(c.adopt, Some(Adoption::Requested));
         assert_eq!(c.tag.get(UID_TAG).map(String::as_str), Some("uid-1"));
     }
 
@@ -1334,12 +1480,62 @@ mod tests {
         s.adopt_existing = true;
         let mut o = observed();
         o.tags = ownership_tags("other-ns", "web", "uid-9");
-        match plan(&desired(&s, &[]), Some(&o)) {
+        let living = BTreeSet::from(["uid-9".to_string()]);
+        let mut d = desired(&s, &[]);
+        d.living = Some(&living);
+        match plan(&d, Some(&o)) {
             Plan::Refuse(Health::Stalled { reason, message }) => {
                 assert_eq!(reason, "NotOwned");
                 assert!(message.contains("other-ns/web"), "{message}");
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// The shared ownership table, seen through the service plan.
+    #[test]
+    fn ownership_table_holds_for_services() {
+        let living = BTreeSet::from(["uid-1".to_string(), "uid-other".to_string()]);
+        let rows: Vec<(BTreeMap<String, String>, bool, Option<Option<Adoption>>)> = vec![
+            (ownership_tags("ns", "web", "uid-1"), false, Some(None)),
+            (BTreeMap::new(), false, None),
+            (BTreeMap::new(), true, Some(Some(Adoption::Requested))),
+            (ownership_tags("other", "web", "uid-other"), false, None),
+            (ownership_tags("other", "web", "uid-other"), true, None),
+            (
+                ownership_tags("other", "web", "uid-gone"),
+                true,
+                Some(Some(Adoption::Requested)),
+            ),
+            (
+                ownership_tags("ns", "web", "uid-gone"),
+                false,
+                Some(Some(Adoption::OwnHistory)),
+            ),
+        ];
+        for (mut tags, adopt_existing, want) in rows {
+            let mut s = spec();
+            s.adopt_existing = adopt_existing;
+            let team = ["team".to_string()];
+            let mut d = desired(&s, &team);
+            d.living = owned::names_another(&tags, "uid-1").then_some(&living);
+            tags.insert("team".into(), "a".into());
+            let mut o = observed();
+            o.tags = tags.clone();
+            let got = match plan(&d, Some(&o)) {
+                Plan::Converge(c) => {
+                    if c.adopt.is_some() {
+                        assert_eq!(c.tag.get(UID_TAG).map(String::as_str), Some("uid-1"));
+                    }
+                    Some(c.adopt)
+                }
+                Plan::Refuse(h) => {
+                    assert!(matches!(&h, Health::Stalled { reason, .. } if reason == "NotOwned"));
+                    None
+                }
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(got, want, "{tags:?} adoptExisting={adopt_existing}");
         }
     }
 
@@ -1514,15 +1710,15 @@ mod tests {
         o.tags.insert("team".into(), "a".into());
         let team = ["team".to_string()];
         // A living other owner: refused, as before.
-        assert!(matches!(
-            plan(&desired(&s, &team), Some(&o)),
-            Plan::Refuse(_)
-        ));
-        // Its own history: re-tagged with this resource's uid, nothing else.
+        let alive = BTreeSet::from(["uid-of-the-deleted-one".to_string()]);
         let mut d = desired(&s, &team);
-        d.own_history = true;
+        d.living = Some(&alive);
+        assert!(matches!(plan(&d, Some(&o)), Plan::Refuse(_)));
+        // Its own history: re-tagged with this resource's uid, nothing else.
+        let none_alive = BTreeSet::from(["uid-1".to_string()]);
+        d.living = Some(&none_alive);
         let c = converge(plan(&d, Some(&o)));
-        assert!(c.adopt);
+        assert_eq!(c.adopt, Some(Adoption::OwnHistory));
         assert_eq!(c.tag.get(UID_TAG).map(String::as_str), Some("uid-1"));
         assert!(c.update.is_empty(), "{c:?}");
     }

@@ -6,14 +6,13 @@ use std::time::Duration;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::refs::{self, Resolved};
 use super::service_plan::td_short;
 use super::task_plan::{self, Decision, RunState};
-use super::{Context, Managed, Note, Outcome};
-use crate::api::common::{Condition, Health, Time, UID_TAG, condition, ownership_tags};
+use super::{Context, KindCondition, Managed, Note, Outcome};
+use crate::api::common::{Health, UID_TAG, ownership_tags};
 use crate::api::task::{EcsTask, EcsTaskStatus, Phase, RunFailure, TaskRecord};
 use crate::ecs::task::{self as ecs_task, ATTEMPT_TAG, RUN_TAG};
 use crate::error::Error;
@@ -112,24 +111,24 @@ fn summary(st: &mut EcsTaskStatus, count: i32) {
     }
 }
 
-/// Complete / Failed, as a Job has them, keeping transition times.
-fn job_conditions(
-    phase: Option<Phase>,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    previous: &[Condition],
-    now: &Time,
-) -> Vec<Condition> {
-    match phase {
-        Some(Phase::Succeeded) => vec![condition(
-            "Complete", true, reason, message, generation, previous, now,
-        )],
-        Some(Phase::Failed) => vec![condition(
-            "Failed", true, reason, message, generation, previous, now,
-        )],
-        _ => vec![],
-    }
+/// Complete / Failed, as a Job has them.
+fn job_conditions(phase: Option<Phase>, health: &Health) -> Vec<KindCondition> {
+    let type_ = match phase {
+        Some(Phase::Succeeded) => "Complete",
+        Some(Phase::Failed) => "Failed",
+        _ => return vec![],
+    };
+    let (reason, message) = match health {
+        Health::Ready { reason, message }
+        | Health::Stalled { reason, message }
+        | Health::Progressing { reason, message } => (reason.clone(), message.clone()),
+    };
+    vec![KindCondition {
+        type_,
+        status: true,
+        reason,
+        message,
+    }]
 }
 
 /// Where and what a run runs, fixed when it starts.
@@ -141,7 +140,7 @@ struct RunTarget {
 enum Target {
     Ready(RunTarget),
     /// Not ready to run (waiting for a reference, just recorded, invalid): report this.
-    Early(Outcome),
+    Early(Outcome<EcsTaskStatus>),
 }
 
 fn failure_text(f: &RunFailure) -> String {
@@ -168,39 +167,21 @@ impl EcsTask {
         health: Health,
         requeue: Option<Duration>,
         notes: Vec<Note>,
-    ) -> Outcome {
+    ) -> Outcome<EcsTaskStatus> {
         compact(&mut st);
         summary(&mut st, self.spec.count);
-        let previous = self
-            .status
-            .as_ref()
-            .map(|s| s.conditions.clone())
-            .unwrap_or_default();
-        let t = super::now();
-        let (reason, message) = match &health {
-            Health::Ready { reason, message }
-            | Health::Stalled { reason, message }
-            | Health::Progressing { reason, message } => (reason.clone(), message.clone()),
-        };
-        st.conditions = job_conditions(
-            st.phase,
-            &reason,
-            &message,
-            self.metadata.generation,
-            &previous,
-            &t,
-        );
-        st.observed_generation = None;
+        let conditions = job_conditions(st.phase, &health);
         Outcome {
-            status: serde_json::to_value(&st).unwrap_or(Value::Null),
+            status: st,
             health,
+            conditions,
             requeue,
             notes,
         }
     }
 
     /// Pending on a missing or unready reference (the watches wake it when it comes).
-    fn waiting(&self, mut st: EcsTaskStatus, message: String) -> Outcome {
+    fn waiting(&self, mut st: EcsTaskStatus, message: String) -> Outcome<EcsTaskStatus> {
         st.phase = Some(Phase::Pending);
         self.outcome(
             st,
@@ -217,7 +198,7 @@ impl EcsTask {
         st: EcsTaskStatus,
         phase: Phase,
         now: Timestamp,
-    ) -> Result<Outcome, Error> {
+    ) -> Result<Outcome<EcsTaskStatus>, Error> {
         let reason = st.reason.clone().unwrap_or_else(|| "Failed".into());
         // The message the run finished with (kept in its Complete / Failed condition).
         let finished_with = self.status.as_ref().and_then(|s| {
@@ -376,7 +357,7 @@ impl EcsTask {
         mut st: EcsTaskStatus,
         attempt: i32,
         now: Timestamp,
-    ) -> Result<Outcome, Error> {
+    ) -> Result<Outcome<EcsTaskStatus>, Error> {
         let uid = self.uid().unwrap_or_default();
         let recovered = self
             .recover_attempt(ctx, target, &st, &uid, attempt)
@@ -510,7 +491,12 @@ impl EcsTask {
         notes
     }
 
-    fn polling(&self, mut st: EcsTaskStatus, current: &[TaskRecord], now: Timestamp) -> Outcome {
+    fn polling(
+        &self,
+        mut st: EcsTaskStatus,
+        current: &[TaskRecord],
+        now: Timestamp,
+    ) -> Outcome<EcsTaskStatus> {
         st.phase = Some(Phase::Running);
         st.reason = Some("Running".into());
         let running = current
@@ -538,7 +524,7 @@ impl EcsTask {
         st: EcsTaskStatus,
         current: &[TaskRecord],
         message: String,
-    ) -> Result<Outcome, Error> {
+    ) -> Result<Outcome<EcsTaskStatus>, Error> {
         let to_stop: Vec<&TaskRecord> = current
             .iter()
             .filter(|t| t.last_status.as_deref() != Some("STOPPED"))
@@ -567,7 +553,7 @@ impl EcsTask {
         at: Timestamp,
         message: String,
         now: Timestamp,
-    ) -> Outcome {
+    ) -> Outcome<EcsTaskStatus> {
         let first = st.next_attempt_time.is_none();
         st.phase = Some(Phase::Pending);
         st.reason = Some("BackoffWaiting".into());
@@ -596,7 +582,7 @@ impl EcsTask {
         message: String,
         exit_code: Option<i32>,
         now: Timestamp,
-    ) -> Outcome {
+    ) -> Outcome<EcsTaskStatus> {
         st.phase = Some(phase);
         st.reason = Some(reason.clone());
         st.exit_code = exit_code;
@@ -666,9 +652,8 @@ impl Managed for EcsTask {
         refs::watch_references(controller, client, namespace)
     }
 
-    async fn apply(&self, ctx: &Context) -> Result<Outcome, Error> {
+    async fn apply(&self, ctx: &Context) -> Result<Outcome<EcsTaskStatus>, Error> {
         let mut st = self.status.clone().unwrap_or_default();
-        st.conditions.clear();
         let now = Timestamp::now();
         // Finished: nothing more in ECS; only the TTL is left.
         if let Some(phase @ (Phase::Succeeded | Phase::Failed)) = st.phase {

@@ -6,8 +6,9 @@ use aws_sdk_ecs::types::TaskDefinitionStatus;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
-use super::task_definition_plan::{self, ObservedRevision, Plan};
-use super::{Context, Managed, Note, Outcome};
+use super::owned::{self, Adoption, Claim, Claimant};
+use super::task_definition_plan::{self, Family, Foreign, ObservedRevision, Plan};
+use super::{Context, Managed, Note, Outcome, key_of};
 use crate::api::common::{DeletionPolicy, Health, UID_TAG, ownership_tags};
 use crate::api::scheduled_task::EcsScheduledTask;
 use crate::api::service::EcsService;
@@ -22,7 +23,7 @@ pub const HASH_TAG: &str = "ecs.operator.dev/spec-hash";
 
 struct Observed {
     ours: Vec<ObservedRevision>,
-    foreign_active: usize,
+    foreign: Option<Foreign>,
     /// Tags on the latest revision of ours.
     latest_tags: BTreeMap<String, String>,
 }
@@ -37,15 +38,15 @@ fn record_to_observed(r: &RevisionRecord) -> ObservedRevision {
     }
 }
 
-/// `owner` is this resource's owner tag value: a newest revision under it whose uid
-/// belongs to no living EcsTaskDefinition is this resource's own history.
+/// The family's revisions of this resource: those recorded (the newest verified),
+/// or on a first look the family's newest revision if it is ours or our own history.
 async fn observe(
     ctx: &Context,
     family: &str,
-    uid: &str,
+    me: &Claimant,
     records: &[RevisionRecord],
-    owner: &str,
 ) -> Result<Observed, Error> {
+    let uid = me.uid.as_str();
     let ecs = &ctx.ecs;
     // Known revisions: verify the newest one only (1 read per resync).
     if let Some(latest) = records.first() {
@@ -55,7 +56,7 @@ async fn observe(
         {
             return Ok(Observed {
                 ours: records.iter().map(record_to_observed).collect(),
-                foreign_active: 0,
+                foreign: None,
                 latest_tags: tags,
             });
         }
@@ -64,7 +65,7 @@ async fn observe(
         if !rest.is_empty() {
             return Ok(Observed {
                 ours: rest,
-                foreign_active: 0,
+                foreign: None,
                 latest_tags: BTreeMap::new(),
             });
         }
@@ -74,32 +75,36 @@ async fn observe(
     let Some(newest) = active.first() else {
         return Ok(Observed {
             ours: vec![],
-            foreign_active: 0,
+            foreign: None,
             latest_tags: BTreeMap::new(),
         });
     };
     let (_, tags) = td::describe(ecs, newest).await?.unwrap_or_default();
-    if tags.get(UID_TAG).is_some_and(|u| u == uid)
-        || super::is_own_history::<EcsTaskDefinition>(ctx, &tags, owner, uid).await?
-    {
-        let rev = ObservedRevision {
-            revision: td::arn_revision(newest).unwrap_or_default(),
-            arn: newest.clone(),
-            status: "ACTIVE".into(),
-            hash: tags.get(HASH_TAG).cloned(),
-            ours: true,
-        };
-        return Ok(Observed {
-            ours: vec![rev],
-            foreign_active: 0,
-            latest_tags: tags,
-        });
+    let living = owned::living_for::<EcsTaskDefinition>(ctx, Some(&tags), uid).await?;
+    match owned::claim(&tags, me, living.as_ref()) {
+        Claim::Ours | Claim::Adopt(Adoption::OwnHistory) => {
+            let rev = ObservedRevision {
+                revision: td::arn_revision(newest).unwrap_or_default(),
+                arn: newest.clone(),
+                status: "ACTIVE".into(),
+                hash: tags.get(HASH_TAG).cloned(),
+                ours: true,
+            };
+            Ok(Observed {
+                ours: vec![rev],
+                foreign: None,
+                latest_tags: tags,
+            })
+        }
+        claim => Ok(Observed {
+            ours: vec![],
+            foreign: Some(Foreign {
+                active: active.len(),
+                claim,
+            }),
+            latest_tags: BTreeMap::new(),
+        }),
     }
-    Ok(Observed {
-        ours: vec![],
-        foreign_active: active.len(),
-        latest_tags: BTreeMap::new(),
-    })
 }
 
 fn to_record(
@@ -282,196 +287,240 @@ fn users_of(ours: &[ObservedRevision], refs: &[(String, String)]) -> BTreeMap<St
     users
 }
 
-impl Managed for EcsTaskDefinition {
-    const KIND: &'static str = "EcsTaskDefinition";
+/// The revision a pass settled on, and when it was registered (None: earlier).
+struct Current {
+    latest: ObservedRevision,
+    registered_at: Option<String>,
+}
 
-    async fn apply(&self, ctx: &Context) -> Result<Outcome, Error> {
+/// Now, to the second (as the apiserver keeps times).
+fn now_rfc3339() -> Option<String> {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    k8s_openapi::jiff::Timestamp::from_second(now)
+        .map(|t| t.to_string())
+        .ok()
+}
+
+/// The revision history to keep in status: the current revision first, then the
+/// rest of ours that were not pruned, newest first.
+fn history(
+    current: &Current,
+    ours: &[ObservedRevision],
+    pruned: &BTreeSet<&str>,
+    old: &[RevisionRecord],
+) -> Vec<RevisionRecord> {
+    let latest = &current.latest;
+    let mut revisions = vec![to_record(latest, current.registered_at.clone(), old)];
+    revisions.extend(
+        ours.iter()
+            .filter(|r| r.arn != latest.arn && !pruned.contains(r.arn.as_str()))
+            .map(|r| to_record(r, None, old)),
+    );
+    revisions.sort_by_key(|r| std::cmp::Reverse(r.revision));
+    revisions
+}
+
+impl EcsTaskDefinition {
+    fn tags(&self, me: &Claimant) -> BTreeMap<String, String> {
+        let mut tags = self.spec.tags.clone();
         let ns = self.namespace().unwrap_or_default();
-        let name = self.name_any();
-        let uid = self
-            .uid()
-            .ok_or_else(|| Error::Config(format!("EcsTaskDefinition {ns}/{name} has no uid")))?;
-        let family = self.family_name();
-        let status = self.status.clone().unwrap_or_default();
-        let owner = crate::api::common::owner_tag_value(&ns, &name);
-        let mut observed = observe(ctx, &family, &uid, &status.revisions, &owner).await?;
-        // Revisions EcsServices run are never pruned. Listing them costs a
-        // Kubernetes read, so only when something would be pruned.
-        let would_prune = match task_definition_plan::plan(
-            &family,
-            &self.spec,
-            &observed.ours,
-            observed.foreign_active,
-            &BTreeSet::new(),
-        ) {
+        tags.extend(ownership_tags(&ns, &self.name_any(), &me.uid));
+        tags
+    }
+
+    /// Revisions something still runs (never pruned). Finding them costs Kubernetes
+    /// reads, so only when the plan would prune something.
+    async fn in_use(&self, ctx: &Context, family: &Family<'_>) -> Result<BTreeSet<String>, Error> {
+        let would_prune = match task_definition_plan::plan(family, &self.spec, &BTreeSet::new()) {
             Plan::UpToDate { prune, .. } | Plan::Register { prune, .. } => !prune.is_empty(),
             Plan::Refuse(_) => false,
         };
-        let users = if would_prune {
-            users_of(&observed.ours, &references(ctx).await?)
-        } else {
-            BTreeMap::new()
-        };
-        let in_use: BTreeSet<String> = users.keys().cloned().collect();
+        if !would_prune {
+            return Ok(BTreeSet::new());
+        }
+        Ok(users_of(family.ours, &references(ctx).await?)
+            .into_keys()
+            .collect())
+    }
 
-        let mut tags = self.spec.tags.clone();
-        tags.extend(ownership_tags(&ns, &name, &uid));
-
-        let plan = task_definition_plan::plan(
-            &family,
-            &self.spec,
-            &observed.ours,
-            observed.foreign_active,
-            &in_use,
+    /// Tag changes apply to the current revision; they need no new one.
+    async fn retag(
+        &self,
+        ctx: &Context,
+        me: &Claimant,
+        latest: &ObservedRevision,
+        latest_tags: &BTreeMap<String, String>,
+    ) -> Result<Vec<Note>, Error> {
+        let mut want = self.tags(me);
+        want.insert(HASH_TAG.into(), latest.hash.clone().unwrap_or_default());
+        let managed = self
+            .status
+            .as_ref()
+            .map(|s| s.managed_tag_keys.as_slice())
+            .unwrap_or_default();
+        let changes = owned::tag_changes(&want, latest_tags, managed);
+        if changes.is_empty() {
+            return Ok(vec![]);
+        }
+        set_tags(&ctx.ecs, &latest.arn, &changes.tag, &changes.untag).await?;
+        let message = format!(
+            "tags on {}:{} changed: {}",
+            self.family_name(),
+            latest.revision,
+            changes.changed.join(", ")
         );
+        Ok(vec![Note::normal("TagsUpdated", "TagResource", message)])
+    }
+
+    /// Registers a revision with `hash`, unless one whose status write was lost is
+    /// there already (RegisterTaskDefinition has no client token): that one is taken
+    /// into the history, and used if it is this very spec.
+    async fn register(
+        &self,
+        ctx: &Context,
+        me: &Claimant,
+        ours: &mut Vec<ObservedRevision>,
+        hash: String,
+    ) -> Result<(Current, Note), Error> {
+        let family = self.family_name();
+        let newest = ours.first().map(|r| r.revision).unwrap_or(0);
+        let leaked = leaked_revisions(&ctx.ecs, &family, &me.uid, newest).await?;
+        if let Some(same) = leaked
+            .iter()
+            .find(|r| r.hash.as_deref() == Some(&hash))
+            .cloned()
+        {
+            ours.extend(leaked.into_iter().filter(|r| r.arn != same.arn));
+            let message = format!(
+                "found {family}:{} registered before a lost status write; not registering again",
+                same.revision
+            );
+            let note = Note::normal("Recovered", "ListTaskDefinitions", message);
+            let current = Current {
+                latest: same,
+                registered_at: None,
+            };
+            return Ok((current, note));
+        }
+        ours.extend(leaked);
+        let mut tags = self.tags(me);
+        tags.insert(HASH_TAG.into(), hash.clone());
+        let (revision, arn) = td::register(&ctx.ecs, &family, &self.spec, &tags).await?;
+        let message = format!("registered {family}:{revision} (spec hash {hash})");
+        let note = Note::normal("Registered", "RegisterTaskDefinition", message);
+        let latest = ObservedRevision {
+            revision,
+            arn,
+            status: "ACTIVE".into(),
+            hash: Some(hash),
+            ours: true,
+        };
+        Ok((
+            Current {
+                latest,
+                registered_at: now_rfc3339(),
+            },
+            note,
+        ))
+    }
+
+    /// Prunes what the plan let go and reports the result.
+    async fn settle(
+        &self,
+        ctx: &Context,
+        current: Current,
+        ours: &[ObservedRevision],
+        prune_list: &[ObservedRevision],
+        mut notes: Vec<Note>,
+    ) -> Result<Outcome<EcsTaskDefinitionStatus>, Error> {
+        let family = self.family_name();
+        let failures = prune(&ctx.ecs, prune_list).await?;
+        notes.extend(prune_notes(&family, prune_list, &failures));
+        let pruned: BTreeSet<&str> = prune_list
+            .iter()
+            .map(|r| r.arn.as_str())
+            .filter(|arn| !failures.iter().any(|(f, _)| f == arn))
+            .collect();
+        let old = self
+            .status
+            .as_ref()
+            .map(|s| s.revisions.as_slice())
+            .unwrap_or_default();
+        let latest = &current.latest;
+        let status = EcsTaskDefinitionStatus {
+            family: Some(family.clone()),
+            latest_revision: Some(latest.revision),
+            latest_arn: Some(latest.arn.clone()),
+            spec_hash: latest.hash.clone(),
+            revisions: history(&current, ours, &pruned, old),
+            managed_tag_keys: self.spec.tags.keys().cloned().collect(),
+            ..Default::default()
+        };
+        let message = format!("{family}:{} is the current revision", latest.revision);
+        Ok(Outcome::new(status, Health::ready("Registered", message)).notes(notes))
+    }
+}
+
+impl Managed for EcsTaskDefinition {
+    const KIND: &'static str = "EcsTaskDefinition";
+
+    async fn apply(&self, ctx: &Context) -> Result<Outcome<EcsTaskDefinitionStatus>, Error> {
+        let me = Claimant::of(self, self.spec.adopt_existing)?;
+        let name = self.family_name();
+        let previous = self.status.clone().unwrap_or_default();
+        let mut observed = observe(ctx, &name, &me, &previous.revisions).await?;
+        let family = Family {
+            name: &name,
+            me: &me,
+            ours: &observed.ours,
+            foreign: observed.foreign.clone(),
+        };
+        let in_use = self.in_use(ctx, &family).await?;
+        let plan = task_definition_plan::plan(&family, &self.spec, &in_use);
         // A registration that never shows up as the current revision is the same
         // write again and again: stop after a few, as for every kind.
         let fingerprint = match &plan {
             Plan::Register { hash, .. } => Some(format!("register {hash}")),
             _ => None,
         };
-        if let Err(health) = ctx.updates.check(
-            &super::key_of(self),
-            fingerprint,
-            &format!("task-definition family {family}"),
-            &["containerDefinitions".to_string()],
-        ) {
-            let note = Note::warning(
-                "UpdateNotApplied",
-                "RegisterTaskDefinition",
-                health.message(),
-            );
-            let mut body = status.clone();
-            body.conditions.clear();
-            body.observed_generation = None;
-            return Ok(Outcome {
-                status: serde_json::to_value(&body).unwrap_or_default(),
-                health,
-                requeue: None,
-                notes: vec![note],
-            });
+        let what = format!("task-definition family {name}");
+        let fields = ["containerDefinitions".to_string()];
+        if let Err(health) = ctx
+            .updates
+            .check(&key_of(self), fingerprint, &what, &fields)
+        {
+            let note = owned::not_applied_note(&health, "RegisterTaskDefinition");
+            return Ok(Outcome::new(previous, health).note(note));
         }
-        let mut notes = Vec::new();
-        let (latest, prune_list, registered_at) = match plan {
+        match plan {
             Plan::Refuse(health) => {
-                let message = health.message().to_string();
-                let body = EcsTaskDefinitionStatus {
-                    family: Some(family),
+                let status = EcsTaskDefinitionStatus {
+                    family: Some(name),
                     ..Default::default()
                 };
-                return Ok(Outcome {
-                    status: serde_json::to_value(body).unwrap_or_default(),
-                    health,
-                    requeue: None,
-                    notes: vec![Note::warning("NotOwned", "RegisterTaskDefinition", message)],
-                });
+                let note = match &health {
+                    Health::Stalled { reason, .. } if reason == "NotOwned" => {
+                        owned::not_owned_note(&health, "RegisterTaskDefinition")
+                    }
+                    _ => Note::warning("TooLarge", "RegisterTaskDefinition", health.message()),
+                };
+                Ok(Outcome::new(status, health).note(note))
             }
             Plan::UpToDate { latest, prune } => {
-                // Tag changes apply to the current revision; they need no new one.
-                let mut want = tags.clone();
-                want.insert(HASH_TAG.into(), latest.hash.clone().unwrap_or_default());
-                let differ: BTreeMap<String, String> = want
-                    .into_iter()
-                    .filter(|(k, v)| observed.latest_tags.get(k) != Some(v))
-                    .collect();
-                // Keys this resource set before and the spec no longer has.
-                let removed: Vec<String> = status
-                    .managed_tag_keys
-                    .iter()
-                    .filter(|k| !tags.contains_key(*k) && observed.latest_tags.contains_key(*k))
-                    .cloned()
-                    .collect();
-                if !differ.is_empty() || !removed.is_empty() {
-                    set_tags(&ctx.ecs, &latest.arn, &differ, &removed).await?;
-                    let keys: Vec<&String> = differ.keys().chain(removed.iter()).collect();
-                    notes.push(Note::normal(
-                        "TagsUpdated",
-                        "TagResource",
-                        format!("tags on {}:{} changed: {keys:?}", family, latest.revision),
-                    ));
-                }
-                (latest, prune, None)
+                let notes = self.retag(ctx, &me, &latest, &observed.latest_tags).await?;
+                let current = Current {
+                    latest,
+                    registered_at: None,
+                };
+                self.settle(ctx, current, &observed.ours, &prune, notes)
+                    .await
             }
             Plan::Register { hash, prune } => {
-                // A registration whose status write was lost left a revision status
-                // does not list (RegisterTaskDefinition has no client token): take it
-                // into the history, and use it if it is this very spec.
-                let newest = observed.ours.first().map(|r| r.revision).unwrap_or(0);
-                let leaked = leaked_revisions(&ctx.ecs, &family, &uid, newest).await?;
-                if let Some(same) = leaked.iter().find(|r| r.hash.as_deref() == Some(&hash)) {
-                    let same = same.clone();
-                    observed
-                        .ours
-                        .extend(leaked.iter().filter(|r| r.arn != same.arn).cloned());
-                    notes.push(Note::normal(
-                        "Recovered",
-                        "ListTaskDefinitions",
-                        format!("found {family}:{} registered before a lost status write; not registering again", same.revision),
-                    ));
-                    (same, prune, None)
-                } else {
-                    observed.ours.extend(leaked);
-                    let mut t = tags.clone();
-                    t.insert(HASH_TAG.into(), hash.clone());
-                    let (revision, arn) = td::register(&ctx.ecs, &family, &self.spec, &t).await?;
-                    notes.push(Note::normal(
-                        "Registered",
-                        "RegisterTaskDefinition",
-                        format!("registered {family}:{revision} (spec hash {hash})"),
-                    ));
-                    let now = k8s_openapi::jiff::Timestamp::now().as_second();
-                    let at = k8s_openapi::jiff::Timestamp::from_second(now)
-                        .map(|t| t.to_string())
-                        .ok();
-                    (
-                        ObservedRevision {
-                            revision,
-                            arn,
-                            status: "ACTIVE".into(),
-                            hash: Some(hash),
-                            ours: true,
-                        },
-                        prune,
-                        at,
-                    )
-                }
+                let (current, note) = self.register(ctx, &me, &mut observed.ours, hash).await?;
+                self.settle(ctx, current, &observed.ours, &prune, vec![note])
+                    .await
             }
-        };
-
-        let failures = prune(&ctx.ecs, &prune_list).await?;
-        notes.extend(prune_notes(&family, &prune_list, &failures));
-        let pruned: BTreeSet<&str> = prune_list
-            .iter()
-            .map(|r| r.arn.as_str())
-            .filter(|arn| !failures.iter().any(|(f, _)| f == arn))
-            .collect();
-        let mut revisions = vec![to_record(&latest, registered_at, &status.revisions)];
-        revisions.extend(
-            observed
-                .ours
-                .iter()
-                .filter(|r| r.arn != latest.arn && !pruned.contains(r.arn.as_str()))
-                .map(|r| to_record(r, None, &status.revisions)),
-        );
-        revisions.sort_by_key(|r| std::cmp::Reverse(r.revision));
-        let body = EcsTaskDefinitionStatus {
-            family: Some(family.clone()),
-            latest_revision: Some(latest.revision),
-            latest_arn: Some(latest.arn.clone()),
-            spec_hash: latest.hash.clone(),
-            revisions,
-            managed_tag_keys: self.spec.tags.keys().cloned().collect(),
-            ..Default::default()
-        };
-        Ok(Outcome {
-            status: serde_json::to_value(body).unwrap_or_default(),
-            health: Health::ready(
-                "Registered",
-                format!("{family}:{} is the current revision", latest.revision),
-            ),
-            requeue: None,
-            notes,
-        })
+        }
     }
 
     async fn cleanup(&self, ctx: &Context) -> Result<Vec<Note>, Error> {

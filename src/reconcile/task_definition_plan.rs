@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::owned::{self, Claim, Claimant};
 use crate::api::common::{DeletionPolicy, Health};
 use crate::api::task_definition::{
     ContainerDefinition, EcsTaskDefinitionSpec, NetworkMode, PortMapping, Protocol,
@@ -184,25 +185,39 @@ fn too_large(spec: &EcsTaskDefinitionSpec) -> Option<Health> {
     })
 }
 
-/// Decides what to do. `ours` are the revisions this resource registered that are
-/// still ACTIVE, newest first; `foreign_active` counts ACTIVE revisions of the
-/// family that are not ours; `in_use` are ARNs a service still runs, never pruned.
-pub fn plan(
-    family: &str,
-    spec: &EcsTaskDefinitionSpec,
-    ours: &[ObservedRevision],
-    foreign_active: usize,
-    in_use: &BTreeSet<String>,
-) -> Plan {
-    if ours.is_empty() && foreign_active > 0 && !spec.adopt_existing {
-        return Plan::Refuse(Health::stalled(
-            "NotOwned",
-            format!(
-                "task-definition family {family} already has {foreign_active} ACTIVE revision(s) \
-                 not registered by this resource; the operator will not add to it. Set \
-                 spec.adoptExisting: true to manage the family, or choose another family"
-            ),
-        ));
+/// The task-definition family as observed.
+#[derive(Debug, Clone)]
+pub struct Family<'a> {
+    pub name: &'a str,
+    pub me: &'a Claimant,
+    /// The revisions this resource registered that are still ACTIVE, newest first.
+    pub ours: &'a [ObservedRevision],
+    /// The family's ACTIVE revisions when none is ours.
+    pub foreign: Option<Foreign>,
+}
+
+/// ACTIVE revisions of the family that are not this resource's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Foreign {
+    pub active: usize,
+    /// The claim on the family, judged by its newest revision's tags.
+    pub claim: Claim,
+}
+
+/// Decides what to do. `in_use` are ARNs something still runs, never pruned.
+pub fn plan(family: &Family<'_>, spec: &EcsTaskDefinitionSpec, in_use: &BTreeSet<String>) -> Plan {
+    let ours = family.ours;
+    if let Some(Foreign {
+        active,
+        claim: Claim::Refuse(holder),
+    }) = &family.foreign
+        && ours.is_empty()
+    {
+        let what = format!(
+            "task-definition family {} ({active} ACTIVE revision(s) not registered by this resource)",
+            family.name
+        );
+        return Plan::Refuse(owned::refusal(holder, family.me, &what, "family"));
     }
     let hash = spec_hash(spec);
     let current_matches = ours
@@ -252,9 +267,11 @@ pub fn plan_cleanup(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::common::ownership_tags;
     use crate::api::task_definition::{
         Capabilities, Compatibility, HealthCheck, KeyValue, LinuxParameters, Secret,
     };
+    use std::collections::BTreeMap;
 
     type Edit = Box<dyn Fn(&mut EcsTaskDefinitionSpec)>;
 
@@ -295,7 +312,7 @@ mod tests {
             name: "BIG".into(),
             value: "x".repeat(70 * 1024),
         }];
-        match plan("web", &s, &[], 0, &BTreeSet::new()) {
+        match plan(&family(&[], None), &s, &BTreeSet::new()) {
             Plan::Refuse(Health::Stalled { reason, message }) => {
                 assert_eq!(reason, "TooLarge");
                 assert!(message.contains("65536"), "{message}");
@@ -305,10 +322,8 @@ mod tests {
         // A normal one registers.
         assert!(matches!(
             plan(
-                "web",
+                &family(&[], None),
                 &spec(vec![container("app")]),
-                &[],
-                0,
                 &BTreeSet::new()
             ),
             Plan::Register { .. }
@@ -502,6 +517,28 @@ mod tests {
         }
     }
 
+    fn me(adopt_existing: bool) -> &'static Claimant {
+        Box::leak(Box::new(Claimant {
+            kind: "EcsTaskDefinition",
+            uid: "uid-1".into(),
+            owner: "ns/web".into(),
+            adopt_existing,
+        }))
+    }
+
+    fn family(ours: &[ObservedRevision], foreign: Option<Foreign>) -> Family<'_> {
+        Family {
+            name: "web",
+            me: me(false),
+            ours,
+            foreign,
+        }
+    }
+
+    fn foreign(active: usize, claim: Claim) -> Foreign {
+        Foreign { active, claim }
+    }
+
     fn rev(n: i32, hash: &str) -> ObservedRevision {
         ObservedRevision {
             revision: n,
@@ -516,7 +553,7 @@ mod tests {
     fn first_reconcile_registers() {
         let s = spec(vec![container("web")]);
         assert_eq!(
-            plan("web", &s, &[], 0, &BTreeSet::new()),
+            plan(&family(&[], None), &s, &BTreeSet::new()),
             Plan::Register {
                 hash: spec_hash(&s),
                 prune: vec![]
@@ -530,7 +567,7 @@ mod tests {
         let h = spec_hash(&s);
         let ours = vec![rev(3, &h), rev(2, "old")];
         assert_eq!(
-            plan("web", &s, &ours, 0, &BTreeSet::new()),
+            plan(&family(&ours, None), &s, &BTreeSet::new()),
             Plan::UpToDate {
                 latest: rev(3, &h),
                 prune: vec![]
@@ -544,7 +581,7 @@ mod tests {
         s.revision_history_limit = 2;
         let ours: Vec<_> = (1..=4).rev().map(|n| rev(n, "old")).collect();
         let in_use = BTreeSet::from([rev(1, "old").arn]);
-        match plan("web", &s, &ours, 0, &in_use) {
+        match plan(&family(&ours, None), &s, &in_use) {
             Plan::Register { prune, .. } => {
                 // New revision + newest old one are kept; 3 and 2 go; 1 is in use.
                 let revs: Vec<i32> = prune.iter().map(|r| r.revision).collect();
@@ -554,7 +591,7 @@ mod tests {
         }
         let h = spec_hash(&s);
         let ours = vec![rev(5, &h), rev(4, "a"), rev(3, "b")];
-        match plan("web", &s, &ours, 0, &BTreeSet::new()) {
+        match plan(&family(&ours, None), &s, &BTreeSet::new()) {
             Plan::UpToDate { prune, .. } => assert_eq!(prune, vec![rev(3, "b")]),
             p => panic!("{p:?}"),
         }
@@ -562,19 +599,67 @@ mod tests {
 
     #[test]
     fn foreign_family_is_refused_unless_adopted() {
-        let mut s = spec(vec![container("web")]);
-        match plan("web", &s, &[], 2, &BTreeSet::new()) {
+        let s = spec(vec![container("web")]);
+        let untagged = BTreeMap::new();
+        let refused = owned::claim(&untagged, me(false), None);
+        match plan(
+            &family(&[], Some(foreign(2, refused))),
+            &s,
+            &BTreeSet::new(),
+        ) {
             Plan::Refuse(Health::Stalled { reason, message }) => {
                 assert_eq!(reason, "NotOwned");
                 assert!(message.contains("adoptExisting"));
+                assert!(message.contains("2 ACTIVE revision(s)"), "{message}");
             }
             p => panic!("{p:?}"),
         }
-        s.adopt_existing = true;
+        let adopted = owned::claim(&untagged, me(true), None);
         assert!(matches!(
-            plan("web", &s, &[], 2, &BTreeSet::new()),
+            plan(
+                &family(&[], Some(foreign(2, adopted))),
+                &s,
+                &BTreeSet::new()
+            ),
             Plan::Register { .. }
         ));
+    }
+
+    /// The shared ownership table, seen through the task-definition plan: a family
+    /// whose newest revision another existing EcsTaskDefinition registered is not
+    /// added to, adoptExisting or not (it used to be).
+    #[test]
+    fn ownership_table_holds_for_task_definition_families() {
+        let s = spec(vec![container("web")]);
+        let living = BTreeSet::from(["uid-1".to_string(), "uid-other".to_string()]);
+        // (newest revision's tags, adoptExisting, registers)
+        let rows = vec![
+            (BTreeMap::new(), false, false),
+            (BTreeMap::new(), true, true),
+            (ownership_tags("other", "web", "uid-other"), false, false),
+            (ownership_tags("other", "web", "uid-other"), true, false),
+            (ownership_tags("other", "web", "uid-gone"), true, true),
+        ];
+        for (tags, adopt_existing, registers) in rows {
+            let living = owned::names_another(&tags, "uid-1").then_some(&living);
+            let claim = owned::claim(&tags, me(adopt_existing), living);
+            let got = plan(&family(&[], Some(foreign(1, claim))), &s, &BTreeSet::new());
+            match got {
+                Plan::Register { .. } => assert!(registers, "{tags:?} {adopt_existing}"),
+                Plan::Refuse(h) => {
+                    assert!(!registers, "{tags:?} {adopt_existing}");
+                    assert!(matches!(&h, Health::Stalled { reason, .. } if reason == "NotOwned"));
+                }
+                p => panic!("{p:?}"),
+            }
+        }
+        // Own history (an earlier resource of this name) counts as ours: the I/O
+        // layer files such a revision under `ours`, so the family is never foreign.
+        let mine_gone = ownership_tags("ns", "web", "uid-gone");
+        assert_eq!(
+            owned::claim(&mine_gone, me(false), Some(&BTreeSet::new())),
+            Claim::Adopt(owned::Adoption::OwnHistory)
+        );
     }
 
     #[test]

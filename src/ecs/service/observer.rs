@@ -1,0 +1,185 @@
+//! The batched observer that keeps resyncs at ceil(N/10) DescribeServices per cluster.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{DESCRIBE_BATCH, ObservedService, cluster_name, describe};
+use crate::ecs::EcsApi;
+use crate::error::Error;
+
+#[derive(Default)]
+struct ClusterCache {
+    /// Every service of this cluster some EcsService asked about: the peers a
+    /// DescribeServices call is filled up with.
+    known: BTreeSet<String>,
+    /// name -> (when read, what was read; None = ECS does not have it).
+    seen: HashMap<String, (Instant, Option<ObservedService>)>,
+    /// name -> invalidations so far: a read that was in flight while we wrote must
+    /// not be cached as if it saw the write.
+    epoch: HashMap<String, u64>,
+}
+
+/// Reads services through a short-lived cache shared by all EcsService reconciles.
+///
+/// A reconcile that needs a fresh read of its service also reads every other
+/// known service of that cluster whose cached copy is stale, 10 per call; the
+/// reconciles that follow in the same resync round find their copy fresh. With
+/// resyncs aligned to the interval (see `reconcile::service`), one round of N
+/// services in a cluster costs ceil(N/10) DescribeServices calls.
+#[derive(Default)]
+pub struct ServiceObserver {
+    /// How old a peer's copy may be before a read for another service refreshes it.
+    window: Duration,
+    clusters: Mutex<HashMap<String, ClusterCache>>,
+    /// One fetch per cluster at a time, so concurrent reconciles share it.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ServiceObserver {
+    pub fn new(window: Duration) -> Self {
+        ServiceObserver {
+            window,
+            ..Default::default()
+        }
+    }
+
+    /// How old a copy may be for a routine (resync) read.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ClusterCache>> {
+        self.clusters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn cached(
+        &self,
+        cluster: &str,
+        name: &str,
+        max_age: Duration,
+    ) -> Option<Option<ObservedService>> {
+        let mut all = self.lock();
+        let c = all.entry(cluster_name(cluster).to_string()).or_default();
+        c.known.insert(name.to_string());
+        match c.seen.get(name) {
+            Some((at, obs)) if at.elapsed() <= max_age => Some(obs.clone()),
+            _ => None,
+        }
+    }
+
+    /// The service `name` in `cluster`, read no longer than `max_age` ago.
+    pub async fn observe(
+        &self,
+        ecs: &EcsApi,
+        cluster: &str,
+        name: &str,
+        max_age: Duration,
+    ) -> Result<Option<ObservedService>, Error> {
+        if let Some(hit) = self.cached(cluster, name, max_age) {
+            return Ok(hit);
+        }
+        let key = cluster_name(cluster).to_string();
+        let gate = self
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let arrived = Instant::now();
+        let _turn = gate.lock().await;
+        // Someone else may have read it while we waited for our turn: good enough if
+        // it is as fresh as we asked, or was requested after we arrived.
+        if let Some(hit) = self.cached(cluster, name, max_age.max(arrived.elapsed())) {
+            return Ok(hit);
+        }
+        let peers: Vec<String> = {
+            let all = self.lock();
+            all.get(&key)
+                .map(|c| {
+                    c.known
+                        .iter()
+                        .filter(|n| n.as_str() != name)
+                        .filter(|n| {
+                            c.seen
+                                .get(*n)
+                                .is_none_or(|(at, _)| at.elapsed() > self.window)
+                        })
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut wanted = vec![name.to_string()];
+        wanted.extend(peers);
+        let mut result = None;
+        for chunk in wanted.chunks(DESCRIBE_BATCH) {
+            // Age counts from the request, not the answer.
+            let sent = Instant::now();
+            let epochs: Vec<u64> = {
+                let all = self.lock();
+                chunk
+                    .iter()
+                    .map(|n| {
+                        all.get(&key)
+                            .and_then(|c| c.epoch.get(n).copied())
+                            .unwrap_or(0)
+                    })
+                    .collect()
+            };
+            let mut found = describe(ecs, cluster, chunk).await?;
+            let mut all = self.lock();
+            let c = all.entry(key.clone()).or_default();
+            for (n, epoch) in chunk.iter().zip(epochs) {
+                let obs = found.remove(n);
+                if n == name {
+                    result = obs.clone();
+                }
+                if c.epoch.get(n).copied().unwrap_or(0) == epoch {
+                    c.seen.insert(n.clone(), (sent, obs));
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// Forget the cached copy (after a write, so the next read sees its effect).
+    pub fn invalidate(&self, cluster: &str, name: &str) {
+        let mut all = self.lock();
+        let c = all.entry(cluster_name(cluster).to_string()).or_default();
+        c.seen.remove(name);
+        *c.epoch.entry(name.to_string()).or_insert(0) += 1;
+    }
+
+    /// (task definition, "ECS service <cluster>/<name>") for every revision the
+    /// services last read run or deploy (deployments and task sets): ECS's own view
+    /// of what is in use, which may be newer than any status.
+    pub fn task_definitions_in_use(&self) -> Vec<(String, String)> {
+        let all = self.lock();
+        let mut out = Vec::new();
+        for (cluster, cache) in all.iter() {
+            for (name, (_, obs)) in &cache.seen {
+                let Some(obs) = obs.as_ref().filter(|o| o.status == "ACTIVE") else {
+                    continue;
+                };
+                let who = format!("ECS service {cluster}/{name}");
+                let tds = std::iter::once(&obs.task_definition)
+                    .chain(obs.deployments.iter().map(|d| &d.task_definition))
+                    .chain(obs.task_sets.iter().map(|t| &t.task_definition))
+                    .filter(|td| !td.is_empty());
+                out.extend(tds.map(|td| (td.clone(), who.clone())));
+            }
+        }
+        out
+    }
+
+    /// Stop reading a service along with its peers (its EcsService is gone).
+    pub fn forget(&self, cluster: &str, name: &str) {
+        if let Some(c) = self.lock().get_mut(cluster_name(cluster)) {
+            c.seen.remove(name);
+            c.known.remove(name);
+            c.epoch.remove(name);
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! The generic reconcile driver every kind runs on.
+//!
+//! Data flows one way: watch event -> the kind's `apply` (observe, pure plan, act)
+//! -> typed status -> server-side apply on /status -> requeue decision. The driver
+//! owns everything that is the same for all kinds: the finalizer, `observedGeneration`
+//! and the kstatus conditions, Events, error classification into backoff, metrics.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::object::HasStatus;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::{Context, Note, key_of, now, scoped_api};
+use crate::FIELD_MANAGER;
+use crate::api::common::{
+    Condition, FINALIZER, Health, KindStatus, READY, Time, condition, conditions, is_kstatus,
+};
+use crate::error::{Error, ErrorClass};
+
+/// A condition a kind reports besides the kstatus three (e.g. EcsTask's Complete /
+/// Failed, as a Job has them). The driver keeps its transition time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindCondition {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// What one successful pass of a kind's `apply` produced.
+#[derive(Debug, Clone)]
+pub struct Outcome<S> {
+    /// The kind's status. `observedGeneration` and `conditions` are the driver's:
+    /// whatever they hold here is replaced.
+    pub status: S,
+    pub health: Health,
+    /// Conditions of the kind's own, besides the kstatus ones derived from `health`.
+    pub conditions: Vec<KindCondition>,
+    /// Come back sooner than the resync interval (e.g. while a rollout runs).
+    pub requeue: Option<Duration>,
+    pub notes: Vec<Note>,
+}
+
+impl<S> Outcome<S> {
+    /// An outcome with no Events, no kind conditions and the default requeue.
+    pub fn new(status: S, health: Health) -> Self {
+        Outcome {
+            status,
+            health,
+            conditions: vec![],
+            requeue: None,
+            notes: vec![],
+        }
+    }
+    pub fn requeue(mut self, after: Duration) -> Self {
+        self.requeue = Some(after);
+        self
+    }
+    pub fn requeue_opt(mut self, after: Option<Duration>) -> Self {
+        self.requeue = after;
+        self
+    }
+    pub fn note(mut self, note: Note) -> Self {
+        self.notes.push(note);
+        self
+    }
+    pub fn notes(mut self, notes: Vec<Note>) -> Self {
+        self.notes.extend(notes);
+        self
+    }
+}
+
+/// One kind the operator manages: observe -> plan -> act, and clean up.
+pub trait Managed:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + HasStatus<Status: KindStatus>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: &'static str;
+
+    /// Bring ECS in line with the spec and describe the result.
+    fn apply(
+        &self,
+        ctx: &Context,
+    ) -> impl Future<Output = Result<Outcome<Self::Status>, Error>> + Send;
+
+    /// Handle the ECS side of deletion per `deletionPolicy`. `Err(DeleteBlocked)`
+    /// keeps the finalizer and retries; `Err(DeleteInProgress)` checks again soon.
+    fn cleanup(&self, ctx: &Context) -> impl Future<Output = Result<Vec<Note>, Error>> + Send;
+
+    /// Extra watches: other kinds whose changes must reconcile objects of this kind
+    /// (e.g. a service referencing a task definition).
+    fn watch_related(
+        controller: Controller<Self>,
+        _client: &Client,
+        _namespace: Option<&str>,
+    ) -> Controller<Self> {
+        controller
+    }
+}
+
+/// The status the driver writes: the kind's status with `observedGeneration` and
+/// the conditions (the kind's own first, then kstatus's), transition times kept
+/// from `previous`.
+pub fn compose_status<S: KindStatus>(
+    mut status: S,
+    health: &Health,
+    own: &[KindCondition],
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: &Time,
+) -> S {
+    let mut all: Vec<Condition> = own
+        .iter()
+        .map(|c| {
+            let (type_, reason, message) = (c.type_, &c.reason, &c.message);
+            condition(type_, c.status, reason, message, generation, previous, now)
+        })
+        .collect();
+    all.extend(conditions(health, generation, previous, now));
+    status.set_driver_fields(generation, all);
+    status
+}
+
+/// The kind's own conditions in `previous`, to carry them through a failed pass.
+fn kind_conditions(previous: &[Condition]) -> Vec<KindCondition> {
+    previous
+        .iter()
+        .filter(|c| !is_kstatus(&c.type_))
+        .filter_map(|c| {
+            // Only types this build knows keep their place (a &'static name).
+            let type_ = ["Complete", "Failed"].into_iter().find(|t| *t == c.type_)?;
+            Some(KindCondition {
+                type_,
+                status: c.status == "True",
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Patches status unless it already equals what the object has.
+async fn write_status<K: Managed>(api: &Api<K>, obj: &K, status: K::Status) -> Result<(), Error> {
+    if obj.status() == Some(&status) {
+        return Ok(());
+    }
+    let body = serde_json::to_value(&status).map_err(|e| Error::Serialization {
+        what: "status",
+        message: e.to_string(),
+    })?;
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": body,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn publish<K: Managed>(ctx: &Context, obj: &K, notes: &[Note]) {
+    let reference = obj.object_ref(&());
+    for n in notes {
+        if let Err(e) = ctx.events.publish(n, &reference).await {
+            warn!(error = %e, reason = n.reason, "cannot publish Event");
+        }
+    }
+}
+
+/// How often a deletion that is under way in ECS is checked.
+pub const DELETE_POLL: Duration = Duration::from_secs(3);
+
+/// How long to wait before retrying after `failures` consecutive failures.
+pub fn backoff(failures: u32, class: ErrorClass) -> Duration {
+    let (base, cap) = match class {
+        ErrorClass::Retryable => (2u64, 300u64),
+        // Terminal errors wait for a spec change (which triggers a reconcile at
+        // once) but are re-checked slowly in case the cause was outside the spec.
+        ErrorClass::Terminal => (30, 900),
+    };
+    let exp = failures.saturating_sub(1).min(16);
+    Duration::from_secs(base.saturating_mul(1u64 << exp).min(cap))
+}
+
+async fn apply_and_report<K: Managed>(
+    api: &Api<K>,
+    obj: &K,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let outcome = obj.apply(ctx).await?;
+    let previous = obj.status().map(KindStatus::conditions).unwrap_or_default();
+    let status = compose_status(
+        outcome.status,
+        &outcome.health,
+        &outcome.conditions,
+        obj.meta().generation,
+        previous,
+        &now(),
+    );
+    write_status(api, obj, status).await?;
+    publish(ctx, obj, &outcome.notes).await;
+    ctx.metrics
+        .set_ready(K::KIND, &key_of(obj), Some(outcome.health.is_ready()));
+    Ok(Action::requeue(
+        outcome.requeue.unwrap_or(ctx.resync).min(ctx.resync),
+    ))
+}
+
+/// The health a failed pass reports; None keeps the conditions as they are.
+fn error_health(err: &Error, was_ready_for_this_spec: bool) -> Option<Health> {
+    Some(match (err, err.class()) {
+        (Error::DeleteBlocked { reason, message }, _) => Health::stalled(reason, message.clone()),
+        (Error::DeleteInProgress { reason, message }, _) => {
+            Health::progressing(reason, message.clone())
+        }
+        (_, ErrorClass::Terminal) => Health::stalled(&err.reason(), err.to_string()),
+        // A transient failure on a resource that was fine: keep its conditions
+        // (no flapping); logs, metrics and the Event tell the story.
+        (_, ErrorClass::Retryable) if was_ready_for_this_spec => return None,
+        (_, ErrorClass::Retryable) => Health::progressing(&err.reason(), err.to_string()),
+    })
+}
+
+/// The Warning Event reason for a failed pass (None: no Event, e.g. a repeat of a
+/// retryable failure already reported).
+fn error_event_reason(err: &Error, failures: u32) -> Option<&'static str> {
+    match err {
+        Error::DeleteBlocked { .. } => Some("DeleteBlocked"),
+        Error::DeleteInProgress { .. } => None,
+        _ if failures == 1 || err.class() == ErrorClass::Terminal => Some("ReconcileFailed"),
+        _ => None,
+    }
+}
+
+async fn report_error<K: Managed>(
+    api: &Api<K>,
+    obj: &K,
+    ctx: &Context,
+    err: &Error,
+    failures: u32,
+) -> Result<(), Error> {
+    let current = obj.status().cloned().unwrap_or_default();
+    let generation = obj.meta().generation;
+    let was_ready_for_this_spec = current.observed_generation() == generation
+        && current
+            .conditions()
+            .iter()
+            .any(|c| c.type_ == READY && c.status == "True");
+    if let Some(health) = error_health(err, was_ready_for_this_spec) {
+        let previous = current.conditions().to_vec();
+        let own = kind_conditions(&previous);
+        let status = compose_status(current, &health, &own, generation, &previous, &now());
+        write_status(api, obj, status).await?;
+    }
+    if let Some(reason) = error_event_reason(err, failures) {
+        let note = Note::warning(reason, "Reconcile", err.to_string());
+        publish(ctx, obj, &[note]).await;
+    }
+    ctx.metrics.set_ready(K::KIND, &key_of(obj), Some(false));
+    Ok(())
+}
+
+/// One reconcile of one object of kind `K`.
+pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let key = key_of(obj.as_ref());
+    let Some(ns) = obj.namespace() else {
+        return Err(Error::Internal(format!("{key} has no namespace")));
+    };
+    let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
+        match event {
+            FinalizerEvent::Apply(o) => apply_and_report(&api, o.as_ref(), &ctx).await,
+            FinalizerEvent::Cleanup(o) => {
+                let notes = o.cleanup(&ctx).await?;
+                publish(&ctx, o.as_ref(), &notes).await;
+                ctx.metrics.set_ready(K::KIND, &key, None);
+                ctx.updates.forget(&key);
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    settle(&api, obj.as_ref(), &ctx, &key, elapsed, result).await
+}
+
+/// What a reconcile's result means for the object: metrics, status, next look.
+async fn settle<K: Managed>(
+    api: &Api<K>,
+    obj: &K,
+    ctx: &Context,
+    key: &str,
+    elapsed: f64,
+    result: Result<Action, finalizer::Error<Error>>,
+) -> Result<Action, Error> {
+    match result {
+        Ok(action) => {
+            ctx.clear_failures(key);
+            ctx.metrics.reconciled(K::KIND, "success", elapsed);
+            debug!(object = %key, ?action, "reconciled");
+            Ok(action)
+        }
+        Err(finalizer::Error::CleanupFailed(err @ Error::DeleteInProgress { .. })) => {
+            // Progress, not failure: no backoff, no warning.
+            ctx.clear_failures(key);
+            ctx.metrics.reconciled(K::KIND, err.kind(), elapsed);
+            if let Err(e) = report_error(api, obj, ctx, &err, 0).await {
+                warn!(object = %key, error = %e, "cannot write status");
+            }
+            debug!(object = %key, %err, "deletion in progress");
+            Ok(Action::requeue(DELETE_POLL))
+        }
+        Err(finalizer::Error::ApplyFailed(err)) | Err(finalizer::Error::CleanupFailed(err)) => {
+            let n = ctx.record_failure(key);
+            ctx.metrics.reconciled(K::KIND, err.kind(), elapsed);
+            let wait = backoff(n, err.class());
+            if let Err(e) = report_error(api, obj, ctx, &err, n).await {
+                warn!(object = %key, error = %e, "cannot write error status");
+            }
+            match err.class() {
+                ErrorClass::Terminal => {
+                    warn!(object = %key, error = %err, retry_in = ?wait, "reconcile failed")
+                }
+                ErrorClass::Retryable => {
+                    info!(object = %key, error = %err, retry_in = ?wait, "reconcile will be retried")
+                }
+            }
+            Ok(Action::requeue(wait))
+        }
+        // The finalizer helper's JSON patch tests the finalizer list first; it fails
+        // (422 / 409) when our copy is older than the apiserver's (e.g. a reconcile
+        // woken by a related object right after the finalizer was added). That is
+        // not a failure: look again in a moment.
+        Err(finalizer::Error::AddFinalizer(kube::Error::Api(e)))
+        | Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(e)))
+            if e.code == 422 || e.code == 409 =>
+        {
+            ctx.metrics.reconciled(K::KIND, "conflict", elapsed);
+            debug!(object = %key, "finalizer patch raced a newer version; retrying");
+            Ok(Action::requeue(FINALIZER_RACE_RETRY))
+        }
+        Err(other) => {
+            ctx.metrics.reconciled(K::KIND, "finalizer", elapsed);
+            Err(match other {
+                finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
+                    Error::Kube(e)
+                }
+                e => Error::Internal(e.to_string()),
+            })
+        }
+    }
+}
+
+/// How soon a reconcile whose finalizer patch raced a newer version looks again.
+pub const FINALIZER_RACE_RETRY: Duration = Duration::from_millis(500);
+
+/// Errors that reach here are Kubernetes API failures around the finalizer.
+pub fn error_policy<K: Managed>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx.record_failure(&key_of(obj.as_ref()));
+    let wait = backoff(n, err.class());
+    warn!(object = %key_of(obj.as_ref()), error = %err, retry_in = ?wait, "reconcile error");
+    Action::requeue(wait)
+}
+
+/// What an object asks of its controller: spec (generation), deletion, finalizers,
+/// labels and annotations. Status is left out on purpose (kube's
+/// `predicates::generation` alone would miss finalizer and deletion changes).
+fn intent<K: Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    Some(h.finish())
+}
+
+/// Runs the controller for kind `K` until `shutdown` resolves.
+pub async fn run<K: Managed>(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<K> = scoped_api(&ctx.kube, namespace);
+    info!(
+        kind = K::KIND,
+        namespace = namespace.unwrap_or("<all>"),
+        "starting controller"
+    );
+    // The object's own changes wake it only when something it is asked to do changed:
+    // its own status writes must not (a failing reconcile would otherwise retry at
+    // once instead of after its backoff).
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(intent, PredicateConfig::default());
+    let controller = Controller::for_stream(trigger, reader)
+        .with_config(ControllerConfig::default().concurrency(concurrency));
+    K::watch_related(controller, &ctx.kube, namespace)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    info!(kind = K::KIND, "controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::cluster::EcsClusterStatus;
+
+    fn at(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    fn body() -> EcsClusterStatus {
+        EcsClusterStatus {
+            arn: Some("a".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1, ErrorClass::Retryable), Duration::from_secs(2));
+        assert_eq!(backoff(2, ErrorClass::Retryable), Duration::from_secs(4));
+        assert_eq!(backoff(30, ErrorClass::Retryable), Duration::from_secs(300));
+        assert_eq!(backoff(1, ErrorClass::Terminal), Duration::from_secs(30));
+        assert_eq!(backoff(100, ErrorClass::Terminal), Duration::from_secs(900));
+    }
+
+    #[test]
+    fn composed_status_has_generation_and_conditions_and_keeps_fields() {
+        let health = Health::ready("Active", "ok");
+        let s = compose_status(body(), &health, &[], Some(4), &[], &at(100));
+        assert_eq!(s.arn.as_deref(), Some("a"));
+        assert_eq!(s.observed_generation, Some(4));
+        assert_eq!(s.conditions[0].type_, "Ready");
+        assert_eq!(s.conditions[0].status, "True");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["conditions"][0]["lastTransitionTime"],
+            "1970-01-01T00:01:40Z"
+        );
+    }
+
+    #[test]
+    fn whatever_a_kind_puts_in_the_driver_fields_is_replaced() {
+        let mut stale = body();
+        stale.observed_generation = Some(1);
+        stale.conditions = conditions(&Health::stalled("Old", "x"), Some(1), &[], &at(1));
+        let s = compose_status(
+            stale,
+            &Health::ready("Active", ""),
+            &[],
+            Some(2),
+            &[],
+            &at(5),
+        );
+        assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(s.conditions.len(), 3);
+        assert!(s.conditions.iter().all(|c| c.reason == "Active"));
+    }
+
+    #[test]
+    fn recomposing_an_unchanged_status_is_identical() {
+        // Same input, later clock: must be equal so no write happens.
+        let h = Health::ready("Active", "ok");
+        let first = compose_status(body(), &h, &[], Some(1), &[], &at(100));
+        let second = compose_status(body(), &h, &[], Some(1), &first.conditions, &at(200));
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn kind_conditions_come_first_and_survive_a_failed_pass() {
+        let complete = KindCondition {
+            type_: "Complete",
+            status: true,
+            reason: "Succeeded".into(),
+            message: "1/1".into(),
+        };
+        let health = Health::ready("Succeeded", "1/1");
+        let s = compose_status(body(), &health, &[complete.clone()], Some(1), &[], &at(10));
+        assert_eq!(s.conditions[0].type_, "Complete");
+        assert_eq!(s.conditions.len(), 4);
+        // A later failure recomposes from what was there: Complete stays, same time.
+        let carried = kind_conditions(&s.conditions);
+        assert_eq!(carried, vec![complete]);
+        let failed = Health::progressing("EcsUnavailable", "x");
+        let again = compose_status(
+            s.clone(),
+            &failed,
+            &carried,
+            Some(1),
+            &s.conditions,
+            &at(20),
+        );
+        assert_eq!(again.conditions[0], s.conditions[0]);
+    }
+
+    #[test]
+    fn a_transient_failure_keeps_a_ready_resource_ready() {
+        let err = Error::Ecs {
+            operation: "DescribeClusters",
+            code: None,
+            message: "timeout".into(),
+            class: ErrorClass::Retryable,
+        };
+        assert_eq!(error_health(&err, true), None);
+        assert!(matches!(
+            error_health(&err, false),
+            Some(Health::Progressing { .. })
+        ));
+        assert_eq!(error_event_reason(&err, 1), Some("ReconcileFailed"));
+        assert_eq!(error_event_reason(&err, 2), None);
+        let terminal = Error::InvalidSpec("bad".into());
+        assert!(matches!(
+            error_health(&terminal, true),
+            Some(Health::Stalled { .. })
+        ));
+        assert_eq!(error_event_reason(&terminal, 7), Some("ReconcileFailed"));
+    }
+}
