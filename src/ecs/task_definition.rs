@@ -25,163 +25,249 @@ fn kv(items: &[api::KeyValue]) -> Vec<t::KeyValuePair> {
         .collect()
 }
 
-fn secrets(items: &[api::Secret]) -> Result<Vec<t::Secret>, Error> {
-    items
-        .iter()
-        .map(|s| {
-            t::Secret::builder()
-                .name(&s.name)
-                .value_from(&s.value_from)
-                .build()
-                .map_err(|e| build_err("secret", e))
-        })
-        .collect()
+fn secret(s: &api::Secret) -> Result<t::Secret, Error> {
+    t::Secret::builder()
+        .name(&s.name)
+        .value_from(&s.value_from)
+        .build()
+        .map_err(|e| build_err("secret", e))
+}
+
+/// `items` converted one by one; None when there are none (the field is left out
+/// of the request, as ECS reports it).
+fn each<A, B>(items: &[A], f: impl Fn(&A) -> Result<B, Error>) -> Result<Option<Vec<B>>, Error> {
+    if items.is_empty() {
+        return Ok(None);
+    }
+    items.iter().map(f).collect::<Result<Vec<_>, _>>().map(Some)
+}
+
+fn non_empty_map(
+    m: &BTreeMap<String, String>,
+) -> Option<std::collections::HashMap<String, String>> {
+    (!m.is_empty()).then(|| m.clone().into_iter().collect())
+}
+
+fn environment_file(f: &api::EnvironmentFile) -> Result<t::EnvironmentFile, Error> {
+    t::EnvironmentFile::builder()
+        .value(&f.value)
+        .r#type(t::EnvironmentFileType::from(f.type_.as_str()))
+        .build()
+        .map_err(|e| build_err("environmentFiles", e))
+}
+
+fn port_mapping(p: &api::PortMapping) -> Result<t::PortMapping, Error> {
+    Ok(t::PortMapping::builder()
+        .set_container_port(p.container_port)
+        .set_host_port(p.host_port)
+        .set_protocol(p.protocol.map(|p| match p {
+            api::Protocol::Tcp => t::TransportProtocol::Tcp,
+            api::Protocol::Udp => t::TransportProtocol::Udp,
+        }))
+        .set_name(p.name.clone())
+        .set_app_protocol(p.app_protocol.map(|a| match a {
+            api::AppProtocol::Http => t::ApplicationProtocol::Http,
+            api::AppProtocol::Http2 => t::ApplicationProtocol::Http2,
+            api::AppProtocol::Grpc => t::ApplicationProtocol::Grpc,
+        }))
+        .set_container_port_range(p.container_port_range.clone())
+        .build())
+}
+
+fn health_check(h: &api::HealthCheck) -> Result<t::HealthCheck, Error> {
+    t::HealthCheck::builder()
+        .set_command(Some(h.command.clone()))
+        .set_interval(h.interval)
+        .set_timeout(h.timeout)
+        .set_retries(h.retries)
+        .set_start_period(h.start_period)
+        .build()
+        .map_err(|e| build_err("healthCheck", e))
+}
+
+fn log_configuration(l: &api::LogConfiguration) -> Result<t::LogConfiguration, Error> {
+    t::LogConfiguration::builder()
+        .log_driver(t::LogDriver::from(l.log_driver.as_str()))
+        .set_options(non_empty_map(&l.options))
+        .set_secret_options(each(&l.secret_options, secret)?)
+        .build()
+        .map_err(|e| build_err("logConfiguration", e))
+}
+
+fn mount_point(m: &api::MountPoint) -> Result<t::MountPoint, Error> {
+    Ok(t::MountPoint::builder()
+        .source_volume(&m.source_volume)
+        .container_path(&m.container_path)
+        .set_read_only(m.read_only)
+        .build())
+}
+
+fn volume_from(v: &api::VolumeFrom) -> Result<t::VolumeFrom, Error> {
+    Ok(t::VolumeFrom::builder()
+        .source_container(&v.source_container)
+        .set_read_only(v.read_only)
+        .build())
+}
+
+fn dependency(d: &api::ContainerDependency) -> Result<t::ContainerDependency, Error> {
+    let condition = match d.condition {
+        api::DependencyCondition::Start => t::ContainerCondition::Start,
+        api::DependencyCondition::Complete => t::ContainerCondition::Complete,
+        api::DependencyCondition::Success => t::ContainerCondition::Success,
+        api::DependencyCondition::Healthy => t::ContainerCondition::Healthy,
+    };
+    t::ContainerDependency::builder()
+        .container_name(&d.container_name)
+        .condition(condition)
+        .build()
+        .map_err(|e| build_err("dependsOn", e))
+}
+
+fn ulimit(u: &api::Ulimit) -> Result<t::Ulimit, Error> {
+    t::Ulimit::builder()
+        .name(t::UlimitName::from(u.name.as_str()))
+        .soft_limit(u.soft_limit)
+        .hard_limit(u.hard_limit)
+        .build()
+        .map_err(|e| build_err("ulimits", e))
+}
+
+fn linux_parameters(lp: &api::LinuxParameters) -> t::LinuxParameters {
+    let capabilities = lp.capabilities.as_ref().map(|caps| {
+        t::KernelCapabilities::builder()
+            .set_add((!caps.add.is_empty()).then(|| caps.add.clone()))
+            .set_drop((!caps.drop.is_empty()).then(|| caps.drop.clone()))
+            .build()
+    });
+    t::LinuxParameters::builder()
+        .set_init_process_enabled(lp.init_process_enabled)
+        .set_capabilities(capabilities)
+        .build()
+}
+
+fn firelens(f: &api::FirelensConfiguration) -> Result<t::FirelensConfiguration, Error> {
+    t::FirelensConfiguration::builder()
+        .r#type(t::FirelensConfigurationType::from(f.type_.as_str()))
+        .set_options(non_empty_map(&f.options))
+        .build()
+        .map_err(|e| build_err("firelensConfiguration", e))
 }
 
 fn container(c: &api::ContainerDefinition) -> Result<t::ContainerDefinition, Error> {
-    let mut b = t::ContainerDefinition::builder()
+    let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    Ok(t::ContainerDefinition::builder()
         .name(&c.name)
         .image(&c.image)
         .set_cpu(c.cpu)
         .set_memory(c.memory)
         .set_memory_reservation(c.memory_reservation)
         .set_essential(c.essential)
-        .set_command((!c.command.is_empty()).then(|| c.command.clone()))
-        .set_entry_point((!c.entry_point.is_empty()).then(|| c.entry_point.clone()))
+        .set_command(non_empty(&c.command))
+        .set_entry_point(non_empty(&c.entry_point))
         .set_working_directory(c.working_directory.clone())
         .set_environment((!c.environment.is_empty()).then(|| kv(&c.environment)))
         .set_user(c.user.clone())
         .set_readonly_root_filesystem(c.readonly_root_filesystem)
         .set_stop_timeout(c.stop_timeout)
-        .set_start_timeout(c.start_timeout);
-    if !c.docker_labels.is_empty() {
-        b = b.set_docker_labels(Some(c.docker_labels.clone().into_iter().collect()));
+        .set_start_timeout(c.start_timeout)
+        .set_docker_labels(non_empty_map(&c.docker_labels))
+        .set_secrets(each(&c.secrets, secret)?)
+        .set_environment_files(each(&c.environment_files, environment_file)?)
+        .set_port_mappings(each(&c.port_mappings, port_mapping)?)
+        .set_health_check(c.health_check.as_ref().map(health_check).transpose()?)
+        .set_log_configuration(
+            c.log_configuration
+                .as_ref()
+                .map(log_configuration)
+                .transpose()?,
+        )
+        .set_mount_points(each(&c.mount_points, mount_point)?)
+        .set_volumes_from(each(&c.volumes_from, volume_from)?)
+        .set_depends_on(each(&c.depends_on, dependency)?)
+        .set_ulimits(each(&c.ulimits, ulimit)?)
+        .set_linux_parameters(c.linux_parameters.as_ref().map(linux_parameters))
+        .set_firelens_configuration(
+            c.firelens_configuration
+                .as_ref()
+                .map(firelens)
+                .transpose()?,
+        )
+        .build())
+}
+
+fn efs_volume(e: &api::EfsVolumeConfiguration) -> Result<t::EfsVolumeConfiguration, Error> {
+    let authorization = e.authorization_config.as_ref().map(|a| {
+        t::EfsAuthorizationConfig::builder()
+            .set_access_point_id(a.access_point_id.clone())
+            .set_iam(a.iam.as_deref().map(t::EfsAuthorizationConfigIam::from))
+            .build()
+    });
+    t::EfsVolumeConfiguration::builder()
+        .file_system_id(&e.file_system_id)
+        .set_root_directory(e.root_directory.clone())
+        .set_transit_encryption(
+            e.transit_encryption
+                .as_deref()
+                .map(t::EfsTransitEncryption::from),
+        )
+        .set_transit_encryption_port(e.transit_encryption_port)
+        .set_authorization_config(authorization)
+        .build()
+        .map_err(|e| build_err("efsVolumeConfiguration", e))
+}
+
+fn volume(v: &api::Volume) -> Result<t::Volume, Error> {
+    let host = v.host.as_ref().map(|h| {
+        t::HostVolumeProperties::builder()
+            .set_source_path(h.source_path.clone())
+            .build()
+    });
+    Ok(t::Volume::builder()
+        .name(&v.name)
+        .set_host(host)
+        .set_efs_volume_configuration(
+            v.efs_volume_configuration
+                .as_ref()
+                .map(efs_volume)
+                .transpose()?,
+        )
+        .build())
+}
+
+fn placement_constraint(
+    p: &api::PlacementConstraint,
+) -> Result<t::TaskDefinitionPlacementConstraint, Error> {
+    Ok(t::TaskDefinitionPlacementConstraint::builder()
+        .r#type(t::TaskDefinitionPlacementConstraintType::from(
+            p.type_.as_str(),
+        ))
+        .set_expression(p.expression.clone())
+        .build())
+}
+
+fn compatibility(c: &api::Compatibility) -> Result<t::Compatibility, Error> {
+    Ok(match c {
+        api::Compatibility::Ec2 => t::Compatibility::Ec2,
+        api::Compatibility::Fargate => t::Compatibility::Fargate,
+        api::Compatibility::External => t::Compatibility::External,
+        api::Compatibility::ManagedInstances => t::Compatibility::from("MANAGED_INSTANCES"),
+    })
+}
+
+fn network_mode(m: api::NetworkMode) -> t::NetworkMode {
+    match m {
+        api::NetworkMode::Awsvpc => t::NetworkMode::Awsvpc,
+        api::NetworkMode::Bridge => t::NetworkMode::Bridge,
+        api::NetworkMode::Host => t::NetworkMode::Host,
+        api::NetworkMode::None => t::NetworkMode::None,
     }
-    if !c.secrets.is_empty() {
-        b = b.set_secrets(Some(secrets(&c.secrets)?));
-    }
-    for f in &c.environment_files {
-        b = b.environment_files(
-            t::EnvironmentFile::builder()
-                .value(&f.value)
-                .r#type(t::EnvironmentFileType::from(f.type_.as_str()))
-                .build()
-                .map_err(|e| build_err("environmentFiles", e))?,
-        );
-    }
-    for p in &c.port_mappings {
-        b = b.port_mappings(
-            t::PortMapping::builder()
-                .set_container_port(p.container_port)
-                .set_host_port(p.host_port)
-                .set_protocol(p.protocol.map(|p| match p {
-                    api::Protocol::Tcp => t::TransportProtocol::Tcp,
-                    api::Protocol::Udp => t::TransportProtocol::Udp,
-                }))
-                .set_name(p.name.clone())
-                .set_app_protocol(p.app_protocol.map(|a| match a {
-                    api::AppProtocol::Http => t::ApplicationProtocol::Http,
-                    api::AppProtocol::Http2 => t::ApplicationProtocol::Http2,
-                    api::AppProtocol::Grpc => t::ApplicationProtocol::Grpc,
-                }))
-                .set_container_port_range(p.container_port_range.clone())
-                .build(),
-        );
-    }
-    if let Some(h) = &c.health_check {
-        b = b.health_check(
-            t::HealthCheck::builder()
-                .set_command(Some(h.command.clone()))
-                .set_interval(h.interval)
-                .set_timeout(h.timeout)
-                .set_retries(h.retries)
-                .set_start_period(h.start_period)
-                .build()
-                .map_err(|e| build_err("healthCheck", e))?,
-        );
-    }
-    if let Some(l) = &c.log_configuration {
-        b = b.log_configuration(
-            t::LogConfiguration::builder()
-                .log_driver(t::LogDriver::from(l.log_driver.as_str()))
-                .set_options(
-                    (!l.options.is_empty()).then(|| l.options.clone().into_iter().collect()),
-                )
-                .set_secret_options(
-                    (!l.secret_options.is_empty())
-                        .then(|| secrets(&l.secret_options))
-                        .transpose()?,
-                )
-                .build()
-                .map_err(|e| build_err("logConfiguration", e))?,
-        );
-    }
-    for m in &c.mount_points {
-        b = b.mount_points(
-            t::MountPoint::builder()
-                .source_volume(&m.source_volume)
-                .container_path(&m.container_path)
-                .set_read_only(m.read_only)
-                .build(),
-        );
-    }
-    for v in &c.volumes_from {
-        b = b.volumes_from(
-            t::VolumeFrom::builder()
-                .source_container(&v.source_container)
-                .set_read_only(v.read_only)
-                .build(),
-        );
-    }
-    for d in &c.depends_on {
-        let cond = match d.condition {
-            api::DependencyCondition::Start => t::ContainerCondition::Start,
-            api::DependencyCondition::Complete => t::ContainerCondition::Complete,
-            api::DependencyCondition::Success => t::ContainerCondition::Success,
-            api::DependencyCondition::Healthy => t::ContainerCondition::Healthy,
-        };
-        b = b.depends_on(
-            t::ContainerDependency::builder()
-                .container_name(&d.container_name)
-                .condition(cond)
-                .build()
-                .map_err(|e| build_err("dependsOn", e))?,
-        );
-    }
-    for u in &c.ulimits {
-        b = b.ulimits(
-            t::Ulimit::builder()
-                .name(t::UlimitName::from(u.name.as_str()))
-                .soft_limit(u.soft_limit)
-                .hard_limit(u.hard_limit)
-                .build()
-                .map_err(|e| build_err("ulimits", e))?,
-        );
-    }
-    if let Some(lp) = &c.linux_parameters {
-        let mut l = t::LinuxParameters::builder().set_init_process_enabled(lp.init_process_enabled);
-        if let Some(caps) = &lp.capabilities {
-            l = l.capabilities(
-                t::KernelCapabilities::builder()
-                    .set_add((!caps.add.is_empty()).then(|| caps.add.clone()))
-                    .set_drop((!caps.drop.is_empty()).then(|| caps.drop.clone()))
-                    .build(),
-            );
-        }
-        b = b.linux_parameters(l.build());
-    }
-    if let Some(f) = &c.firelens_configuration {
-        b = b.firelens_configuration(
-            t::FirelensConfiguration::builder()
-                .r#type(t::FirelensConfigurationType::from(f.type_.as_str()))
-                .set_options(
-                    (!f.options.is_empty()).then(|| f.options.clone().into_iter().collect()),
-                )
-                .build()
-                .map_err(|e| build_err("firelensConfiguration", e))?,
-        );
-    }
-    Ok(b.build())
+}
+
+fn runtime_platform(r: &api::RuntimePlatform) -> t::RuntimePlatform {
+    t::RuntimePlatform::builder()
+        .set_cpu_architecture(r.cpu_architecture.as_deref().map(t::CpuArchitecture::from))
+        .set_operating_system_family(r.operating_system_family.as_deref().map(t::OsFamily::from))
+        .build()
 }
 
 /// Registers one revision of `family` from `spec`, tagged with `tags`.
@@ -191,7 +277,13 @@ pub async fn register(
     spec: &api::EcsTaskDefinitionSpec,
     tags: &BTreeMap<String, String>,
 ) -> Result<(i32, String), Error> {
-    let mut req = ecs
+    let compatibilities = spec.requires_compatibilities.as_deref().unwrap_or_default();
+    let ephemeral = spec.ephemeral_storage.as_ref().map(|e| {
+        t::EphemeralStorage::builder()
+            .size_in_gib(e.size_in_gi_b)
+            .build()
+    });
+    let req = ecs
         .client
         .register_task_definition()
         .family(family)
@@ -199,100 +291,23 @@ pub async fn register(
         .set_memory(spec.memory.clone())
         .set_execution_role_arn(spec.execution_role_arn.clone())
         .set_task_role_arn(spec.task_role_arn.clone())
-        .set_tags(Some(tags_to_sdk(tags)));
-    if let Some(m) = spec.network_mode {
-        req = req.network_mode(match m {
-            api::NetworkMode::Awsvpc => t::NetworkMode::Awsvpc,
-            api::NetworkMode::Bridge => t::NetworkMode::Bridge,
-            api::NetworkMode::Host => t::NetworkMode::Host,
-            api::NetworkMode::None => t::NetworkMode::None,
-        });
-    }
-    for c in spec.requires_compatibilities.iter().flatten() {
-        req = req.requires_compatibilities(match c {
-            api::Compatibility::Ec2 => t::Compatibility::Ec2,
-            api::Compatibility::Fargate => t::Compatibility::Fargate,
-            api::Compatibility::External => t::Compatibility::External,
-            api::Compatibility::ManagedInstances => t::Compatibility::from("MANAGED_INSTANCES"),
-        });
-    }
-    for c in &spec.container_definitions {
-        req = req.container_definitions(container(c)?);
-    }
-    for v in &spec.volumes {
-        let mut vb = t::Volume::builder().name(&v.name);
-        if let Some(h) = &v.host {
-            vb = vb.host(
-                t::HostVolumeProperties::builder()
-                    .set_source_path(h.source_path.clone())
-                    .build(),
-            );
-        }
-        if let Some(e) = &v.efs_volume_configuration {
-            let mut eb = t::EfsVolumeConfiguration::builder()
-                .file_system_id(&e.file_system_id)
-                .set_root_directory(e.root_directory.clone())
-                .set_transit_encryption(
-                    e.transit_encryption
-                        .as_deref()
-                        .map(t::EfsTransitEncryption::from),
-                )
-                .set_transit_encryption_port(e.transit_encryption_port);
-            if let Some(a) = &e.authorization_config {
-                eb = eb.authorization_config(
-                    t::EfsAuthorizationConfig::builder()
-                        .set_access_point_id(a.access_point_id.clone())
-                        .set_iam(a.iam.as_deref().map(t::EfsAuthorizationConfigIam::from))
-                        .build(),
-                );
-            }
-            vb = vb.efs_volume_configuration(
-                eb.build()
-                    .map_err(|e| build_err("efsVolumeConfiguration", e))?,
-            );
-        }
-        req = req.volumes(vb.build());
-    }
-    for p in &spec.placement_constraints {
-        req = req.placement_constraints(
-            t::TaskDefinitionPlacementConstraint::builder()
-                .r#type(t::TaskDefinitionPlacementConstraintType::from(
-                    p.type_.as_str(),
-                ))
-                .set_expression(p.expression.clone())
-                .build(),
-        );
-    }
-    if let Some(r) = &spec.runtime_platform {
-        req = req.runtime_platform(
-            t::RuntimePlatform::builder()
-                .set_cpu_architecture(r.cpu_architecture.as_deref().map(t::CpuArchitecture::from))
-                .set_operating_system_family(
-                    r.operating_system_family.as_deref().map(t::OsFamily::from),
-                )
-                .build(),
-        );
-    }
-    if let Some(e) = &spec.ephemeral_storage {
-        req = req.ephemeral_storage(
-            t::EphemeralStorage::builder()
-                .size_in_gib(e.size_in_gi_b)
-                .build(),
-        );
-    }
-    if let Some(p) = spec.pid_mode {
-        req = req.pid_mode(match p {
+        .set_tags(Some(tags_to_sdk(tags)))
+        .set_network_mode(spec.network_mode.map(network_mode))
+        .set_requires_compatibilities(each(compatibilities, compatibility)?)
+        .set_container_definitions(each(&spec.container_definitions, container)?)
+        .set_volumes(each(&spec.volumes, volume)?)
+        .set_placement_constraints(each(&spec.placement_constraints, placement_constraint)?)
+        .set_runtime_platform(spec.runtime_platform.as_ref().map(runtime_platform))
+        .set_ephemeral_storage(ephemeral)
+        .set_pid_mode(spec.pid_mode.map(|p| match p {
             api::PidMode::Host => t::PidMode::Host,
             api::PidMode::Task => t::PidMode::Task,
-        });
-    }
-    if let Some(i) = spec.ipc_mode {
-        req = req.ipc_mode(match i {
+        }))
+        .set_ipc_mode(spec.ipc_mode.map(|i| match i {
             api::IpcMode::Host => t::IpcMode::Host,
             api::IpcMode::Task => t::IpcMode::Task,
             api::IpcMode::None => t::IpcMode::None,
-        });
-    }
+        }));
     let out = ecs
         .call(
             "RegisterTaskDefinition",

@@ -690,47 +690,42 @@ mod tests {
     /// never takes a cluster another existing EcsCluster holds (it used to).
     #[test]
     fn ownership_table_holds_for_clusters() {
-        let living = BTreeSet::from(["uid-1".to_string(), "uid-other".to_string()]);
-        let rows: Vec<(BTreeMap<String, String>, bool, Option<Option<Adoption>>)> = vec![
-            (ownership_tags("ns", "prod", "uid-1"), false, Some(None)),
-            (BTreeMap::new(), false, None),
-            (BTreeMap::new(), true, Some(Some(Adoption::Requested))),
-            (ownership_tags("other", "prod", "uid-other"), false, None),
-            (ownership_tags("other", "prod", "uid-other"), true, None),
-            (
-                ownership_tags("other", "prod", "uid-gone"),
-                true,
-                Some(Some(Adoption::Requested)),
-            ),
-            (
-                ownership_tags("ns", "prod", "uid-gone"),
-                false,
-                Some(Some(Adoption::OwnHistory)),
-            ),
-        ];
-        for (tags, adopt_existing, want) in rows {
+        use crate::reconcile::owned::table::{self, Expect};
+        let living = table::living();
+        for row in table::rows("prod") {
             let spec = EcsClusterSpec {
-                adopt_existing,
+                adopt_existing: row.adopt_existing,
                 ..Default::default()
             };
+            let known = table::living_for(&row.tags, &living);
             let mut d = desired(&spec);
-            d.living = owned::names_another(&tags, "uid-1").then_some(&living);
+            d.living = known.as_ref();
             let mut obs = owned();
-            obs.tags = tags.clone();
+            obs.tags = row.tags.clone();
             let got = match plan(&d, Some(&obs)) {
-                Plan::Sync { adopt, actions, .. } => {
+                Plan::Sync { adopt: None, .. } => Expect::Ours,
+                Plan::Sync {
+                    adopt: Some(how),
+                    actions,
+                    ..
+                } => {
                     // Taking over means tagging it as ours.
-                    if adopt.is_some() {
-                        assert!(actions.iter().any(|a| matches!(a, Action::Tag(t) if t.get(UID_TAG).map(String::as_str) == Some("uid-1"))));
-                    }
-                    Some(adopt)
+                    let tagged = actions.iter().any(|a| {
+                        matches!(a, Action::Tag(t) if t.get(UID_TAG).map(String::as_str) == Some(table::UID))
+                    });
+                    assert!(tagged, "{actions:?}");
+                    Expect::Adopt(how)
                 }
                 Plan::Refuse(h) => {
                     assert!(matches!(&h, Health::Stalled { reason, .. } if reason == "NotOwned"));
-                    None
+                    Expect::Refuse
                 }
             };
-            assert_eq!(got, want, "{tags:?} adoptExisting={adopt_existing}");
+            assert_eq!(
+                got, row.expect,
+                "{:?} adoptExisting={}",
+                row.tags, row.adopt_existing
+            );
         }
     }
 

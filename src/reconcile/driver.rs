@@ -517,7 +517,14 @@ mod tests {
             message: "1/1".into(),
         };
         let health = Health::ready("Succeeded", "1/1");
-        let s = compose_status(body(), &health, &[complete.clone()], Some(1), &[], &at(10));
+        let s = compose_status(
+            body(),
+            &health,
+            std::slice::from_ref(&complete),
+            Some(1),
+            &[],
+            &at(10),
+        );
         assert_eq!(s.conditions[0].type_, "Complete");
         assert_eq!(s.conditions.len(), 4);
         // A later failure recomposes from what was there: Complete stays, same time.

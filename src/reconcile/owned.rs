@@ -298,6 +298,71 @@ pub fn not_applied_note(health: &Health, action: &'static str) -> Note {
     Note::warning("UpdateNotApplied", action, health.message())
 }
 
+/// The ownership table every kind's plan is tested against.
+#[cfg(test)]
+pub(crate) mod table {
+    use super::*;
+    use crate::api::common::ownership_tags;
+
+    /// What a kind's plan must do with an existing object.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Expect {
+        Ours,
+        Adopt(Adoption),
+        Refuse,
+    }
+
+    /// One row: the existing object's tags, spec.adoptExisting, the expectation.
+    pub struct Row {
+        pub tags: BTreeMap<String, String>,
+        pub adopt_existing: bool,
+        pub expect: Expect,
+    }
+
+    /// The uid of the resource under test (named `ns/<name>`).
+    pub const UID: &str = "uid-1";
+
+    /// The resources of the kind that exist: this one and another.
+    pub fn living() -> BTreeSet<String> {
+        BTreeSet::from([UID.to_string(), "uid-other".to_string()])
+    }
+
+    /// `living()` when the plan needs it (the tags name another resource).
+    pub fn living_for(
+        tags: &BTreeMap<String, String>,
+        living: &BTreeSet<String>,
+    ) -> Option<BTreeSet<String>> {
+        names_another(tags, UID).then(|| living.clone())
+    }
+
+    pub fn rows(name: &str) -> Vec<Row> {
+        let row = |tags, adopt_existing, expect| Row {
+            tags,
+            adopt_existing,
+            expect,
+        };
+        let other = || ownership_tags("other", name, "uid-other");
+        let gone_other = || ownership_tags("other", name, "uid-gone");
+        vec![
+            row(ownership_tags("ns", name, UID), false, Expect::Ours),
+            row(BTreeMap::new(), false, Expect::Refuse),
+            row(BTreeMap::new(), true, Expect::Adopt(Adoption::Requested)),
+            // Another existing resource's object: never, adoptExisting or not.
+            row(other(), false, Expect::Refuse),
+            row(other(), true, Expect::Refuse),
+            // A resource that is gone: adoptExisting takes its object.
+            row(gone_other(), false, Expect::Refuse),
+            row(gone_other(), true, Expect::Adopt(Adoption::Requested)),
+            // This resource's own history: taken back without adoptExisting.
+            row(
+                ownership_tags("ns", name, "uid-gone"),
+                false,
+                Expect::Adopt(Adoption::OwnHistory),
+            ),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

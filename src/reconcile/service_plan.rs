@@ -12,8 +12,8 @@ use super::owned::{self, Adoption, Claim, Claimant, Release};
 use crate::api::cluster::CapacityProviderStrategyItem;
 use crate::api::common::{DeletionPolicy, Health};
 use crate::api::service::{
-    AssignPublicIp, AwsVpcConfiguration, DeploymentConfiguration, EcsServiceSpec, EcsServiceStatus,
-    PlacementStrategy, ServiceEvent,
+    AssignPublicIp, AwsVpcConfiguration, DeploymentConfiguration, DeploymentStatus, EcsServiceSpec,
+    EcsServiceStatus, PlacementStrategy, ServiceEvent,
 };
 use crate::ecs::service::{ObservedService, ServiceUpdate};
 
@@ -624,77 +624,78 @@ pub fn health(
     };
     let revision = td_short(&primary.task_definition);
     if rolled_back {
-        let why = primary
-            .rollout_state_reason
-            .clone()
-            .or_else(|| obs.events.first().map(|e| e.message.clone()))
-            .unwrap_or_default();
-        return (
-            Health::stalled(
-                "RolledBack",
-                format!(
-                    "the rollout to {} failed and ECS rolled back to {revision}: {why}. Fix the task \
-                     definition (a new revision is rolled out) or change spec.redeployToken to \
-                     retry",
-                    td_short(desired_td)
-                ),
-            ),
-            None,
-        );
+        return (rolled_back_health(obs, primary, desired_td), None);
     }
     if primary.rollout_state.as_deref() == Some("FAILED") {
-        return (
-            Health::stalled(
-                "RolloutFailed",
-                format!(
-                    "the rollout of {revision} FAILED: {}",
-                    primary
-                        .rollout_state_reason
-                        .as_deref()
-                        .unwrap_or("no reason given")
-                ),
-            ),
-            None,
-        );
+        let why = primary
+            .rollout_state_reason
+            .as_deref()
+            .unwrap_or("no reason given");
+        let message = format!("the rollout of {revision} FAILED: {why}");
+        return (Health::stalled("RolloutFailed", message), None);
     }
     if !same_task_definition(desired_td, &primary.task_definition) {
+        let message = format!(
+            "ECS service {} runs {revision}; waiting for a deployment of {}",
+            obs.name,
+            td_short(desired_td)
+        );
         return (
-            Health::progressing(
-                "RolloutPending",
-                format!(
-                    "ECS service {} runs {revision}; waiting for a deployment of {}",
-                    obs.name,
-                    td_short(desired_td)
-                ),
-            ),
+            Health::progressing("RolloutPending", message),
             Some(ROLLOUT_POLL),
         );
     }
     let in_progress = primary.rollout_state.as_deref() == Some("IN_PROGRESS");
     let others = obs.deployments.len().saturating_sub(1);
     if in_progress || others > 0 || obs.running_count != obs.desired_count {
-        let mut msg = format!(
-            "rolling out {revision}: {}/{} tasks running",
-            primary.running_count, obs.desired_count
+        let message = rollout_progress(obs, primary, others);
+        return (
+            Health::progressing("RollingOut", message),
+            Some(ROLLOUT_POLL),
         );
-        if others > 0 {
-            msg.push_str(&format!(", {others} older deployment(s) still running"));
-        }
-        if primary.failed_tasks > 0 {
-            msg.push_str(&format!(", {} task(s) failed", primary.failed_tasks));
-        }
-        return (Health::progressing("RollingOut", msg), Some(ROLLOUT_POLL));
     }
-    (
-        Health::ready(
-            "Available",
-            format!(
-                "{}/{} tasks running {revision}",
-                obs.running_count, obs.desired_count
-            ),
+    let message = format!(
+        "{}/{} tasks running {revision}",
+        obs.running_count, obs.desired_count
+    );
+    (Health::ready("Available", message), None)
+}
+
+fn rolled_back_health(
+    obs: &ObservedService,
+    primary: &DeploymentStatus,
+    desired_td: &str,
+) -> Health {
+    let why = primary
+        .rollout_state_reason
+        .clone()
+        .or_else(|| obs.events.first().map(|e| e.message.clone()))
+        .unwrap_or_default();
+    Health::stalled(
+        "RolledBack",
+        format!(
+            "the rollout to {} failed and ECS rolled back to {}: {why}. Fix the task definition \
+             (a new revision is rolled out) or change spec.redeployToken to retry",
+            td_short(desired_td),
+            td_short(&primary.task_definition)
         ),
-        None,
     )
+}
+
+fn rollout_progress(obs: &ObservedService, primary: &DeploymentStatus, others: usize) -> String {
+    let mut message = format!(
+        "rolling out {}: {}/{} tasks running",
+        td_short(&primary.task_definition),
+        primary.running_count,
+        obs.desired_count
+    );
+    if others > 0 {
+        message.push_str(&format!(", {others} older deployment(s) still running"));
+    }
+    if primary.failed_tasks > 0 {
+        message.push_str(&format!(", {} task(s) failed", primary.failed_tasks));
+    }
+    message
 }
 
 /// Health of a CODE_DEPLOY / EXTERNAL service: ECS reports it in task sets, with
@@ -1495,47 +1496,37 @@ mod tests {
     /// The shared ownership table, seen through the service plan.
     #[test]
     fn ownership_table_holds_for_services() {
-        let living = BTreeSet::from(["uid-1".to_string(), "uid-other".to_string()]);
-        let rows: Vec<(BTreeMap<String, String>, bool, Option<Option<Adoption>>)> = vec![
-            (ownership_tags("ns", "web", "uid-1"), false, Some(None)),
-            (BTreeMap::new(), false, None),
-            (BTreeMap::new(), true, Some(Some(Adoption::Requested))),
-            (ownership_tags("other", "web", "uid-other"), false, None),
-            (ownership_tags("other", "web", "uid-other"), true, None),
-            (
-                ownership_tags("other", "web", "uid-gone"),
-                true,
-                Some(Some(Adoption::Requested)),
-            ),
-            (
-                ownership_tags("ns", "web", "uid-gone"),
-                false,
-                Some(Some(Adoption::OwnHistory)),
-            ),
-        ];
-        for (mut tags, adopt_existing, want) in rows {
+        use crate::reconcile::owned::table::{self, Expect};
+        let living = table::living();
+        let team = ["team".to_string()];
+        for row in table::rows("web") {
             let mut s = spec();
-            s.adopt_existing = adopt_existing;
-            let team = ["team".to_string()];
+            s.adopt_existing = row.adopt_existing;
+            let known = table::living_for(&row.tags, &living);
             let mut d = desired(&s, &team);
-            d.living = owned::names_another(&tags, "uid-1").then_some(&living);
-            tags.insert("team".into(), "a".into());
+            d.living = known.as_ref();
             let mut o = observed();
-            o.tags = tags.clone();
+            o.tags = row.tags.clone();
+            o.tags.insert("team".into(), "a".into());
             let got = match plan(&d, Some(&o)) {
-                Plan::Converge(c) => {
-                    if c.adopt.is_some() {
-                        assert_eq!(c.tag.get(UID_TAG).map(String::as_str), Some("uid-1"));
+                Plan::Converge(c) => match c.adopt {
+                    None => Expect::Ours,
+                    Some(how) => {
+                        assert_eq!(c.tag.get(UID_TAG).map(String::as_str), Some(table::UID));
+                        Expect::Adopt(how)
                     }
-                    Some(c.adopt)
-                }
+                },
                 Plan::Refuse(h) => {
                     assert!(matches!(&h, Health::Stalled { reason, .. } if reason == "NotOwned"));
-                    None
+                    Expect::Refuse
                 }
                 other => panic!("{other:?}"),
             };
-            assert_eq!(got, want, "{tags:?} adoptExisting={adopt_existing}");
+            assert_eq!(
+                got, row.expect,
+                "{:?} adoptExisting={}",
+                row.tags, row.adopt_existing
+            );
         }
     }
 

@@ -140,7 +140,7 @@ struct RunTarget {
 enum Target {
     Ready(RunTarget),
     /// Not ready to run (waiting for a reference, just recorded, invalid): report this.
-    Early(Outcome<EcsTaskStatus>),
+    Early(Box<Outcome<EcsTaskStatus>>),
 }
 
 fn failure_text(f: &RunFailure) -> String {
@@ -248,7 +248,9 @@ impl EcsTask {
             Some(c) => c.clone(),
             None => match refs::cluster_of(self, &ctx.kube, &ns).await? {
                 Resolved::Found(c) => c,
-                Resolved::Waiting(m) => return Ok(Target::Early(self.waiting(st.clone(), m))),
+                Resolved::Waiting(m) => {
+                    return Ok(Target::Early(Box::new(self.waiting(st.clone(), m))));
+                }
             },
         };
         if let Some(td) = &st.task_definition {
@@ -259,19 +261,22 @@ impl EcsTask {
         }
         let td = match refs::task_definition_of(self, &ctx.kube, &ns).await? {
             Resolved::Found(t) => t,
-            Resolved::Waiting(m) => return Ok(Target::Early(self.waiting(st.clone(), m))),
+            Resolved::Waiting(m) => {
+                return Ok(Target::Early(Box::new(self.waiting(st.clone(), m))));
+            }
         };
         let containers = ecs_task::containers(&ctx.ecs, &td).await?;
         let arn = containers.arn.clone();
         let deciding = match self.success_containers(&containers) {
             Ok(names) => names,
             Err(message) => {
-                return Ok(Target::Early(self.outcome(
+                let health = Health::stalled("InvalidSpec", message);
+                return Ok(Target::Early(Box::new(self.outcome(
                     st.clone(),
-                    Health::stalled("InvalidSpec", message),
+                    health,
                     None,
                     vec![],
-                )));
+                ))));
             }
         };
         st.essential_containers = deciding;
@@ -283,12 +288,8 @@ impl EcsTask {
             "Starting",
             format!("starting {} in {cluster}", td_short(&arn)),
         );
-        Ok(Target::Early(self.outcome(
-            st.clone(),
-            health,
-            Some(Duration::from_millis(200)),
-            vec![],
-        )))
+        let outcome = self.outcome(st.clone(), health, Some(Duration::from_millis(200)), vec![]);
+        Ok(Target::Early(Box::new(outcome)))
     }
 
     /// spec.successContainers (each must be a container of the task definition), else
@@ -661,7 +662,7 @@ impl Managed for EcsTask {
         }
         let target = match self.resolve_target(ctx, &mut st).await? {
             Target::Ready(t) => t,
-            Target::Early(outcome) => return Ok(outcome),
+            Target::Early(outcome) => return Ok(*outcome),
         };
         self.observe_open(ctx, &target.cluster, &mut st, now)
             .await?;

@@ -267,7 +267,6 @@ pub fn plan_cleanup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::common::ownership_tags;
     use crate::api::task_definition::{
         Capabilities, Compatibility, HealthCheck, KeyValue, LinuxParameters, Secret,
     };
@@ -627,39 +626,39 @@ mod tests {
 
     /// The shared ownership table, seen through the task-definition plan: a family
     /// whose newest revision another existing EcsTaskDefinition registered is not
-    /// added to, adoptExisting or not (it used to be).
+    /// added to, adoptExisting or not (it used to be). The family's newest revision
+    /// plays the existing object; one that is ours (or our own history) is filed
+    /// under `ours` by the I/O layer, so the plan then sees no foreign family.
     #[test]
     fn ownership_table_holds_for_task_definition_families() {
+        use crate::reconcile::owned::table::{self, Expect};
         let s = spec(vec![container("web")]);
-        let living = BTreeSet::from(["uid-1".to_string(), "uid-other".to_string()]);
-        // (newest revision's tags, adoptExisting, registers)
-        let rows = vec![
-            (BTreeMap::new(), false, false),
-            (BTreeMap::new(), true, true),
-            (ownership_tags("other", "web", "uid-other"), false, false),
-            (ownership_tags("other", "web", "uid-other"), true, false),
-            (ownership_tags("other", "web", "uid-gone"), true, true),
-        ];
-        for (tags, adopt_existing, registers) in rows {
-            let living = owned::names_another(&tags, "uid-1").then_some(&living);
-            let claim = owned::claim(&tags, me(adopt_existing), living);
-            let got = plan(&family(&[], Some(foreign(1, claim))), &s, &BTreeSet::new());
-            match got {
-                Plan::Register { .. } => assert!(registers, "{tags:?} {adopt_existing}"),
-                Plan::Refuse(h) => {
-                    assert!(!registers, "{tags:?} {adopt_existing}");
-                    assert!(matches!(&h, Health::Stalled { reason, .. } if reason == "NotOwned"));
+        let living = table::living();
+        for row in table::rows("web") {
+            let known = table::living_for(&row.tags, &living);
+            let claim = owned::claim(&row.tags, me(row.adopt_existing), known.as_ref());
+            let got = match claim {
+                Claim::Ours => Expect::Ours,
+                Claim::Adopt(owned::Adoption::OwnHistory) => {
+                    Expect::Adopt(owned::Adoption::OwnHistory)
                 }
-                p => panic!("{p:?}"),
-            }
+                claim => match plan(&family(&[], Some(foreign(1, claim))), &s, &BTreeSet::new()) {
+                    Plan::Register { .. } => Expect::Adopt(owned::Adoption::Requested),
+                    Plan::Refuse(h) => {
+                        assert!(
+                            matches!(&h, Health::Stalled { reason, .. } if reason == "NotOwned")
+                        );
+                        Expect::Refuse
+                    }
+                    p => panic!("{p:?}"),
+                },
+            };
+            assert_eq!(
+                got, row.expect,
+                "{:?} adoptExisting={}",
+                row.tags, row.adopt_existing
+            );
         }
-        // Own history (an earlier resource of this name) counts as ours: the I/O
-        // layer files such a revision under `ours`, so the family is never foreign.
-        let mine_gone = ownership_tags("ns", "web", "uid-gone");
-        assert_eq!(
-            owned::claim(&mine_gone, me(false), Some(&BTreeSet::new())),
-            Claim::Adopt(owned::Adoption::OwnHistory)
-        );
     }
 
     #[test]

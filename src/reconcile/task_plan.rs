@@ -30,6 +30,78 @@ fn stopped(t: &TaskRecord) -> bool {
     t.last_status.as_deref() == Some("STOPPED")
 }
 
+fn exit_text(code: Option<i32>) -> String {
+    code.map(|e| e.to_string())
+        .unwrap_or_else(|| "no exit code".into())
+}
+
+/// What a stopped task says about the run: None if it succeeded (it stopped because
+/// an essential container exited, and every essential container exited 0).
+fn task_failure(t: &TaskRecord, essential: &[String]) -> Option<AttemptResult> {
+    let code = t.stop_code.as_deref().unwrap_or("");
+    let essentials: Vec<_> = t
+        .containers
+        .iter()
+        .filter(|c| essential.is_empty() || essential.contains(&c.name))
+        .collect();
+    let bad = essentials.iter().find(|c| c.exit_code != Some(0));
+    let exited = code == "EssentialContainerExited";
+    if exited && bad.is_none() {
+        return None;
+    }
+    // The run's exit code: the failing container's, else 0 when every essential
+    // container reported 0 (a task stopped by StopTask exits 0 but is no success).
+    let exit_code = match bad {
+        Some(c) => c.exit_code,
+        None if essentials.is_empty() => None,
+        None => Some(0),
+    };
+    let stop = format!(
+        "task stopped with {}: {}",
+        if code.is_empty() {
+            "no stop code"
+        } else {
+            code
+        },
+        t.stopped_reason.as_deref().unwrap_or("no reason given")
+    );
+    let why = match bad {
+        // A task stopped for another reason than its essential container exiting
+        // (StopTask, a failed start): that reason comes first.
+        Some(c) if !exited => {
+            format!(
+                "{stop}; container {} exited with {}",
+                c.name,
+                exit_text(c.exit_code)
+            )
+        }
+        Some(c) => {
+            let detail = c
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            format!(
+                "container {} exited with {}{detail}",
+                c.name,
+                exit_text(c.exit_code)
+            )
+        }
+        None => stop,
+    };
+    let reason = match bad {
+        _ if !code.is_empty() && !exited => code.to_string(),
+        Some(_) => "NonZeroExit".into(),
+        None => "Stopped".into(),
+    };
+    let short = t.arn.rsplit('/').next().unwrap_or(&t.arn);
+    Some(AttemptResult::Failed {
+        reason,
+        message: format!("task {short}: {why}"),
+        exit_code,
+    })
+}
+
 /// Success = every task stopped because an essential container exited, and every
 /// essential container exited 0. `placed` short of `count` is a failure once the
 /// placed tasks have stopped.
@@ -40,83 +112,22 @@ pub fn attempt_result(
     placement_failures: &[String],
 ) -> AttemptResult {
     if tasks.is_empty() {
+        let why = if placement_failures.is_empty() {
+            "no tasks and no reason given".to_string()
+        } else {
+            placement_failures.join(", ")
+        };
         return AttemptResult::Failed {
             reason: "PlacementFailed".into(),
-            message: format!(
-                "ECS could not start the tasks: {}",
-                if placement_failures.is_empty() {
-                    "no tasks and no reason given".to_string()
-                } else {
-                    placement_failures.join(", ")
-                }
-            ),
+            message: format!("ECS could not start the tasks: {why}"),
             exit_code: None,
         };
     }
     if tasks.iter().any(|t| !stopped(t)) {
         return AttemptResult::Running;
     }
-    for t in tasks {
-        let code = t.stop_code.as_deref().unwrap_or("");
-        let essentials: Vec<_> = t
-            .containers
-            .iter()
-            .filter(|c| essential.is_empty() || essential.contains(&c.name))
-            .collect();
-        let bad = essentials.iter().find(|c| c.exit_code != Some(0));
-        // The run's exit code: the failing container's, else 0 when every essential
-        // container reported 0 (a task stopped by StopTask exits 0 but is no success).
-        let exit_code = match bad {
-            Some(c) => c.exit_code,
-            None if essentials.is_empty() => None,
-            None => Some(0),
-        };
-        if code != "EssentialContainerExited" || bad.is_some() {
-            let stop = format!(
-                "task stopped with {}: {}",
-                if code.is_empty() {
-                    "no stop code"
-                } else {
-                    code
-                },
-                t.stopped_reason.as_deref().unwrap_or("no reason given")
-            );
-            let why = match bad {
-                // A task stopped for another reason than its essential container exiting
-                // (StopTask, a failed start): that reason comes first.
-                Some(c) if code != "EssentialContainerExited" => format!(
-                    "{stop}; container {} exited with {}",
-                    c.name,
-                    c.exit_code
-                        .map(|e| e.to_string())
-                        .unwrap_or_else(|| "no exit code".into()),
-                ),
-                Some(c) => format!(
-                    "container {} exited with {}{}",
-                    c.name,
-                    c.exit_code
-                        .map(|e| e.to_string())
-                        .unwrap_or_else(|| "no exit code".into()),
-                    c.reason
-                        .as_deref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                ),
-                None => stop,
-            };
-            let short = t.arn.rsplit('/').next().unwrap_or(&t.arn);
-            return AttemptResult::Failed {
-                reason: if !code.is_empty() && code != "EssentialContainerExited" {
-                    code.to_string()
-                } else if bad.is_some() {
-                    "NonZeroExit".into()
-                } else {
-                    "Stopped".into()
-                },
-                message: format!("task {short}: {why}"),
-                exit_code,
-            };
-        }
+    if let Some(failure) = tasks.iter().find_map(|t| task_failure(t, essential)) {
+        return failure;
     }
     if (tasks.len() as i32) < count {
         return AttemptResult::Failed {
@@ -175,21 +186,23 @@ pub enum Decision {
     },
 }
 
+/// activeDeadlineSeconds, if it has passed. A deadline too far away to represent
+/// is no deadline.
+fn past_deadline(s: &RunState<'_>) -> Option<i64> {
+    let (limit, start) = (s.active_deadline_seconds?, s.start_time?);
+    let at = start.checked_add(SignedDuration::from_secs(limit)).ok()?;
+    (s.now >= at).then_some(limit)
+}
+
+fn deadline_message(limit: i64) -> String {
+    format!("the run exceeded activeDeadlineSeconds ({limit}s)")
+}
+
 pub fn decide(s: &RunState<'_>) -> Decision {
-    // A deadline too far away to represent is no deadline.
-    let deadline = match (s.active_deadline_seconds, s.start_time) {
-        (Some(limit), Some(start)) => start
-            .checked_add(SignedDuration::from_secs(limit))
-            .ok()
-            .map(|at| (limit, at)),
-        _ => None,
-    };
-    let past_deadline = deadline.filter(|(_, at)| s.now >= *at);
-    let deadline_message =
-        |limit: i64| format!("the run exceeded activeDeadlineSeconds ({limit}s)");
+    let past_deadline = past_deadline(s);
     if s.attempts == 0 {
         return match past_deadline {
-            Some((limit, _)) => Decision::Finish {
+            Some(limit) => Decision::Finish {
                 phase: Phase::Failed,
                 reason: "DeadlineExceeded".into(),
                 message: deadline_message(limit),
@@ -202,7 +215,7 @@ pub fn decide(s: &RunState<'_>) -> Decision {
     // if the operator only sees them after the deadline.
     match attempt_result(s.current, s.count, s.essential, s.placement_failures) {
         AttemptResult::Running => match past_deadline {
-            Some((limit, _)) => Decision::StopAll {
+            Some(limit) => Decision::StopAll {
                 message: deadline_message(limit),
             },
             None => Decision::Poll,
@@ -222,51 +235,59 @@ pub fn decide(s: &RunState<'_>) -> Decision {
             reason,
             message,
             exit_code,
-        } => {
-            if let Some((limit, _)) = past_deadline {
-                return Decision::Finish {
-                    phase: Phase::Failed,
-                    reason: "DeadlineExceeded".into(),
-                    message: format!("{}; last attempt: {message}", deadline_message(limit)),
-                    exit_code,
-                };
-            }
-            if s.attempts > s.backoff_limit {
-                return Decision::Finish {
-                    phase: Phase::Failed,
-                    reason,
-                    message: format!(
-                        "{message} (attempt {} of {}, no retries left)",
-                        s.attempts,
-                        s.backoff_limit + 1
-                    ),
-                    exit_code,
-                };
-            }
-            // Once set, the retry time stays (a failure without stop times, e.g. no
-            // task placed, must not push it forward on every look).
-            let at = s.retry_at.unwrap_or_else(|| {
-                let ended = s
-                    .current
-                    .iter()
-                    .filter_map(|t| t.stopped_at.as_deref()?.parse::<Timestamp>().ok())
-                    .max()
-                    .unwrap_or(s.now);
-                ended
-                    .checked_add(retry_delay(s.attempts + 1))
-                    .unwrap_or(ended)
-            });
-            if s.now >= at {
-                Decision::Run {
-                    attempt: s.attempts + 1,
-                }
-            } else {
-                Decision::RetryAt {
-                    at,
-                    message: format!("attempt {} failed: {message}; retrying", s.attempts),
-                }
-            }
-        }
+        } => after_failure(s, past_deadline, reason, message, exit_code),
+    }
+}
+
+/// A failed attempt: finish (deadline passed, no retries left) or retry when due.
+fn after_failure(
+    s: &RunState<'_>,
+    past_deadline: Option<i64>,
+    reason: String,
+    message: String,
+    exit_code: Option<i32>,
+) -> Decision {
+    if let Some(limit) = past_deadline {
+        return Decision::Finish {
+            phase: Phase::Failed,
+            reason: "DeadlineExceeded".into(),
+            message: format!("{}; last attempt: {message}", deadline_message(limit)),
+            exit_code,
+        };
+    }
+    if s.attempts > s.backoff_limit {
+        return Decision::Finish {
+            phase: Phase::Failed,
+            reason,
+            message: format!(
+                "{message} (attempt {} of {}, no retries left)",
+                s.attempts,
+                s.backoff_limit + 1
+            ),
+            exit_code,
+        };
+    }
+    // Once set, the retry time stays (a failure without stop times, e.g. no task
+    // placed, must not push it forward on every look).
+    let at = s.retry_at.unwrap_or_else(|| {
+        let ended = s
+            .current
+            .iter()
+            .filter_map(|t| t.stopped_at.as_deref()?.parse::<Timestamp>().ok())
+            .max()
+            .unwrap_or(s.now);
+        ended
+            .checked_add(retry_delay(s.attempts + 1))
+            .unwrap_or(ended)
+    });
+    if s.now >= at {
+        return Decision::Run {
+            attempt: s.attempts + 1,
+        };
+    }
+    Decision::RetryAt {
+        at,
+        message: format!("attempt {} failed: {message}; retrying", s.attempts),
     }
 }
 
