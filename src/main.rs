@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use clap::{Args, Parser, Subcommand};
-use ecs_operator::api::cluster::EcsCluster;
-use ecs_operator::api::scheduled_task::EcsScheduledTask;
-use ecs_operator::api::service::EcsService;
-use ecs_operator::api::task::EcsTask;
-use ecs_operator::api::task_definition::EcsTaskDefinition;
 use ecs_operator::ecs::limiter::{self, Limiter, Rate};
-use ecs_operator::reconcile::{self, Context};
+use ecs_operator::kinds::{self, Shutdown};
+use ecs_operator::reconcile::Context;
 use ecs_operator::{api, ecs, telemetry};
 use kube::Client;
 use tokio::sync::watch;
@@ -163,6 +162,7 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
     // Register the handlers before anything slow, so a SIGTERM during start-up
     // is a clean shutdown rather than the default (kill).
     let shutdown = shutdown_signal()?;
+    tokio::pin!(shutdown);
     let client = Client::try_default().await?;
     let version = client.apiserver_version().await?;
     info!(
@@ -170,45 +170,15 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
         namespace = args.namespace.as_deref().unwrap_or("<all>"),
         "connected to Kubernetes"
     );
-
     let metrics = Arc::new(telemetry::Metrics::default());
-    let sdk = ecs::load_sdk_config().await;
-    let fraction = args.ecs_rate_fraction;
-    let limiter = Limiter::new(|c| {
-        let r = limiter::default_rate(c);
-        Rate {
-            per_second: r.per_second * fraction,
-            burst: (r.burst * fraction).max(1.0),
-        }
-    });
-    let ecs = ecs::EcsApi::new(ecs::client(&sdk), limiter, metrics.clone());
-    // One cheap read proves the endpoint, region and credentials work. A refusal
-    // (credentials, permissions, region) or no endpoint at all stops the process
-    // with the reason; an endpoint that answers with server errors does not: the
-    // resources report it, with backoff, and recover when ECS is back.
-    let region = sdk.region().map(|r| r.as_ref()).unwrap_or("<none>");
-    let endpoint = sdk.endpoint_url().unwrap_or("<default>");
-    match ecs
-        .call(
-            "ListClusters",
-            ecs::Category::Read,
-            ecs.client.list_clusters().max_results(1).send(),
-        )
-        .await
-    {
-        Ok(_) => info!(region, endpoint, "connected to ECS"),
-        Err(e) if e.is_retryable() && !ecs::is_unreachable(&e) => {
-            warn!(region, endpoint, error = %e, "ECS is not answering yet; starting anyway")
-        }
-        Err(e) => return Err(e),
-    }
+    let ecs = connect_ecs(args.ecs_rate_fraction, metrics.clone()).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
+    let stopped = move || -> Shutdown {
         let mut rx = stop_rx.clone();
-        async move {
+        Box::pin(async move {
             let _ = rx.wait_for(|s| *s).await;
-        }
+        })
     };
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(telemetry::serve(
@@ -217,47 +187,17 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
         ready.clone(),
         stopped(),
     ));
-
     // Ready means "up and connected"; a standby waiting for the Lease is ready too,
     // or a rolling update of several replicas would never finish.
     ready.store(true, Ordering::Relaxed);
-    let shutdown = shutdown;
-    tokio::pin!(shutdown);
-    let mut leadership = None;
-    if args.leader_elect {
-        let Leadership {
-            holder: mut rx,
-            task,
-            namespace,
-            identity,
-        } = leader_election(&client, &args).await?;
-        info!(lease = %args.leader_election_id, "waiting to become the leader");
-        let became = tokio::select! {
-            res = rx.wait_for(|leader| *leader) => Some(res.is_ok()),
-            _ = &mut shutdown => None,
-        };
-        if became == Some(false) {
-            return Err(ecs_operator::Error::Startup(
-                "leader election stopped (see the log above)".into(),
-            ));
-        }
-        if became.is_none() {
-            info!("stopped before becoming the leader");
-            drop(rx);
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    let mut leadership = match lead(&client, &args, &mut shutdown).await? {
+        Lead::Alone => None,
+        Lead::Leader(l) => Some(l),
+        Lead::Stopped => {
             let _ = stop_tx.send(true);
             return Ok(());
         }
-        info!(lease = %args.leader_election_id, "became the leader");
-        let watchdog = tokio::spawn(lease_lost(
-            client.clone(),
-            namespace,
-            args.leader_election_id.clone(),
-            identity,
-            args.leader_election_lease_duration,
-        ));
-        leadership = Some((rx, task, watchdog));
-    }
+    };
 
     let ctx = Arc::new(Context::new(
         client,
@@ -266,55 +206,161 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
         args.resync_interval,
         args.namespace.clone(),
     ));
-    let ns = args.namespace.clone();
-    let c = args.concurrency;
-    let controllers = vec![
-        tokio::spawn({
-            let (ctx, stop, ns) = (ctx.clone(), stopped(), ns.clone());
-            async move { reconcile::run::<EcsCluster>(ctx, ns.as_deref(), c, stop).await }
-        }),
-        tokio::spawn({
-            let (ctx, stop, ns) = (ctx.clone(), stopped(), ns.clone());
-            async move { reconcile::run::<EcsTaskDefinition>(ctx, ns.as_deref(), c, stop).await }
-        }),
-        tokio::spawn({
-            let (ctx, stop, ns) = (ctx.clone(), stopped(), ns.clone());
-            async move { reconcile::run::<EcsService>(ctx, ns.as_deref(), c, stop).await }
-        }),
-        tokio::spawn({
-            let (ctx, stop, ns) = (ctx.clone(), stopped(), ns.clone());
-            async move { reconcile::run::<EcsTask>(ctx, ns.as_deref(), c, stop).await }
-        }),
-        tokio::spawn({
-            let (ctx, stop, ns) = (ctx.clone(), stopped(), ns.clone());
-            async move { reconcile::run::<EcsScheduledTask>(ctx, ns.as_deref(), c, stop).await }
-        }),
-    ];
+    let controllers: Vec<_> = kinds::all()
+        .iter()
+        .map(|k| {
+            let ns = args.namespace.clone();
+            tokio::spawn(k.controller(ctx.clone(), ns, args.concurrency, stopped()))
+        })
+        .collect();
 
-    let mut lost = false;
-    match leadership.as_mut() {
-        Some((rx, _, watchdog)) => {
-            tokio::select! {
-                _ = &mut shutdown => {}
-                _ = rx.wait_for(|leader| !*leader) => lost = true,
-                _ = watchdog => lost = true,
-            }
-        }
-        None => shutdown.await,
-    }
+    let lost = until_stopped(&mut shutdown, leadership.as_mut()).await;
     if lost {
         // Someone else may reconcile now: no draining, stop at once and let the pod
         // restart as a standby.
         error!("lost the leader Lease; stopping");
-        for c in &controllers {
-            c.abort();
-        }
+        controllers.iter().for_each(|c| c.abort());
     }
     info!("shutting down: finishing in-flight reconciles");
     let _ = stop_tx.send(true);
-    // In-flight reconciles get a bounded time to finish; a watcher stuck in
-    // backoff must not keep the pod from terminating.
-    let drain = async {
+    drain(controllers, server).await;
+    if let Some(leader) = leadership {
+        leader.release().await;
+    }
+    if lost {
+        return Err(ecs_operator::Error::Startup("lost the leader Lease".into()));
+    }
+    Ok(())
+}
+
+/// The ECS client, with its share of the quota. One cheap read proves the endpoint,
+/// region and credentials work: a refusal (credentials, permissions, region) or no
+/// endpoint at all stops the process with the reason; an endpoint that answers with
+/// server errors does not (the resources report it, with backoff, and recover).
+async fn connect_ecs(
+    fraction: f64,
+    metrics: Arc<telemetry::Metrics>,
+) -> Result<ecs::EcsApi, ecs_operator::Error> {
+    let sdk = ecs::load_sdk_config().await;
+    let limiter = Limiter::new(|c| {
+        let r = limiter::default_rate(c);
+        Rate {
+            per_second: r.per_second * fraction,
+            burst: (r.burst * fraction).max(1.0),
+        }
+    });
+    let ecs = ecs::EcsApi::new(ecs::client(&sdk), limiter, metrics);
+    let region = sdk.region().map(|r| r.as_ref()).unwrap_or("<none>");
+    let endpoint = sdk.endpoint_url().unwrap_or("<default>");
+    let probe = ecs.client.list_clusters().max_results(1).send();
+    match ecs.call("ListClusters", ecs::Category::Read, probe).await {
+        Ok(_) => info!(region, endpoint, "connected to ECS"),
+        Err(e) if e.is_retryable() && !ecs::is_unreachable(&e) => {
+            warn!(region, endpoint, error = %e, "ECS is not answering yet; starting anyway")
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(ecs)
+}
+
+/// Whether this process may reconcile.
+enum Lead {
+    /// No leader election: always.
+    Alone,
+    /// Holds the Lease (watched by a watchdog).
+    Leader(Leader),
+    /// Shut down before it became the leader.
+    Stopped,
+}
+
+struct Leader {
+    holder: watch::Receiver<bool>,
+    task: LeaseTask,
+    watchdog: tokio::task::JoinHandle<()>,
+}
+
+impl Leader {
+    /// Closing the channel releases the Lease (a standby takes it at its next try).
+    async fn release(self) {
+        self.watchdog.abort();
+        drop(self.holder);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        info!("released the leader Lease");
+    }
+}
+
+/// With --leader-elect, waits until this process holds the Lease.
+async fn lead(
+    client: &Client,
+    args: &RunArgs,
+    shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+) -> Result<Lead, ecs_operator::Error> {
+    if !args.leader_elect {
+        return Ok(Lead::Alone);
+    }
+    let Leadership {
+        holder: mut rx,
+        task,
+        namespace,
+        identity,
+    } = leader_election(client, args).await?;
+    info!(lease = %args.leader_election_id, "waiting to become the leader");
+    let became = tokio::select! {
+        res = rx.wait_for(|leader| *leader) => Some(res.is_ok()),
+        _ = shutdown.as_mut() => None,
+    };
+    match became {
+        Some(true) => {}
+        Some(false) => {
+            return Err(ecs_operator::Error::Startup(
+                "leader election stopped (see the log above)".into(),
+            ));
+        }
+        None => {
+            info!("stopped before becoming the leader");
+            drop(rx);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            return Ok(Lead::Stopped);
+        }
+    }
+    info!(lease = %args.leader_election_id, "became the leader");
+    let watchdog = tokio::spawn(lease_lost(
+        client.clone(),
+        namespace,
+        args.leader_election_id.clone(),
+        identity,
+        args.leader_election_lease_duration,
+    ));
+    Ok(Lead::Leader(Leader {
+        holder: rx,
+        task,
+        watchdog,
+    }))
+}
+
+/// Waits for a shutdown signal, or (leader) for the Lease to be lost: true then.
+async fn until_stopped(
+    shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+    leader: Option<&mut Leader>,
+) -> bool {
+    let Some(leader) = leader else {
+        shutdown.as_mut().await;
+        return false;
+    };
+    tokio::select! {
+        _ = shutdown.as_mut() => false,
+        _ = leader.holder.wait_for(|leader| !*leader) => true,
+        _ = &mut leader.watchdog => true,
+    }
+}
+
+/// In-flight reconciles get a bounded time to finish; a watcher stuck in backoff
+/// must not keep the pod from terminating.
+async fn drain(
+    controllers: Vec<tokio::task::JoinHandle<()>>,
+    server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+) {
+    let all = async {
         for c in controllers {
             let _ = c.await;
         }
@@ -324,30 +370,21 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
             Ok(Ok(())) => {}
         }
     };
-    if tokio::time::timeout(Duration::from_secs(20), drain)
+    if tokio::time::timeout(Duration::from_secs(20), all)
         .await
         .is_err()
     {
         info!("shutdown grace period (20s) over; exiting");
     }
-    if let Some((rx, task, watchdog)) = leadership {
-        // Closing the channel releases the Lease (a standby takes it at its next try).
-        watchdog.abort();
-        drop(rx);
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        info!("released the leader Lease");
-    }
-    if lost {
-        return Err(ecs_operator::Error::Startup("lost the leader Lease".into()));
-    }
-    Ok(())
 }
+
+type LeaseTask = tokio::task::JoinHandle<
+    Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
+>;
 
 struct Leadership {
     holder: watch::Receiver<bool>,
-    task: tokio::task::JoinHandle<
-        Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
-    >,
+    task: LeaseTask,
     namespace: String,
     identity: String,
 }

@@ -8,7 +8,6 @@ pub mod task;
 pub mod task_definition;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
 
 use crate::error::Error;
 
@@ -23,18 +22,12 @@ crate::kind_status!(
 pub const GROUP: &str = "ecs.operator.dev";
 pub const VERSION: &str = "v1alpha1";
 
-/// Every CRD the operator serves, in a stable order.
+/// Every CRD the operator serves, in the order of `kinds::all()`.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        cluster::EcsCluster::crd(),
-        task_definition::EcsTaskDefinition::crd(),
-        service::EcsService::crd(),
-        task::EcsTask::crd(),
-        scheduled_task::EcsScheduledTask::crd(),
-    ]
-    .into_iter()
-    .map(unwrap_descriptions)
-    .collect()
+    crate::kinds::all()
+        .iter()
+        .map(|k| unwrap_descriptions((k.crd)()))
+        .collect()
 }
 
 /// Doc comments are wrapped at 100 columns in the source; `kubectl explain` wraps by
