@@ -442,6 +442,10 @@ pub async fn run<K: Managed>(
 }
 
 #[cfg(test)]
+#[path = "driver_tests.rs"]
+mod in_process;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::cluster::EcsClusterStatus;
