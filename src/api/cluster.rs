@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{Condition, DeletionPolicy};
+use super::common::{CapacityProviderStrategyItem, Condition, DeletionPolicy};
 
 /// An Amazon ECS cluster managed by ecs-operator.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -104,25 +104,6 @@ pub struct EcsClusterSpec {
     /// Orphan (keep it, remove the ownership tags).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-}
-
-/// One capacity provider in a strategy.
-#[derive(
-    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, KubeSchema,
-)]
-#[serde(rename_all = "camelCase")]
-pub struct CapacityProviderStrategyItem {
-    /// Name of the capacity provider.
-    #[schemars(length(min = 1, max = 255))]
-    pub capacity_provider: String,
-    /// Relative share of tasks placed on this provider (0-1000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 1000))]
-    pub weight: Option<i32>,
-    /// Minimum number of tasks on this provider (0-100000). Only one provider may set it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 100000))]
-    pub base: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]

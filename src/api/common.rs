@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
 use kube::core::{Message, Rule};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,97 @@ pub const OWNER_TAG: &str = "ecs.operator.dev/owner";
 pub const UID_TAG: &str = "ecs.operator.dev/uid";
 /// Finalizer that keeps a resource until its ECS object is handled per `deletionPolicy`.
 pub const FINALIZER: &str = "ecs.operator.dev/finalizer";
+
+/// The references, network and capacity types several kinds share.
+/// A resource of another kind in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalRef {
+    /// metadata.name of the referenced resource.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum LaunchType {
+    #[serde(rename = "FARGATE")]
+    Fargate,
+    #[serde(rename = "EC2")]
+    Ec2,
+    #[serde(rename = "EXTERNAL")]
+    External,
+    #[serde(rename = "MANAGED_INSTANCES")]
+    ManagedInstances,
+}
+
+impl LaunchType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LaunchType::Fargate => "FARGATE",
+            LaunchType::Ec2 => "EC2",
+            LaunchType::External => "EXTERNAL",
+            LaunchType::ManagedInstances => "MANAGED_INSTANCES",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkConfiguration {
+    /// Subnets and security groups of the tasks' elastic network interfaces.
+    pub awsvpc_configuration: AwsVpcConfiguration,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsVpcConfiguration {
+    /// Subnet IDs (1-16), all in one VPC. Order does not matter.
+    #[schemars(length(min = 1, max = 16))]
+    pub subnets: Vec<String>,
+    /// Security group IDs (up to 5). Omitted: the VPC's default security group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub security_groups: Vec<String>,
+    /// Give tasks a public IP: ENABLED or DISABLED (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign_public_ip: Option<AssignPublicIp>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum AssignPublicIp {
+    #[serde(rename = "ENABLED")]
+    Enabled,
+    #[serde(rename = "DISABLED")]
+    Disabled,
+}
+
+impl AssignPublicIp {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AssignPublicIp::Enabled => "ENABLED",
+            AssignPublicIp::Disabled => "DISABLED",
+        }
+    }
+}
+
+/// One capacity provider in a strategy.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, KubeSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacityProviderStrategyItem {
+    /// Name of the capacity provider.
+    #[schemars(length(min = 1, max = 255))]
+    pub capacity_provider: String,
+    /// Relative share of tasks placed on this provider (0-1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub weight: Option<i32>,
+    /// Minimum number of tasks on this provider (0-100000). Only one provider may set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub base: Option<i32>,
+}
 
 /// What happens to the ECS object when this resource is deleted.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::cluster::CapacityProviderStrategyItem;
-use super::common::{Condition, DeletionPolicy};
+use super::common::{
+    CapacityProviderStrategyItem, Condition, DeletionPolicy, LaunchType, LocalRef,
+    NetworkConfiguration,
+};
 
 /// An Amazon ECS service managed by ecs-operator.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -212,38 +214,6 @@ pub struct EcsServiceSpec {
     pub redeploy_token: Option<String>,
 }
 
-/// A resource of another kind in the same namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LocalRef {
-    /// metadata.name of the referenced resource.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-pub enum LaunchType {
-    #[serde(rename = "FARGATE")]
-    Fargate,
-    #[serde(rename = "EC2")]
-    Ec2,
-    #[serde(rename = "EXTERNAL")]
-    External,
-    #[serde(rename = "MANAGED_INSTANCES")]
-    ManagedInstances,
-}
-
-impl LaunchType {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            LaunchType::Fargate => "FARGATE",
-            LaunchType::Ec2 => "EC2",
-            LaunchType::External => "EXTERNAL",
-            LaunchType::ManagedInstances => "MANAGED_INSTANCES",
-        }
-    }
-}
-
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum SchedulingStrategy {
     #[serde(rename = "REPLICA")]
@@ -277,45 +247,6 @@ impl PropagateTags {
             PropagateTags::Service => "SERVICE",
             PropagateTags::TaskDefinition => "TASK_DEFINITION",
             PropagateTags::None => "NONE",
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct NetworkConfiguration {
-    /// Subnets and security groups of the tasks' elastic network interfaces.
-    pub awsvpc_configuration: AwsVpcConfiguration,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AwsVpcConfiguration {
-    /// Subnet IDs (1-16), all in one VPC. Order does not matter.
-    #[schemars(length(min = 1, max = 16))]
-    pub subnets: Vec<String>,
-    /// Security group IDs (up to 5). Omitted: the VPC's default security group.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 5))]
-    pub security_groups: Vec<String>,
-    /// Give tasks a public IP: ENABLED or DISABLED (default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub assign_public_ip: Option<AssignPublicIp>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-pub enum AssignPublicIp {
-    #[serde(rename = "ENABLED")]
-    Enabled,
-    #[serde(rename = "DISABLED")]
-    Disabled,
-}
-
-impl AssignPublicIp {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            AssignPublicIp::Enabled => "ENABLED",
-            AssignPublicIp::Disabled => "DISABLED",
         }
     }
 }

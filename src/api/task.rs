@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::cluster::CapacityProviderStrategyItem;
+use super::common::CapacityProviderStrategyItem;
 use super::common::Condition;
-use super::service::{LaunchType, LocalRef, NetworkConfiguration};
+use super::common::{LaunchType, LocalRef, NetworkConfiguration};
 
 /// A run of an ECS task definition to completion, managed by ecs-operator.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -11,9 +11,10 @@ use aws_sdk_ecs::types::{
 
 use super::{Category, EcsApi};
 use crate::api::cluster::{
-    CapacityProviderStrategyItem, ContainerInsights, ExecuteCommandConfiguration,
-    ExecuteCommandLogConfiguration, ExecuteCommandLogging,
+    ContainerInsights, ExecuteCommandConfiguration, ExecuteCommandLogConfiguration,
+    ExecuteCommandLogging,
 };
+use crate::api::common::CapacityProviderStrategyItem;
 use crate::error::Error;
 
 /// What ECS holds for one cluster, in the operator's own terms.

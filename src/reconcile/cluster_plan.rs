@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::owned::{self, Adoption, Claim, Claimant, Release};
 use crate::api::cluster::{
-    CapacityProviderStrategyItem, ContainerInsights, EcsClusterSpec, ExecuteCommandConfiguration,
-    ExecuteCommandLogConfiguration,
+    ContainerInsights, EcsClusterSpec, ExecuteCommandConfiguration, ExecuteCommandLogConfiguration,
 };
+use crate::api::common::CapacityProviderStrategyItem;
 use crate::api::common::{DeletionPolicy, Health};
 use crate::ecs::cluster::ObservedCluster;
 

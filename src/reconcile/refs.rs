@@ -10,8 +10,8 @@ use kube::{Client, ResourceExt};
 
 use super::{Managed, scoped_api};
 use crate::api::cluster::EcsCluster;
+use crate::api::common::LocalRef;
 use crate::api::common::{READY, is_condition_true};
-use crate::api::service::LocalRef;
 use crate::api::task_definition::EcsTaskDefinition;
 use crate::error::Error;
 

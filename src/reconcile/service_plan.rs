@@ -9,11 +9,12 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::owned::{self, Adoption, Claim, Claimant, Release};
-use crate::api::cluster::CapacityProviderStrategyItem;
+use crate::api::common::CapacityProviderStrategyItem;
+use crate::api::common::{AssignPublicIp, AwsVpcConfiguration};
 use crate::api::common::{DeletionPolicy, Health};
 use crate::api::service::{
-    AssignPublicIp, AwsVpcConfiguration, DeploymentConfiguration, DeploymentStatus, EcsServiceSpec,
-    EcsServiceStatus, PlacementStrategy, ServiceEvent,
+    DeploymentConfiguration, DeploymentStatus, EcsServiceSpec, EcsServiceStatus, PlacementStrategy,
+    ServiceEvent,
 };
 use crate::ecs::service::{ObservedService, ServiceUpdate};
 
@@ -895,11 +896,12 @@ pub fn plan_cleanup(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::common::{LaunchType, NetworkConfiguration};
     use crate::api::common::{UID_TAG, ownership_tags};
     use crate::api::service::{
         DeploymentCircuitBreaker, DeploymentController, DeploymentControllerType, DeploymentStatus,
-        LaunchType, LoadBalancer, NetworkConfiguration, PlacementStrategy, PropagateTags,
-        SchedulingStrategy, ServicePlacementConstraint, ServiceRegistry, TaskSetStatus,
+        LoadBalancer, PlacementStrategy, PropagateTags, SchedulingStrategy,
+        ServicePlacementConstraint, ServiceRegistry, TaskSetStatus,
     };
 
     const TD1: &str = "arn:aws:ecs:us-east-1:000000000000:task-definition/web:1";

@@ -627,10 +627,10 @@ impl refs::References for EcsTask {
     fn task_definition_name(&self) -> Option<&String> {
         self.spec.task_definition.as_ref()
     }
-    fn cluster_ref(&self) -> Option<&crate::api::service::LocalRef> {
+    fn cluster_ref(&self) -> Option<&crate::api::common::LocalRef> {
         self.spec.cluster_ref.as_ref()
     }
-    fn task_definition_ref(&self) -> Option<&crate::api::service::LocalRef> {
+    fn task_definition_ref(&self) -> Option<&crate::api::common::LocalRef> {
         self.spec.task_definition_ref.as_ref()
     }
     /// Only runs that have not resolved their references yet care.

@@ -10,11 +10,12 @@ use aws_sdk_ecs::types::{
 };
 
 use super::{ObservedService, ServiceUpdate};
-use crate::api::cluster::CapacityProviderStrategyItem;
+use crate::api::common::CapacityProviderStrategyItem;
+use crate::api::common::{AssignPublicIp, AwsVpcConfiguration};
 use crate::api::service::{
-    AssignPublicIp, AwsVpcConfiguration, DeploymentAlarms, DeploymentCircuitBreaker,
-    DeploymentConfiguration, DeploymentStatus, LoadBalancer, PlacementStrategy, ServiceEvent,
-    ServicePlacementConstraint, ServiceRegistry, TaskSetStatus,
+    DeploymentAlarms, DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentStatus,
+    LoadBalancer, PlacementStrategy, ServiceEvent, ServicePlacementConstraint, ServiceRegistry,
+    TaskSetStatus,
 };
 use crate::ecs::cluster::{strategy_to_sdk, tags_from_sdk};
 use crate::ecs::rfc3339;

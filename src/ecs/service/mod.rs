@@ -19,10 +19,11 @@ use aws_sdk_ecs::types::{
 
 use super::cluster::tags_to_sdk;
 use super::{Category, EcsApi};
-use crate::api::cluster::CapacityProviderStrategyItem;
+use crate::api::common::AwsVpcConfiguration;
+use crate::api::common::CapacityProviderStrategyItem;
 use crate::api::service::{
-    AwsVpcConfiguration, DeploymentConfiguration, DeploymentStatus, EcsServiceSpec, LoadBalancer,
-    PlacementStrategy, ServiceEvent, ServicePlacementConstraint, ServiceRegistry, TaskSetStatus,
+    DeploymentConfiguration, DeploymentStatus, EcsServiceSpec, LoadBalancer, PlacementStrategy,
+    ServiceEvent, ServicePlacementConstraint, ServiceRegistry, TaskSetStatus,
 };
 use crate::error::Error;
 
