@@ -87,6 +87,68 @@ impl AssignPublicIp {
     }
 }
 
+/// Where a kind's tasks run and what they run: the cluster, the task definition, the
+/// launch type or capacity providers, the network and the platform version. One type
+/// with its admission rules, flattened into EcsService and EcsTask (and so into an
+/// EcsScheduledTask's template).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.clusterRef) != has(self.cluster)").message("set exactly one of clusterRef (an EcsCluster in this namespace) or cluster (name or ARN of an ECS cluster not managed here)"))]
+#[x_kube(validation = Rule::new("has(self.taskDefinitionRef) != has(self.taskDefinition)").message("set exactly one of taskDefinitionRef (an EcsTaskDefinition in this namespace) or taskDefinition (an ARN or family:revision)"))]
+#[x_kube(validation = Rule::new("!has(self.launchType) || !has(self.capacityProviderStrategy)").message("set launchType or capacityProviderStrategy, not both"))]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// An EcsCluster in this namespace to run in; the resource waits
+    /// (WaitingForReference) until it has an ECS cluster. Set this or `cluster`.
+    /// Immutable on an EcsService (ECS cannot move a service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_ref: Option<LocalRef>,
+
+    /// Name or ARN of an ECS cluster not managed by an EcsCluster. Set this or
+    /// `clusterRef`. Immutable on an EcsService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub cluster: Option<String>,
+
+    /// An EcsTaskDefinition in this namespace. An EcsService runs its latest revision and
+    /// rolls to each new one as it is registered; an EcsTask uses the latest revision
+    /// when the run starts for every attempt (recorded in status.taskDefinition). Set
+    /// this or `taskDefinition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_definition_ref: Option<LocalRef>,
+
+    /// A task definition not managed here: its full ARN or `family:revision`.
+    /// Set this or `taskDefinitionRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^(arn:[a-z0-9-]+:ecs:[a-z0-9-]+:[0-9]{12}:task-definition/)?[a-zA-Z0-9_-]{1,255}:[0-9]+$"
+    ))]
+    pub task_definition: Option<String>,
+
+    /// Launch type: FARGATE, EC2, EXTERNAL or MANAGED_INSTANCES. Set this or
+    /// capacityProviderStrategy (neither: the cluster's default strategy). An EcsService
+    /// cannot change it after creation, except by replacing it with a
+    /// capacityProviderStrategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<LaunchType>,
+
+    /// Capacity providers to spread tasks over, e.g. FARGATE_SPOT with a FARGATE base.
+    /// On an EcsService, changing it (or moving to it from a launchType) starts a new
+    /// deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 20))]
+    pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
+
+    /// Fargate platform version (e.g. LATEST, 1.4.0). Omitted: ECS's default (on an
+    /// EcsService: left as ECS has it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    pub platform_version: Option<String>,
+
+    /// Networking for tasks of awsvpc task definitions (required for FARGATE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<NetworkConfiguration>,
+}
+
 /// One capacity provider in a strategy.
 #[derive(
     Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, KubeSchema,

@@ -8,10 +8,7 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    CapacityProviderStrategyItem, Condition, DeletionPolicy, LaunchType, LocalRef,
-    NetworkConfiguration,
-};
+use super::common::{Condition, DeletionPolicy, Placement};
 
 /// An Amazon ECS service managed by ecs-operator.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -62,9 +59,6 @@ use super::common::{
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("has(self.clusterRef) != has(self.cluster)").message("set exactly one of clusterRef (an EcsCluster in this namespace) or cluster (name or ARN of an ECS cluster not managed here)"))]
-#[x_kube(validation = Rule::new("has(self.taskDefinitionRef) != has(self.taskDefinition)").message("set exactly one of taskDefinitionRef (an EcsTaskDefinition in this namespace) or taskDefinition (an ARN or family:revision)"))]
-#[x_kube(validation = Rule::new("!has(self.launchType) || !has(self.capacityProviderStrategy)").message("set launchType or capacityProviderStrategy, not both"))]
 #[x_kube(validation = Rule::new("!has(self.schedulingStrategy) || self.schedulingStrategy != 'DAEMON' || (!has(self.desiredCount) && !has(self.placementStrategy))").message("a DAEMON service runs one task per container instance: desiredCount and placementStrategy must not be set"))]
 #[x_kube(validation = Rule::new("has(self.serviceName) == has(oldSelf.serviceName) && (!has(self.serviceName) || self.serviceName == oldSelf.serviceName)").message("serviceName is immutable: ECS cannot rename a service; create a new EcsService"))]
 #[x_kube(validation = Rule::new("has(self.cluster) == has(oldSelf.cluster) && (!has(self.cluster) || self.cluster == oldSelf.cluster) && has(self.clusterRef) == has(oldSelf.clusterRef) && (!has(self.clusterRef) || self.clusterRef.name == oldSelf.clusterRef.name)").message("the cluster (cluster / clusterRef) is immutable: ECS cannot move a service to another cluster; create a new EcsService"))]
@@ -78,29 +72,9 @@ pub struct EcsServiceSpec {
     #[schemars(length(min = 1, max = 255), regex(pattern = r"^[a-zA-Z0-9_-]+$"))]
     pub service_name: Option<String>,
 
-    /// An EcsCluster in this namespace to run in. The service waits (WaitingForReference)
-    /// until it is Ready. Set this or `cluster`. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_ref: Option<LocalRef>,
-
-    /// Name or ARN of an ECS cluster not managed by an EcsCluster. Set this or
-    /// `clusterRef`. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 2048))]
-    pub cluster: Option<String>,
-
-    /// An EcsTaskDefinition in this namespace: the service runs its latest revision and
-    /// rolls to each new one as it is registered. Set this or `taskDefinition`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_definition_ref: Option<LocalRef>,
-
-    /// A task definition not managed here: its full ARN or `family:revision`.
-    /// Set this or `taskDefinitionRef`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(
-        pattern = r"^(arn:[a-z0-9-]+:ecs:[a-z0-9-]+:[0-9]{12}:task-definition/)?[a-zA-Z0-9_-]{1,255}:[0-9]+$"
-    ))]
-    pub task_definition: Option<String>,
+    /// Cluster, task definition, launch type or capacity providers, network.
+    #[serde(flatten)]
+    pub placement: Placement,
 
     /// Number of tasks to keep running. Omitted: the operator never changes ECS's
     /// desiredCount (new services start with 1), so Application Auto Scaling or anything
@@ -108,27 +82,6 @@ pub struct EcsServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 5000))]
     pub desired_count: Option<i32>,
-
-    /// Launch type: FARGATE, EC2, EXTERNAL or MANAGED_INSTANCES. Set this or
-    /// capacityProviderStrategy (neither: the cluster's default strategy). Cannot be
-    /// changed after creation, except by replacing it with a capacityProviderStrategy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub launch_type: Option<LaunchType>,
-
-    /// Capacity providers to spread tasks over, e.g. FARGATE_SPOT with a FARGATE base.
-    /// Changing it (or moving to it from a launchType) starts a new deployment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 20))]
-    pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-
-    /// Fargate platform version (e.g. LATEST, 1.4.0). Omitted: left as ECS has it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 32))]
-    pub platform_version: Option<String>,
-
-    /// Networking for tasks of awsvpc task definitions (required for FARGATE).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_configuration: Option<NetworkConfiguration>,
 
     /// Load balancer target groups the tasks register with. Omitted: left as ECS has
     /// them; an empty list removes them all.

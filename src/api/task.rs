@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::CapacityProviderStrategyItem;
-use super::common::Condition;
-use super::common::{LaunchType, LocalRef, NetworkConfiguration};
+use super::common::{Condition, Placement};
 
 /// A run of an ECS task definition to completion, managed by ecs-operator.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -40,54 +38,16 @@ use super::common::{LaunchType, LocalRef, NetworkConfiguration};
     printcolumn(name = "Duration", type_ = "string", json_path = ".status.duration"),
     validation = Rule::new("self.spec == oldSelf.spec").message("the spec of an EcsTask is immutable (like a Job's): create a new EcsTask to run something else")
 )]
-#[x_kube(validation = Rule::new("has(self.clusterRef) != has(self.cluster)").message("set exactly one of clusterRef (an EcsCluster in this namespace) or cluster (name or ARN of an ECS cluster not managed here)"))]
-#[x_kube(validation = Rule::new("has(self.taskDefinitionRef) != has(self.taskDefinition)").message("set exactly one of taskDefinitionRef (an EcsTaskDefinition in this namespace) or taskDefinition (an ARN or family:revision)"))]
-#[x_kube(validation = Rule::new("!has(self.launchType) || !has(self.capacityProviderStrategy)").message("set launchType or capacityProviderStrategy, not both"))]
 #[serde(rename_all = "camelCase")]
 pub struct EcsTaskSpec {
-    /// An EcsCluster in this namespace to run in. Set this or `cluster`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_ref: Option<LocalRef>,
-
-    /// Name or ARN of an ECS cluster not managed by an EcsCluster. Set this or `clusterRef`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 2048))]
-    pub cluster: Option<String>,
-
-    /// An EcsTaskDefinition in this namespace. Its latest revision when the run starts
-    /// is used for every attempt and recorded in status.taskDefinition.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_definition_ref: Option<LocalRef>,
-
-    /// A task definition not managed here: its full ARN or `family:revision`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(
-        pattern = r"^(arn:[a-z0-9-]+:ecs:[a-z0-9-]+:[0-9]{12}:task-definition/)?[a-zA-Z0-9_-]{1,255}:[0-9]+$"
-    ))]
-    pub task_definition: Option<String>,
+    /// Cluster, task definition, launch type or capacity providers, network.
+    #[serde(flatten)]
+    pub placement: Placement,
 
     /// Tasks started per attempt (1-10, default 1). The run succeeds when all succeed.
     #[serde(default = "default_count", skip_serializing_if = "is_default_count")]
     #[schemars(range(min = 1, max = 10))]
     pub count: i32,
-
-    /// Launch type: FARGATE, EC2, EXTERNAL or MANAGED_INSTANCES. Set this or
-    /// capacityProviderStrategy (neither: the cluster's default strategy).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub launch_type: Option<LaunchType>,
-
-    /// Capacity providers to place the tasks on, e.g. FARGATE_SPOT.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 20))]
-    pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-
-    /// Fargate platform version (e.g. LATEST).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform_version: Option<String>,
-
-    /// Networking for awsvpc task definitions (required for FARGATE).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_configuration: Option<NetworkConfiguration>,
 
     /// Changes to the task definition for this run: command, environment, sizes, roles.
     #[serde(default, skip_serializing_if = "Option::is_none")]

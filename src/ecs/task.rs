@@ -114,8 +114,12 @@ pub async fn run(
         .started_by(started_by)
         .client_token(client_token)
         .set_group(spec.group.clone())
-        .set_launch_type(spec.launch_type.map(|l| SdkLaunchType::from(l.as_str())))
-        .set_platform_version(spec.platform_version.clone())
+        .set_launch_type(
+            spec.placement
+                .launch_type
+                .map(|l| SdkLaunchType::from(l.as_str())),
+        )
+        .set_platform_version(spec.placement.platform_version.clone())
         .set_enable_execute_command(spec.enable_execute_command)
         .set_propagate_tags(spec.propagate_tags.map(|p| {
             SdkPropagateTags::from(match p {
@@ -124,10 +128,10 @@ pub async fn run(
             })
         }))
         .set_tags(Some(tags_to_sdk(tags)));
-    if let Some(s) = &spec.capacity_provider_strategy {
+    if let Some(s) = &spec.placement.capacity_provider_strategy {
         req = req.set_capacity_provider_strategy(Some(strategy_to_sdk(s)?));
     }
-    if let Some(n) = &spec.network_configuration {
+    if let Some(n) = &spec.placement.network_configuration {
         req = req.network_configuration(network_to_sdk(&n.awsvpc_configuration)?);
     }
     if let Some(o) = &spec.overrides {

@@ -258,7 +258,7 @@ impl Managed for EcsCluster {
             kube::runtime::watcher::Config::default(),
             |s: EcsService| {
                 let ns = s.namespace();
-                s.spec.cluster_ref.map(|r| {
+                s.spec.placement.cluster_ref.map(|r| {
                     let o = kube::runtime::reflector::ObjectRef::<EcsCluster>::new(&r.name);
                     match ns {
                         Some(ns) => o.within(&ns),

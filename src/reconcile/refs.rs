@@ -10,18 +10,14 @@ use kube::{Client, ResourceExt};
 
 use super::{Managed, scoped_api};
 use crate::api::cluster::EcsCluster;
-use crate::api::common::LocalRef;
-use crate::api::common::{READY, is_condition_true};
+use crate::api::common::{LocalRef, Placement, READY, is_condition_true};
 use crate::api::task_definition::EcsTaskDefinition;
 use crate::error::Error;
 
-/// A kind whose spec may reference an EcsCluster and an EcsTaskDefinition.
+/// A kind whose spec may reference an EcsCluster and an EcsTaskDefinition (through
+/// the shared `Placement`).
 pub trait References {
-    fn cluster_ref(&self) -> Option<&LocalRef>;
-    fn task_definition_ref(&self) -> Option<&LocalRef>;
-    /// The plain-string forms (ECS objects not managed here).
-    fn cluster_name(&self) -> Option<&String>;
-    fn task_definition_name(&self) -> Option<&String>;
+    fn placement(&self) -> &Placement;
     /// Whether a change of a referenced object matters now (e.g. a run that has
     /// already resolved its references does not care any more).
     fn follows_references(&self) -> bool {
@@ -41,10 +37,11 @@ fn referencing<K: Managed + References>(
         .iter()
         .filter(|o| o.namespace() == ns && o.follows_references())
         .filter(|o| {
+            let placement = o.placement();
             let r = if by_cluster {
-                o.cluster_ref()
+                placement.cluster_ref.as_ref()
             } else {
-                o.task_definition_ref()
+                placement.task_definition_ref.as_ref()
             };
             r.is_some_and(|r| r.name == name)
         })
@@ -172,7 +169,9 @@ pub async fn cluster_of<K: References>(
     client: &Client,
     ns: &str,
 ) -> Result<Resolved, Error> {
-    resolve_cluster(client, ns, obj.cluster_name(), obj.cluster_ref()).await
+    let placement = obj.placement();
+    let (name, reference) = (placement.cluster.as_ref(), placement.cluster_ref.as_ref());
+    resolve_cluster(client, ns, name, reference).await
 }
 
 /// The task definition `obj` names (`taskDefinition`, or the latest revision of the
@@ -182,11 +181,7 @@ pub async fn task_definition_of<K: References>(
     client: &Client,
     ns: &str,
 ) -> Result<Resolved, Error> {
-    resolve_task_definition(
-        client,
-        ns,
-        obj.task_definition_name(),
-        obj.task_definition_ref(),
-    )
-    .await
+    let placement = obj.placement();
+    let name = placement.task_definition.as_ref();
+    resolve_task_definition(client, ns, name, placement.task_definition_ref.as_ref()).await
 }

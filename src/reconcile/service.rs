@@ -12,7 +12,6 @@ use super::owned::{self, Claimant};
 use super::refs::{self, Resolved};
 use super::service_plan::{self, Cleanup, Converge, Desired, Plan};
 use super::{Context, Managed, Note, Outcome, key_of};
-use crate::api::common::LocalRef;
 use crate::api::common::{Health, RECONCILING, STALLED, is_condition_true, ownership_tags};
 use crate::api::service::{EcsService, EcsServiceStatus};
 use crate::ecs::service::{self as svc, ObservedService, ServiceUpdate};
@@ -81,17 +80,8 @@ fn change_notes(
 }
 
 impl refs::References for EcsService {
-    fn cluster_name(&self) -> Option<&String> {
-        self.spec.cluster.as_ref()
-    }
-    fn task_definition_name(&self) -> Option<&String> {
-        self.spec.task_definition.as_ref()
-    }
-    fn cluster_ref(&self) -> Option<&LocalRef> {
-        self.spec.cluster_ref.as_ref()
-    }
-    fn task_definition_ref(&self) -> Option<&LocalRef> {
-        self.spec.task_definition_ref.as_ref()
+    fn placement(&self) -> &crate::api::common::Placement {
+        &self.spec.placement
     }
 }
 

@@ -376,7 +376,7 @@ fn rollout_changes(d: &Desired<'_>, obs: &ObservedService, c: &mut Converge) {
         u.force_new_deployment = true;
         c.changed.push("redeployToken".into());
     }
-    if let Some(s) = &spec.capacity_provider_strategy {
+    if let Some(s) = &spec.placement.capacity_provider_strategy {
         let want = normalise_strategy(s);
         if sorted(&want) != sorted(&obs.capacity_provider_strategy) || obs.launch_type.is_some() {
             // Real ECS takes a strategy change (and the move off a launch type) only
@@ -422,13 +422,13 @@ fn setting_changes(
         "desiredCount",
         changed,
     );
-    if let Some(p) = &spec.platform_version
+    if let Some(p) = &spec.placement.platform_version
         && obs.platform_version.as_ref() != Some(p)
     {
         u.platform_version = Some(p.clone());
         changed.push("platformVersion".into());
     }
-    if let Some(n) = &spec.network_configuration {
+    if let Some(n) = &spec.placement.network_configuration {
         let want = normalise_network(&n.awsvpc_configuration);
         if obs.network.as_ref() != Some(&want) {
             u.network = Some(want);
@@ -574,7 +574,7 @@ fn immutable_conflict(d: &Desired<'_>, obs: &ObservedService) -> Option<Health> 
             return refuse("deploymentController.type", have, want.type_.as_str());
         }
     }
-    if let Some(want) = spec.launch_type {
+    if let Some(want) = spec.placement.launch_type {
         match obs.launch_type.as_deref() {
             Some(have) if have != want.as_str() => {
                 return refuse("launchType", have, want.as_str());
@@ -896,7 +896,7 @@ pub fn plan_cleanup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::common::{LaunchType, NetworkConfiguration};
+    use crate::api::common::{LaunchType, NetworkConfiguration, Placement};
     use crate::api::common::{UID_TAG, ownership_tags};
     use crate::api::service::{
         DeploymentCircuitBreaker, DeploymentController, DeploymentControllerType, DeploymentStatus,
@@ -956,18 +956,21 @@ mod tests {
 
     fn spec() -> EcsServiceSpec {
         EcsServiceSpec {
-            cluster: Some("c".into()),
-            task_definition: Some(TD1.into()),
+            placement: Placement {
+                cluster: Some("c".into()),
+                task_definition: Some(TD1.into()),
+                launch_type: Some(LaunchType::Fargate),
+                network_configuration: Some(NetworkConfiguration {
+                    awsvpc_configuration: AwsVpcConfiguration {
+                        // Order and the DISABLED default do not matter.
+                        subnets: vec!["subnet-b".into(), "subnet-a".into()],
+                        security_groups: vec!["sg-1".into()],
+                        assign_public_ip: None,
+                    },
+                }),
+                ..Default::default()
+            },
             desired_count: Some(2),
-            launch_type: Some(LaunchType::Fargate),
-            network_configuration: Some(NetworkConfiguration {
-                awsvpc_configuration: AwsVpcConfiguration {
-                    // Order and the DISABLED default do not matter.
-                    subnets: vec!["subnet-b".into(), "subnet-a".into()],
-                    security_groups: vec!["sg-1".into()],
-                    assign_public_ip: None,
-                },
-            }),
             tags: BTreeMap::from([("team".into(), "a".into())]),
             ..Default::default()
         }
@@ -989,7 +992,7 @@ mod tests {
             name: "web",
             me: me(spec.adopt_existing),
             spec,
-            task_definition: spec.task_definition.as_deref().unwrap_or(TD1),
+            task_definition: spec.placement.task_definition.as_deref().unwrap_or(TD1),
             tags,
             managed_tag_keys: managed,
             applied_task_definition: Some(TD1),
@@ -1072,7 +1075,7 @@ mod tests {
     #[test]
     fn new_task_definition_is_rolled_out() {
         let mut s = spec();
-        s.task_definition = Some(TD2.into());
+        s.placement.task_definition = Some(TD2.into());
         let c = converge(plan(&desired(&s, &["team".into()]), Some(&observed())));
         assert_eq!(c.update.task_definition.as_deref(), Some(TD2));
         assert!(!c.update.force_new_deployment);
@@ -1090,7 +1093,7 @@ mod tests {
     #[test]
     fn rolled_back_revision_is_not_pushed_again() {
         let mut s = spec();
-        s.task_definition = Some(TD2.into());
+        s.placement.task_definition = Some(TD2.into());
         let mut o = observed();
         o.deployments = vec![
             DeploymentStatus {
@@ -1159,8 +1162,8 @@ mod tests {
     #[test]
     fn launch_type_to_capacity_provider_forces_new_deployment() {
         let mut s = spec();
-        s.launch_type = None;
-        s.capacity_provider_strategy = Some(vec![CapacityProviderStrategyItem {
+        s.placement.launch_type = None;
+        s.placement.capacity_provider_strategy = Some(vec![CapacityProviderStrategyItem {
             capacity_provider: "FARGATE_SPOT".into(),
             weight: Some(1),
             base: None,
@@ -1182,7 +1185,7 @@ mod tests {
         type Edit = Box<dyn Fn(&mut EcsServiceSpec)>;
         let cases: Vec<(Edit, &str)> = vec![
             (
-                Box::new(|s| s.launch_type = Some(LaunchType::Ec2)),
+                Box::new(|s| s.placement.launch_type = Some(LaunchType::Ec2)),
                 "launchType",
             ),
             (
@@ -1217,13 +1220,14 @@ mod tests {
         type Check = Box<dyn Fn(&ServiceUpdate) -> bool>;
         let cases: Vec<(Edit, &str, Check)> = vec![
             (
-                Box::new(|s| s.platform_version = Some("1.4.0".into())),
+                Box::new(|s| s.placement.platform_version = Some("1.4.0".into())),
                 "platformVersion",
                 Box::new(|u| u.platform_version.as_deref() == Some("1.4.0")),
             ),
             (
                 Box::new(|s| {
-                    s.network_configuration
+                    s.placement
+                        .network_configuration
                         .as_mut()
                         .unwrap()
                         .awsvpc_configuration
@@ -1546,8 +1550,9 @@ mod tests {
     #[test]
     fn a_strategy_change_on_a_strategy_service_forces_a_new_deployment() {
         let mut s = spec();
-        s.launch_type = None;
-        s.capacity_provider_strategy = Some(strategy(&[("FARGATE", 1), ("FARGATE_SPOT", 3)]));
+        s.placement.launch_type = None;
+        s.placement.capacity_provider_strategy =
+            Some(strategy(&[("FARGATE", 1), ("FARGATE_SPOT", 3)]));
         let mut o = observed();
         o.launch_type = None;
         o.capacity_provider_strategy = strategy(&[("FARGATE", 1), ("FARGATE_SPOT", 1)]);
@@ -1629,7 +1634,7 @@ mod tests {
     #[test]
     fn a_rollback_is_recognised_from_state_after_the_events_aged_out() {
         let mut s = spec();
-        s.task_definition = Some(TD2.into());
+        s.placement.task_definition = Some(TD2.into());
         // The operator pushed TD2 over TD1; ECS (circuit breaker with rollback) is
         // back on TD1, and neither the failed deployment nor an event is left.
         let mut o = observed();
@@ -1719,7 +1724,7 @@ mod tests {
     #[test]
     fn a_remembered_rollback_holds_after_ecs_forgets_it() {
         let mut s = spec();
-        s.task_definition = Some(TD2.into());
+        s.placement.task_definition = Some(TD2.into());
         // ECS shows only the restored deployment now, no trace of the failure.
         let o = observed();
         let team = ["team".to_string()];
@@ -1747,7 +1752,7 @@ mod tests {
     #[test]
     fn codedeploy_services_get_no_deployments_through_update_service() {
         let mut s = spec();
-        s.task_definition = Some(TD2.into());
+        s.placement.task_definition = Some(TD2.into());
         let mut o = observed();
         o.deployment_controller = Some("CODE_DEPLOY".into());
         match plan(&desired(&s, &["team".into()]), Some(&o)) {

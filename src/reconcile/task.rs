@@ -621,17 +621,8 @@ impl EcsTask {
 }
 
 impl refs::References for EcsTask {
-    fn cluster_name(&self) -> Option<&String> {
-        self.spec.cluster.as_ref()
-    }
-    fn task_definition_name(&self) -> Option<&String> {
-        self.spec.task_definition.as_ref()
-    }
-    fn cluster_ref(&self) -> Option<&crate::api::common::LocalRef> {
-        self.spec.cluster_ref.as_ref()
-    }
-    fn task_definition_ref(&self) -> Option<&crate::api::common::LocalRef> {
-        self.spec.task_definition_ref.as_ref()
+    fn placement(&self) -> &crate::api::common::Placement {
+        &self.spec.placement
     }
     /// Only runs that have not resolved their references yet care.
     fn follows_references(&self) -> bool {

@@ -242,7 +242,7 @@ async fn references(ctx: &Context) -> Result<Vec<(String, String)>, Error> {
             .into_iter()
             .chain(st.applied_task_definition)
             .chain(st.deployments.into_iter().map(|d| d.task_definition))
-            .chain(svc.spec.task_definition);
+            .chain(svc.spec.placement.task_definition);
         refs.extend(tds.map(|td| (td, who.clone())));
     }
     let tasks: Api<EcsTask> = super::scoped_api(&ctx.kube, scope);
@@ -257,7 +257,7 @@ async fn references(ctx: &Context) -> Result<Vec<(String, String)>, Error> {
         let tds = st
             .task_definition
             .into_iter()
-            .chain(task.spec.task_definition);
+            .chain(task.spec.placement.task_definition);
         refs.extend(tds.map(|td| (td, who.clone())));
     }
     let schedules: Api<EcsScheduledTask> = super::scoped_api(&ctx.kube, scope);
@@ -266,7 +266,14 @@ async fn references(ctx: &Context) -> Result<Vec<(String, String)>, Error> {
             continue;
         }
         let who = key("EcsScheduledTask", &sched.metadata);
-        refs.extend(sched.spec.template.task_definition.map(|td| (td, who)));
+        refs.extend(
+            sched
+                .spec
+                .template
+                .placement
+                .task_definition
+                .map(|td| (td, who)),
+        );
     }
     Ok(refs)
 }

@@ -82,7 +82,10 @@ async fn every_minute_schedule_starts_named_owned_runs() {
     let owner = &run.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(owner.uid, uid);
     assert_eq!(owner.controller, Some(true));
-    assert_eq!(run.spec.task_definition.as_deref(), Some(td.as_str()));
+    assert_eq!(
+        run.spec.placement.task_definition.as_deref(),
+        Some(td.as_str())
+    );
 
     // The run really runs in ECS, and the schedule lists it as active.
     let run_name = run.metadata.name.clone().unwrap();

@@ -204,7 +204,11 @@ pub async fn create(
             Some(crate::api::service::SchedulingStrategy::Daemon) => None,
             _ => Some(spec.desired_count.unwrap_or(1)),
         })
-        .set_launch_type(spec.launch_type.map(|l| SdkLaunchType::from(l.as_str())))
+        .set_launch_type(
+            spec.placement
+                .launch_type
+                .map(|l| SdkLaunchType::from(l.as_str())),
+        )
         .set_scheduling_strategy(
             spec.scheduling_strategy
                 .map(|s| SdkScheduling::from(s.as_str())),
@@ -247,9 +251,10 @@ impl ServiceUpdate {
     /// scheduling strategy and deployment controller are set by `create` itself).
     pub fn from_spec(spec: &EcsServiceSpec) -> ServiceUpdate {
         ServiceUpdate {
-            capacity_provider_strategy: spec.capacity_provider_strategy.clone(),
-            platform_version: spec.platform_version.clone(),
+            capacity_provider_strategy: spec.placement.capacity_provider_strategy.clone(),
+            platform_version: spec.placement.platform_version.clone(),
             network: spec
+                .placement
                 .network_configuration
                 .as_ref()
                 .map(|n| n.awsvpc_configuration.clone()),
