@@ -1,6 +1,8 @@
 //! The operator's one error type, classified so the reconcile driver can decide
 //! between "retry with backoff" and "report and wait for a spec change".
 
+use crate::api::common::Reason;
+
 /// Whether trying the same thing again later can succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -28,12 +30,12 @@ pub enum Error {
     /// Deletion cannot finish yet (e.g. the cluster still has services); the
     /// finalizer stays and the reconcile is retried.
     #[error("{message}")]
-    DeleteBlocked { reason: String, message: String },
+    DeleteBlocked { reason: Reason, message: String },
 
     /// Deletion is under way in ECS (e.g. a service draining); the finalizer
     /// stays and the resource is checked again soon. Not a failure.
     #[error("{message}")]
-    DeleteInProgress { reason: String, message: String },
+    DeleteInProgress { reason: Reason, message: String },
 
     #[error("cannot serialize {what}: {message}")]
     Serialization { what: &'static str, message: String },
@@ -69,23 +71,23 @@ impl Error {
         self.class() == ErrorClass::Retryable
     }
 
-    /// The condition reason for this error (PascalCase, stable).
-    pub fn reason(&self) -> String {
+    /// The condition reason for this error.
+    pub fn reason(&self) -> Reason {
         match self {
             Error::Ecs {
                 class: ErrorClass::Terminal,
                 ..
-            } => "EcsRejected".into(),
-            Error::Ecs { code: Some(c), .. } if c.contains("Throttl") => "Throttled".into(),
-            Error::Ecs { .. } => "EcsUnavailable".into(),
+            } => Reason::EcsRejected,
+            Error::Ecs { code: Some(c), .. } if c.contains("Throttl") => Reason::Throttled,
+            Error::Ecs { .. } => Reason::EcsUnavailable,
             Error::DeleteBlocked { reason, .. } | Error::DeleteInProgress { reason, .. } => {
                 reason.clone()
             }
-            Error::Kube(_) => "KubernetesApiError".into(),
+            Error::Kube(_) => Reason::KubernetesApiError,
             Error::Serialization { .. } | Error::Internal(_) | Error::Startup(_) => {
-                "InternalError".into()
+                Reason::InternalError
             }
-            Error::InvalidSpec(_) => "InvalidSpec".into(),
+            Error::InvalidSpec(_) => Reason::InvalidSpec,
         }
     }
 

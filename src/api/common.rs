@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
+
+pub use super::reason::Reason;
 use kube::core::{Message, Rule};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -284,30 +286,37 @@ pub const STALLED: &str = "Stalled";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
     /// The ECS object matches the spec.
-    Ready { reason: String, message: String },
+    Ready { reason: Reason, message: String },
     /// Work is under way (or waiting for something that will come): Ready=False, Reconciling=True.
-    Progressing { reason: String, message: String },
+    Progressing { reason: Reason, message: String },
     /// Cannot make progress without a change from a person: Ready=False, Stalled=True.
-    Stalled { reason: String, message: String },
+    Stalled { reason: Reason, message: String },
 }
 
 impl Health {
-    pub fn ready(reason: &str, message: impl Into<String>) -> Self {
+    pub fn ready(reason: Reason, message: impl Into<String>) -> Self {
         Health::Ready {
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
-    pub fn progressing(reason: &str, message: impl Into<String>) -> Self {
+    pub fn progressing(reason: Reason, message: impl Into<String>) -> Self {
         Health::Progressing {
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
-    pub fn stalled(reason: &str, message: impl Into<String>) -> Self {
+    pub fn stalled(reason: Reason, message: impl Into<String>) -> Self {
         Health::Stalled {
-            reason: reason.into(),
+            reason,
             message: message.into(),
+        }
+    }
+    pub fn reason(&self) -> &Reason {
+        match self {
+            Health::Ready { reason, .. }
+            | Health::Progressing { reason, .. }
+            | Health::Stalled { reason, .. } => reason,
         }
     }
     pub fn message(&self) -> &str {
@@ -356,7 +365,7 @@ pub fn conditions(
     previous: &[Condition],
     now: &Time,
 ) -> Vec<Condition> {
-    let c = |t, s, r: &str, m: &str| condition(t, s, r, m, generation, previous, now);
+    let c = |t, s, r: &Reason, m: &str| condition(t, s, r.as_str(), m, generation, previous, now);
     match health {
         Health::Ready { reason, message } => vec![
             c(READY, true, reason, message),
@@ -402,7 +411,7 @@ mod tests {
 
     #[test]
     fn ready_sets_all_three_kstatus_conditions() {
-        let cs = conditions(&Health::ready("Active", "ok"), Some(3), &[], &at(10));
+        let cs = conditions(&Health::ready(Reason::Active, "ok"), Some(3), &[], &at(10));
         assert_eq!(get(&cs, READY).status, "True");
         assert_eq!(get(&cs, RECONCILING).status, "False");
         assert_eq!(get(&cs, STALLED).status, "False");
@@ -413,7 +422,7 @@ mod tests {
     #[test]
     fn stalled_carries_reason_and_message() {
         let cs = conditions(
-            &Health::stalled("NotOwned", "cluster x belongs to y"),
+            &Health::stalled(Reason::NotOwned, "cluster x belongs to y"),
             Some(1),
             &[],
             &at(10),
@@ -427,16 +436,26 @@ mod tests {
 
     #[test]
     fn transition_time_is_kept_while_status_is_unchanged() {
-        let first = conditions(&Health::progressing("Creating", "a"), Some(1), &[], &at(10));
+        let first = conditions(
+            &Health::progressing(Reason::Creating, "a"),
+            Some(1),
+            &[],
+            &at(10),
+        );
         let second = conditions(
-            &Health::progressing("Creating", "b"),
+            &Health::progressing(Reason::Creating, "b"),
             Some(2),
             &first,
             &at(20),
         );
         assert_eq!(get(&second, READY).last_transition_time, at(10));
         assert_eq!(get(&second, RECONCILING).last_transition_time, at(10));
-        let third = conditions(&Health::ready("Active", ""), Some(2), &second, &at(30));
+        let third = conditions(
+            &Health::ready(Reason::Active, ""),
+            Some(2),
+            &second,
+            &at(30),
+        );
         assert_eq!(get(&third, READY).last_transition_time, at(30));
         assert_eq!(get(&third, RECONCILING).last_transition_time, at(30));
         // Stalled stayed False throughout.

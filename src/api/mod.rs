@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod common;
+pub mod reason;
 pub mod scheduled_task;
 pub mod service;
 pub mod task;

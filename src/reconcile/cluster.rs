@@ -6,6 +6,7 @@ use super::cluster_plan::{self, Action, Cleanup, Desired, Plan};
 use super::owned::{self, Adoption, Claimant};
 use super::{Context, Managed, Note, Outcome, key_of};
 use crate::api::cluster::{EcsCluster, EcsClusterStatus};
+use crate::api::common::Reason;
 use crate::api::common::{Health, ownership_tags};
 use crate::api::service::EcsService;
 use crate::ecs::cluster::{
@@ -42,8 +43,9 @@ fn status_of(
 }
 
 fn health_of(name: &str, obs: Option<&ObservedCluster>) -> Health {
-    obs.map(cluster_plan::health)
-        .unwrap_or_else(|| Health::progressing("Creating", format!("creating ECS cluster {name}")))
+    obs.map(cluster_plan::health).unwrap_or_else(|| {
+        Health::progressing(Reason::Creating, format!("creating ECS cluster {name}"))
+    })
 }
 
 /// The CreateCluster request for an `Action::Create`.
@@ -174,7 +176,7 @@ fn change_notes(
 ) -> Vec<Note> {
     if matches!(actions.first(), Some(Action::Create { .. })) {
         let message = format!("created ECS cluster {name}");
-        return vec![Note::normal("Created", "CreateCluster", message)];
+        return vec![Note::normal(Reason::Created, "CreateCluster", message)];
     }
     if let Some(how) = adopt {
         let what = format!("ECS cluster {name}");
@@ -183,15 +185,18 @@ fn change_notes(
         return vec![note];
     }
     let (reason, verb) = if drift {
-        ("DriftCorrected", "had drifted from the spec; corrected")
+        (
+            Reason::DriftCorrected,
+            "had drifted from the spec; corrected",
+        )
     } else {
-        ("Updated", "updated")
+        (Reason::Updated, "updated")
     };
     group_by_action(changed)
         .into_iter()
         .map(|(action, fields)| {
             let message = format!("ECS cluster {name} {verb}: {}", fields.join(", "));
-            Note::normal(reason, action, message)
+            Note::normal(reason.clone(), action, message)
         })
         .collect()
 }
@@ -227,14 +232,18 @@ async fn delete(ecs: &EcsApi, name: &str) -> Result<Vec<Note>, Error> {
     {
         Ok(_) => {
             let message = format!("deleted ECS cluster {name}");
-            Ok(vec![Note::normal("Deleted", "DeleteCluster", message)])
+            Ok(vec![Note::normal(
+                Reason::Deleted,
+                "DeleteCluster",
+                message,
+            )])
         }
         Err(Error::Ecs {
             code: Some(code),
             message,
             ..
         }) if code.starts_with("ClusterContains") => Err(Error::DeleteBlocked {
-            reason: "ClusterNotEmpty".into(),
+            reason: Reason::ClusterNotEmpty,
             message: format!("ECS refused to delete cluster {name}: {message}"),
         }),
         Err(e) if crate::ecs::is_not_found(&e) => Ok(vec![]),
@@ -338,16 +347,16 @@ impl Managed for EcsCluster {
         let observed = describe_one(&ctx.ecs, &ecs_name).await?;
         let policy = self.spec.deletion_policy;
         match cluster_plan::plan_cleanup(&ecs_name, &uid, policy, observed.as_ref()) {
-            Cleanup::Done { reason } => Ok(vec![Note::normal(
-                "Released",
+            Cleanup::Done(why) => Ok(vec![Note::normal(
+                Reason::Released,
                 "Delete",
-                format!("ECS cluster {ecs_name} left untouched ({reason})"),
+                format!("ECS cluster {ecs_name} left untouched ({})", why.describe()),
             )]),
             Cleanup::Untag(keys) => {
                 let arn = observed.as_ref().map(|o| o.arn.as_str());
                 act(&ctx.ecs, &ecs_name, arn, &Action::Untag(keys)).await?;
                 Ok(vec![Note::normal(
-                    "Orphaned",
+                    Reason::Orphaned,
                     "UntagResource",
                     format!(
                         "ECS cluster {ecs_name} kept (deletionPolicy: Orphan); ownership tags removed"

@@ -8,6 +8,7 @@ use crate::api::cluster::{
     ContainerInsights, EcsClusterSpec, ExecuteCommandConfiguration, ExecuteCommandLogConfiguration,
 };
 use crate::api::common::CapacityProviderStrategyItem;
+use crate::api::common::Reason;
 use crate::api::common::{DeletionPolicy, Health};
 use crate::ecs::cluster::ObservedCluster;
 
@@ -255,15 +256,13 @@ fn capacity_update(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cleanup {
     /// Nothing to do in ECS (gone already, or never ours): drop the finalizer.
-    Done {
-        reason: &'static str,
-    },
+    Done(Release),
     /// Orphan: keep the cluster, remove the ownership tags.
     Untag(Vec<String>),
     Delete,
     /// Cannot delete yet; keep the finalizer and retry.
     Blocked {
-        reason: String,
+        reason: Reason,
         message: String,
     },
 }
@@ -276,14 +275,12 @@ pub fn plan_cleanup(
 ) -> Cleanup {
     let obs = observed.filter(|o| !o.is_gone());
     match owned::release(obs.map(|o| &o.tags), uid, policy) {
-        Release::Gone => Cleanup::Done {
-            reason: "AlreadyGone",
-        },
-        Release::NotOwned => Cleanup::Done { reason: "NotOwned" },
+        Release::Gone => Cleanup::Done(Release::Gone),
+        Release::NotOwned => Cleanup::Done(Release::NotOwned),
         Release::Orphan => Cleanup::Untag(owned::ownership_keys()),
         Release::Delete => match obs {
             Some(o) if o.active_services > 0 => Cleanup::Blocked {
-                reason: "ServicesRemain".into(),
+                reason: Reason::ServicesRemain,
                 message: format!(
                     "ECS cluster {name} still has {} active service(s); the operator never \
                      deletes services it does not manage. Delete them (or their EcsService \
@@ -299,19 +296,25 @@ pub fn plan_cleanup(
 /// Health of a cluster that needs no more writes, from its ECS status.
 pub fn health(obs: &ObservedCluster) -> Health {
     match obs.status.as_str() {
-        "ACTIVE" => Health::ready("Active", format!("ECS cluster {} is ACTIVE", obs.name)),
+        "ACTIVE" => Health::ready(
+            Reason::Active,
+            format!("ECS cluster {} is ACTIVE", obs.name),
+        ),
         "PROVISIONING" => Health::progressing(
-            "Provisioning",
+            Reason::Provisioning,
             format!("ECS cluster {} is PROVISIONING", obs.name),
         ),
         "FAILED" => Health::stalled(
-            "ClusterFailed",
+            Reason::ClusterFailed,
             format!(
                 "ECS cluster {} is FAILED (capacity provider resources could not be created)",
                 obs.name
             ),
         ),
-        other => Health::progressing("Waiting", format!("ECS cluster {} is {other}", obs.name)),
+        other => Health::progressing(
+            Reason::Waiting,
+            format!("ECS cluster {} is {other}", obs.name),
+        ),
     }
 }
 
@@ -761,21 +764,17 @@ mod tests {
         );
         assert_eq!(
             plan_cleanup("prod", "uid-2", DeletionPolicy::Delete, Some(&obs)),
-            Cleanup::Done { reason: "NotOwned" }
+            Cleanup::Done(Release::NotOwned)
         );
         assert_eq!(
             plan_cleanup("prod", "uid-1", DeletionPolicy::Delete, None),
-            Cleanup::Done {
-                reason: "AlreadyGone"
-            }
+            Cleanup::Done(Release::Gone)
         );
         let mut inactive = obs.clone();
         inactive.status = "INACTIVE".into();
         assert_eq!(
             plan_cleanup("prod", "uid-1", DeletionPolicy::Delete, Some(&inactive)),
-            Cleanup::Done {
-                reason: "AlreadyGone"
-            }
+            Cleanup::Done(Release::Gone)
         );
     }
 

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::{Context, Note, key_of, now, scoped_api};
 use crate::FIELD_MANAGER;
+use crate::api::common::Reason;
 use crate::api::common::{
     Condition, FINALIZER, Health, KindStatus, READY, Time, condition, conditions, is_kstatus,
 };
@@ -36,7 +37,7 @@ use crate::error::{Error, ErrorClass};
 pub struct KindCondition {
     pub type_: &'static str,
     pub status: bool,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -132,7 +133,7 @@ pub fn compose_status<S: KindStatus>(
     let mut all: Vec<Condition> = own
         .iter()
         .map(|c| {
-            let (type_, reason, message) = (c.type_, &c.reason, &c.message);
+            let (type_, reason, message) = (c.type_, c.reason.as_str(), &c.message);
             condition(type_, c.status, reason, message, generation, previous, now)
         })
         .collect();
@@ -152,7 +153,7 @@ fn kind_conditions(previous: &[Condition]) -> Vec<KindCondition> {
             Some(KindCondition {
                 type_,
                 status: c.status == "True",
-                reason: c.reason.clone(),
+                reason: Reason::parse(&c.reason),
                 message: c.message.clone(),
             })
         })
@@ -186,7 +187,7 @@ pub(super) async fn publish<K: Managed>(ctx: &Context, obj: &K, notes: &[Note]) 
     let reference = obj.object_ref(&());
     for n in notes {
         if let Err(e) = ctx.events.publish(n, &reference).await {
-            warn!(error = %e, reason = n.reason, "cannot publish Event");
+            warn!(error = %e, reason = %n.reason, "cannot publish Event");
         }
     }
 }
@@ -233,25 +234,27 @@ async fn apply_and_report<K: Managed>(
 /// The health a failed pass reports; None keeps the conditions as they are.
 fn error_health(err: &Error, was_ready_for_this_spec: bool) -> Option<Health> {
     Some(match (err, err.class()) {
-        (Error::DeleteBlocked { reason, message }, _) => Health::stalled(reason, message.clone()),
-        (Error::DeleteInProgress { reason, message }, _) => {
-            Health::progressing(reason, message.clone())
+        (Error::DeleteBlocked { reason, message }, _) => {
+            Health::stalled(reason.clone(), message.clone())
         }
-        (_, ErrorClass::Terminal) => Health::stalled(&err.reason(), err.to_string()),
+        (Error::DeleteInProgress { reason, message }, _) => {
+            Health::progressing(reason.clone(), message.clone())
+        }
+        (_, ErrorClass::Terminal) => Health::stalled(err.reason(), err.to_string()),
         // A transient failure on a resource that was fine: keep its conditions
         // (no flapping); logs, metrics and the Event tell the story.
         (_, ErrorClass::Retryable) if was_ready_for_this_spec => return None,
-        (_, ErrorClass::Retryable) => Health::progressing(&err.reason(), err.to_string()),
+        (_, ErrorClass::Retryable) => Health::progressing(err.reason(), err.to_string()),
     })
 }
 
 /// The Warning Event reason for a failed pass (None: no Event, e.g. a repeat of a
 /// retryable failure already reported).
-fn error_event_reason(err: &Error, failures: u32) -> Option<&'static str> {
+fn error_event_reason(err: &Error, failures: u32) -> Option<Reason> {
     match err {
-        Error::DeleteBlocked { .. } => Some("DeleteBlocked"),
+        Error::DeleteBlocked { .. } => Some(Reason::DeleteBlocked),
         Error::DeleteInProgress { .. } => None,
-        _ if failures == 1 || err.class() == ErrorClass::Terminal => Some("ReconcileFailed"),
+        _ if failures == 1 || err.class() == ErrorClass::Terminal => Some(Reason::ReconcileFailed),
         _ => None,
     }
 }
@@ -472,7 +475,7 @@ mod tests {
 
     #[test]
     fn composed_status_has_generation_and_conditions_and_keeps_fields() {
-        let health = Health::ready("Active", "ok");
+        let health = Health::ready(Reason::Active, "ok");
         let s = compose_status(body(), &health, &[], Some(4), &[], &at(100));
         assert_eq!(s.arn.as_deref(), Some("a"));
         assert_eq!(s.observed_generation, Some(4));
@@ -489,10 +492,15 @@ mod tests {
     fn whatever_a_kind_puts_in_the_driver_fields_is_replaced() {
         let mut stale = body();
         stale.observed_generation = Some(1);
-        stale.conditions = conditions(&Health::stalled("Old", "x"), Some(1), &[], &at(1));
+        stale.conditions = conditions(
+            &Health::stalled(Reason::Ecs("Old".into()), "x"),
+            Some(1),
+            &[],
+            &at(1),
+        );
         let s = compose_status(
             stale,
-            &Health::ready("Active", ""),
+            &Health::ready(Reason::Active, ""),
             &[],
             Some(2),
             &[],
@@ -506,7 +514,7 @@ mod tests {
     #[test]
     fn recomposing_an_unchanged_status_is_identical() {
         // Same input, later clock: must be equal so no write happens.
-        let h = Health::ready("Active", "ok");
+        let h = Health::ready(Reason::Active, "ok");
         let first = compose_status(body(), &h, &[], Some(1), &[], &at(100));
         let second = compose_status(body(), &h, &[], Some(1), &first.conditions, &at(200));
         assert_eq!(first, second);
@@ -517,10 +525,10 @@ mod tests {
         let complete = KindCondition {
             type_: "Complete",
             status: true,
-            reason: "Succeeded".into(),
+            reason: Reason::Succeeded,
             message: "1/1".into(),
         };
-        let health = Health::ready("Succeeded", "1/1");
+        let health = Health::ready(Reason::Succeeded, "1/1");
         let s = compose_status(
             body(),
             &health,
@@ -534,7 +542,7 @@ mod tests {
         // A later failure recomposes from what was there: Complete stays, same time.
         let carried = kind_conditions(&s.conditions);
         assert_eq!(carried, vec![complete]);
-        let failed = Health::progressing("EcsUnavailable", "x");
+        let failed = Health::progressing(Reason::EcsUnavailable, "x");
         let again = compose_status(
             s.clone(),
             &failed,
@@ -559,13 +567,16 @@ mod tests {
             error_health(&err, false),
             Some(Health::Progressing { .. })
         ));
-        assert_eq!(error_event_reason(&err, 1), Some("ReconcileFailed"));
+        assert_eq!(error_event_reason(&err, 1), Some(Reason::ReconcileFailed));
         assert_eq!(error_event_reason(&err, 2), None);
         let terminal = Error::InvalidSpec("bad".into());
         assert!(matches!(
             error_health(&terminal, true),
             Some(Health::Stalled { .. })
         ));
-        assert_eq!(error_event_reason(&terminal, 7), Some("ReconcileFailed"));
+        assert_eq!(
+            error_event_reason(&terminal, 7),
+            Some(Reason::ReconcileFailed)
+        );
     }
 }

@@ -62,12 +62,12 @@ impl Managed for Fake {
             arn: Some("arn:fake".into()),
             ..Default::default()
         };
-        Ok(Outcome::new(status, Health::ready("Active", "fine")))
+        Ok(Outcome::new(status, Health::ready(Reason::Active, "fine")))
     }
 
     async fn cleanup(&self, _ctx: &Context) -> Result<Vec<Note>, Error> {
         Err(Error::DeleteInProgress {
-            reason: "Draining".into(),
+            reason: Reason::Draining,
             message: "the fake ECS object is draining".into(),
         })
     }
@@ -176,7 +176,12 @@ fn ready_status(generation: i64) -> FakeStatus {
     let at = Time(k8s_openapi::jiff::Timestamp::from_second(100).unwrap());
     FakeStatus {
         observed_generation: Some(generation),
-        conditions: conditions(&Health::ready("Active", "fine"), Some(generation), &[], &at),
+        conditions: conditions(
+            &Health::ready(Reason::Active, "fine"),
+            Some(generation),
+            &[],
+            &at,
+        ),
         arn: Some("arn:fake".into()),
     }
 }

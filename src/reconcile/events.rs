@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use super::{Note, shorten};
+use crate::api::common::Reason;
 
 /// Repeats within this time join the earlier Event's series.
 const SERIES_TTL: SignedDuration = SignedDuration::from_mins(6);
@@ -24,7 +25,7 @@ const SERIES_TTL: SignedDuration = SignedDuration::from_mins(6);
 struct Key {
     regarding: (Option<String>, Option<String>, Option<String>),
     warning: bool,
-    reason: &'static str,
+    reason: Reason,
     action: &'static str,
     note: String,
 }
@@ -73,7 +74,7 @@ impl EventWriter {
                 regarding.name.clone(),
             ),
             warning: note.warning,
-            reason: note.reason,
+            reason: note.reason.clone(),
             action: note.action,
             note: shorten(&note.message, NOTE_BYTES),
         };
@@ -113,7 +114,7 @@ impl EventWriter {
             },
             event_time: Some(MicroTime(now)),
             action: Some(note.action.to_string()),
-            reason: Some(note.reason.to_string()),
+            reason: Some(note.reason.as_str().to_string()),
             note: Some(key.note.clone()),
             type_: Some(if note.warning { "Warning" } else { "Normal" }.to_string()),
             regarding: Some(regarding.clone()),

@@ -26,6 +26,7 @@ use kube::api::Api;
 use kube::{Client, Resource, ResourceExt};
 
 use crate::FIELD_MANAGER;
+use crate::api::common::Reason;
 use crate::api::common::Time;
 use crate::ecs::EcsApi;
 use crate::ecs::service::ServiceObserver;
@@ -96,15 +97,15 @@ impl Context {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
     pub warning: bool,
-    /// PascalCase reason, e.g. `Created`, `DriftCorrected`.
-    pub reason: &'static str,
+    /// e.g. `Created`, `DriftCorrected`.
+    pub reason: Reason,
     /// PascalCase action, e.g. `CreateCluster`.
     pub action: &'static str,
     pub message: String,
 }
 
 impl Note {
-    pub fn normal(reason: &'static str, action: &'static str, message: impl Into<String>) -> Self {
+    pub fn normal(reason: Reason, action: &'static str, message: impl Into<String>) -> Self {
         Note {
             warning: false,
             reason,
@@ -112,7 +113,7 @@ impl Note {
             message: message.into(),
         }
     }
-    pub fn warning(reason: &'static str, action: &'static str, message: impl Into<String>) -> Self {
+    pub fn warning(reason: Reason, action: &'static str, message: impl Into<String>) -> Self {
         Note {
             warning: true,
             reason,

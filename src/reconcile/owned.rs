@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use kube::ResourceExt;
 
 use super::{Context, Managed, Note, living_uids};
+use crate::api::common::Reason;
 use crate::api::common::{DeletionPolicy, Health, OWNER_TAG, UID_TAG, owner_tag_value};
 use crate::error::Error;
 
@@ -141,12 +142,12 @@ pub fn refusal(holder: &Holder, me: &Claimant, what: &str, name_field: &str) -> 
             )
         }
     };
-    Health::stalled("NotOwned", message)
+    Health::stalled(Reason::NotOwned, message)
 }
 
 /// The Warning Event for a refused claim.
 pub fn not_owned_note(health: &Health, action: &'static str) -> Note {
-    Note::warning("NotOwned", action, health.message())
+    Note::warning(Reason::NotOwned, action, health.message())
 }
 
 /// The Event for an adoption.
@@ -158,7 +159,7 @@ pub fn adopted_note(what: &str, how: Adoption, kind: &str) -> Note {
         }
     };
     Note::normal(
-        "Adopted",
+        Reason::Adopted,
         "TagResource",
         format!("adopted existing {what} {why}"),
     )
@@ -220,6 +221,18 @@ pub enum Release {
     Delete,
 }
 
+impl Release {
+    /// For the Event that says why deletion left an object alone.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Release::Gone => "it is gone already",
+            Release::NotOwned => "it is not this resource's",
+            Release::Orphan => "deletionPolicy: Orphan",
+            Release::Delete => "deleted",
+        }
+    }
+}
+
 pub fn release(
     tags: Option<&BTreeMap<String, String>>,
     uid: &str,
@@ -275,7 +288,7 @@ impl UpdateGuard {
             return Ok(());
         }
         Err(Health::stalled(
-            "UpdateNotApplied",
+            Reason::UpdateNotApplied,
             format!(
                 "{what} still differs from the spec after {MAX_SAME_UPDATE} identical updates \
                  ({}); not retrying until the spec or the ECS object changes",
@@ -295,7 +308,7 @@ impl UpdateGuard {
 
 /// The Warning Event for a write the guard stopped.
 pub fn not_applied_note(health: &Health, action: &'static str) -> Note {
-    Note::warning("UpdateNotApplied", action, health.message())
+    Note::warning(Reason::UpdateNotApplied, action, health.message())
 }
 
 /// The ownership table every kind's plan is tested against.

@@ -14,6 +14,7 @@ use kube::{Client, Resource, ResourceExt};
 use super::schedule_plan::{self, Concurrency, Due, Schedule, TOO_MANY_MISSED};
 use super::{Context, Managed, Note, Outcome};
 use crate::api::common::Health;
+use crate::api::common::Reason;
 use crate::api::scheduled_task::{EcsScheduledTask, EcsScheduledTaskStatus};
 use crate::api::task::{EcsTask, Phase};
 use crate::error::Error;
@@ -99,14 +100,18 @@ fn missed_notes(missed: usize, slot: Timestamp) -> Vec<Note> {
              ran only the latest, {}",
             rfc3339(slot)
         );
-        return vec![Note::warning("TooManyMissedSlots", "Schedule", message)];
+        return vec![Note::warning(
+            Reason::TooManyMissedSlots,
+            "Schedule",
+            message,
+        )];
     }
     if missed > 0 {
         let message = format!(
             "{missed} slot(s) were missed; ran only the latest, {}",
             rfc3339(slot)
         );
-        return vec![Note::normal("MissedSlots", "Schedule", message)];
+        return vec![Note::normal(Reason::MissedSlots, "Schedule", message)];
     }
     vec![]
 }
@@ -186,7 +191,7 @@ impl EcsScheduledTask {
             "deleted finished runs past the history limits: {}",
             doomed.join(", ")
         );
-        Ok(vec![Note::normal("Pruned", "Delete", message)])
+        Ok(vec![Note::normal(Reason::Pruned, "Delete", message)])
     }
 
     /// Starts the run for `slot` (after making room under concurrencyPolicy), or
@@ -215,7 +220,7 @@ impl EcsScheduledTask {
                     active.join(", ")
                 );
                 // The active run finishing wakes us (owns() watch).
-                notes.push(Note::normal("Skipped", "Schedule", message.clone()));
+                notes.push(Note::normal(Reason::Skipped, "Schedule", message.clone()));
                 return Ok((message, false));
             }
             Concurrency::ReplaceThen(old) => {
@@ -224,7 +229,7 @@ impl EcsScheduledTask {
                     "deleted active run(s) {} to start the next (concurrencyPolicy: Replace)",
                     old.join(", ")
                 );
-                notes.push(Note::normal("Replaced", "Delete", message));
+                notes.push(Note::normal(Reason::Replaced, "Delete", message));
                 active.retain(|a| !old.contains(a));
             }
             Concurrency::Start => {}
@@ -233,7 +238,7 @@ impl EcsScheduledTask {
         match api.create(&PostParams::default(), &obj).await {
             Ok(_) => {
                 let message = format!("started run {run} for {}", rfc3339(slot));
-                notes.push(Note::normal("Started", "Create", message));
+                notes.push(Note::normal(Reason::Started, "Create", message));
             }
             // Created before (a restart between create and status write): the slot
             // has its run already.
@@ -272,9 +277,9 @@ impl Managed for EcsScheduledTask {
         };
         let (health, requeue) =
             match Schedule::parse(&self.spec.schedule, self.spec.time_zone.as_deref()) {
-                Err(message) => (Health::stalled("InvalidSchedule", message), None),
+                Err(message) => (Health::stalled(Reason::InvalidSchedule, message), None),
                 Ok(_) if self.spec.suspend => (
-                    Health::ready("Suspended", "suspended: no new runs are started"),
+                    Health::ready(Reason::Suspended, "suspended: no new runs are started"),
                     None,
                 ),
                 Ok(schedule) => {
@@ -314,7 +319,7 @@ impl Managed for EcsScheduledTask {
                         };
                     status.next_schedule_time = next.map(rfc3339);
                     (
-                        Health::ready("Scheduled", message),
+                        Health::ready(Reason::Scheduled, message),
                         next.map(|n| until(n, now)),
                     )
                 }

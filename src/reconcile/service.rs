@@ -8,10 +8,11 @@ use std::collections::BTreeSet;
 use kube::runtime::controller::Controller;
 use kube::{Client, ResourceExt};
 
-use super::owned::{self, Claimant};
+use super::owned::{self, Claimant, Release};
 use super::refs::{self, Resolved};
 use super::service_plan::{self, Cleanup, Converge, Desired, Plan};
 use super::{Context, Managed, Note, Outcome, key_of};
+use crate::api::common::Reason;
 use crate::api::common::{Health, RECONCILING, STALLED, is_condition_true, ownership_tags};
 use crate::api::service::{EcsService, EcsServiceStatus};
 use crate::ecs::service::{self as svc, ObservedService, ServiceUpdate};
@@ -44,14 +45,18 @@ fn change_notes(
     drift: bool,
     rollout_to: Option<(&str, &str)>,
 ) -> Vec<Note> {
-    let reason = if drift { "DriftCorrected" } else { "Updated" };
+    let reason = if drift {
+        Reason::DriftCorrected
+    } else {
+        Reason::Updated
+    };
     let mut notes = Vec::new();
     let (tags, mut fields): (Vec<&String>, Vec<&String>) =
         c.changed.iter().partition(|f| f.starts_with("tags["));
     if let Some((from, to)) = rollout_to {
         fields.retain(|f| f.as_str() != "taskDefinition");
         notes.push(Note::normal(
-            "RolloutStarted",
+            Reason::RolloutStarted,
             "UpdateService",
             format!(
                 "ECS service {name}: deploying {} (was {})",
@@ -63,7 +68,7 @@ fn change_notes(
     if !fields.is_empty() {
         let list: Vec<&str> = fields.iter().map(|s| s.as_str()).collect();
         notes.push(Note::normal(
-            reason,
+            reason.clone(),
             "UpdateService",
             format!("ECS service {name}: updated {}", list.join(", ")),
         ));
@@ -103,7 +108,7 @@ impl EcsService {
     ) -> Result<Result<Target, Outcome<EcsServiceStatus>>, Error> {
         let ns = self.namespace().unwrap_or_default();
         let waiting = |message: String| {
-            let health = Health::progressing("WaitingForReference", message);
+            let health = Health::progressing(Reason::WaitingForReference, message);
             Outcome::new(self.previous(), health).requeue(REFERENCE_POLL)
         };
         let cluster = match refs::cluster_of(self, &ctx.kube, &ns).await? {
@@ -202,13 +207,13 @@ impl EcsService {
         let status = service_plan::created_status(observed, &self.spec, td, &now);
         let short = service_plan::td_short(td);
         let health = Health::progressing(
-            "Created",
+            Reason::Created,
             format!("created ECS service {name} running {short}"),
         );
         let message = format!("created ECS service {name} in cluster {cluster} with {short}");
         Ok(Outcome::new(status, health)
             .requeue(service_plan::ROLLOUT_POLL)
-            .note(Note::normal("Created", "CreateService", message)))
+            .note(Note::normal(Reason::Created, "CreateService", message)))
     }
 
     /// Sends the converge's writes; the Events that say what changed.
@@ -283,7 +288,7 @@ impl EcsService {
             .any(|x| x.type_ == STALLED && x.status == "True" && x.reason == "RolledBack");
         if c.rolled_back && !already_reported {
             notes.push(Note::warning(
-                "RolledBack",
+                Reason::RolledBack,
                 "Rollout",
                 health.message().to_string(),
             ));
@@ -327,11 +332,11 @@ impl EcsService {
         super::driver::publish(
             ctx,
             self,
-            &[Note::normal("Deleting", "DeleteService", message)],
+            &[Note::normal(Reason::Deleting, "DeleteService", message)],
         )
         .await;
         Err(Error::DeleteInProgress {
-            reason: "Draining".into(),
+            reason: Reason::Draining,
             message: format!("ECS service {name} deleted; waiting until it is INACTIVE"),
         })
     }
@@ -365,10 +370,10 @@ impl Managed for EcsService {
         match (service_plan::plan(&desired, observed.as_ref()), observed) {
             (Plan::Refuse(health), _) => {
                 let note = match &health {
-                    Health::Stalled { reason, .. } if reason == "NotOwned" => {
+                    Health::Stalled { reason, .. } if *reason == Reason::NotOwned => {
                         owned::not_owned_note(&health, "Reconcile")
                     }
-                    _ => Note::warning("ImmutableField", "Reconcile", health.message()),
+                    _ => Note::warning(Reason::ImmutableField, "Reconcile", health.message()),
                 };
                 Ok(Outcome::new(unobserved(), health)
                     .requeue(aligned)
@@ -401,11 +406,11 @@ impl Managed for EcsService {
             Err(e) => return Err(e),
         };
         match service_plan::plan_cleanup(&uid, self.spec.deletion_policy, observed.as_ref()) {
-            Cleanup::Done { reason } => {
+            Cleanup::Done(why) => {
                 ctx.services.forget(&cluster, &name);
-                Ok(match reason {
-                    "NotOwned" => vec![Note::normal(
-                        "Released",
+                Ok(match why {
+                    Release::NotOwned => vec![Note::normal(
+                        Reason::Released,
                         "Delete",
                         format!("ECS service {name} is not owned by this resource; left untouched"),
                     )],
@@ -424,7 +429,7 @@ impl Managed for EcsService {
                 }
                 ctx.services.forget(&cluster, &name);
                 Ok(vec![Note::normal(
-                    "Orphaned",
+                    Reason::Orphaned,
                     "UntagResource",
                     format!(
                         "ECS service {name} kept running (deletionPolicy: Orphan); ownership tags removed"
@@ -432,7 +437,7 @@ impl Managed for EcsService {
                 )])
             }
             Cleanup::Draining => Err(Error::DeleteInProgress {
-                reason: "Draining".into(),
+                reason: Reason::Draining,
                 message: format!("ECS service {name} is DRAINING; waiting until it is INACTIVE"),
             }),
             Cleanup::Delete { scale_down } => self.delete(ctx, &cluster, scale_down).await,

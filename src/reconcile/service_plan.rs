@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::owned::{self, Adoption, Claim, Claimant, Release};
 use crate::api::common::CapacityProviderStrategyItem;
+use crate::api::common::Reason;
 use crate::api::common::{AssignPublicIp, AwsVpcConfiguration};
 use crate::api::common::{DeletionPolicy, Health};
 use crate::api::service::{
@@ -323,7 +324,7 @@ fn gate<'o>(
 ) -> Result<&'o ObservedService, Plan> {
     if observed.is_none() && d.recently_created {
         return Err(Plan::Wait(Health::progressing(
-            "WaitingForVisibility",
+            Reason::WaitingForVisibility,
             format!(
                 "created ECS service {}; waiting for DescribeServices to report it",
                 d.name
@@ -335,7 +336,7 @@ fn gate<'o>(
     };
     if obs.status == "DRAINING" {
         return Err(Plan::Wait(Health::progressing(
-            "WaitingForDrain",
+            Reason::WaitingForDrain,
             format!(
                 "an ECS service named {} is still DRAINING after a deletion; it is created again \
                  once ECS reports it INACTIVE",
@@ -537,7 +538,7 @@ fn deployed_elsewhere(name: &str, obs: &ObservedService, u: &ServiceUpdate) -> O
     let blocked: Vec<&str> = deploys.iter().filter(|d| d.1).map(|d| d.0).collect();
     (!blocked.is_empty()).then(|| {
         Health::stalled(
-            "DeployedElsewhere",
+            Reason::DeployedElsewhere,
             format!(
                 "ECS service {name} uses the {controller} deployment controller: {} change(s) are \
                  deployed by it (e.g. a CodeDeploy deployment), not by UpdateService",
@@ -553,7 +554,7 @@ fn immutable_conflict(d: &Desired<'_>, obs: &ObservedService) -> Option<Health> 
     let spec = d.spec;
     let refuse = |field: &str, have: &str, want: &str| {
         Some(Health::stalled(
-            "ImmutableField",
+            Reason::ImmutableField,
             format!(
                 "ECS service {} has {field} {have} but the spec asks for {want}; ECS cannot change \
                  {field} on an existing service. Delete the service (or this resource) to \
@@ -617,7 +618,7 @@ pub fn health(
     let Some(primary) = obs.primary() else {
         return (
             Health::progressing(
-                "Deploying",
+                Reason::Deploying,
                 format!("ECS service {} has no PRIMARY deployment yet", obs.name),
             ),
             Some(ROLLOUT_POLL),
@@ -633,7 +634,7 @@ pub fn health(
             .as_deref()
             .unwrap_or("no reason given");
         let message = format!("the rollout of {revision} FAILED: {why}");
-        return (Health::stalled("RolloutFailed", message), None);
+        return (Health::stalled(Reason::RolloutFailed, message), None);
     }
     if !same_task_definition(desired_td, &primary.task_definition) {
         let message = format!(
@@ -642,7 +643,7 @@ pub fn health(
             td_short(desired_td)
         );
         return (
-            Health::progressing("RolloutPending", message),
+            Health::progressing(Reason::RolloutPending, message),
             Some(ROLLOUT_POLL),
         );
     }
@@ -651,7 +652,7 @@ pub fn health(
     if in_progress || others > 0 || obs.running_count != obs.desired_count {
         let message = rollout_progress(obs, primary, others);
         return (
-            Health::progressing("RollingOut", message),
+            Health::progressing(Reason::RollingOut, message),
             Some(ROLLOUT_POLL),
         );
     }
@@ -659,7 +660,7 @@ pub fn health(
         "{}/{} tasks running {revision}",
         obs.running_count, obs.desired_count
     );
-    (Health::ready("Available", message), None)
+    (Health::ready(Reason::Available, message), None)
 }
 
 fn rolled_back_health(
@@ -673,7 +674,7 @@ fn rolled_back_health(
         .or_else(|| obs.events.first().map(|e| e.message.clone()))
         .unwrap_or_default();
     Health::stalled(
-        "RolledBack",
+        Reason::RolledBack,
         format!(
             "the rollout to {} failed and ECS rolled back to {}: {why}. Fix the task definition \
              (a new revision is rolled out) or change spec.redeployToken to retry",
@@ -708,7 +709,7 @@ fn task_set_health(obs: &ObservedService) -> (Health, Option<Duration>) {
     let Some(primary) = obs.primary_task_set() else {
         return (
             Health::progressing(
-                "WaitingForTaskSet",
+                Reason::WaitingForTaskSet,
                 format!(
                     "ECS service {} has no PRIMARY task set yet; its {controller} deployment \
                      controller creates it",
@@ -730,11 +731,14 @@ fn task_set_health(obs: &ObservedService) -> (Health, Option<Duration>) {
         if others > 0 {
             msg.push_str(&format!(", {others} other task set(s)"));
         }
-        return (Health::progressing("RollingOut", msg), Some(ROLLOUT_POLL));
+        return (
+            Health::progressing(Reason::RollingOut, msg),
+            Some(ROLLOUT_POLL),
+        );
     }
     (
         Health::ready(
-            "Available",
+            Reason::Available,
             format!(
                 "{}/{} tasks running {revision} (PRIMARY task set {})",
                 primary.running_count, primary.computed_desired_count, primary.id
@@ -845,14 +849,17 @@ pub fn converge_health(
     if is_rollout(&c.update) {
         let message = format!("asked ECS to deploy {}", td_short(task_definition));
         return (
-            Health::progressing("RolloutStarted", message),
+            Health::progressing(Reason::RolloutStarted, message),
             Some(ROLLOUT_POLL),
         );
     }
     if !c.update.is_empty() {
         // Report the effect once ECS has it, shortly.
         let message = format!("updating ECS service {name}: {}", c.changed.join(", "));
-        return (Health::progressing("Updating", message), Some(UPDATE_POLL));
+        return (
+            Health::progressing(Reason::Updating, message),
+            Some(UPDATE_POLL),
+        );
     }
     health(obs, task_definition, c.rolled_back)
 }
@@ -864,7 +871,7 @@ pub const UPDATE_POLL: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cleanup {
     /// Nothing (more) to do in ECS.
-    Done { reason: &'static str },
+    Done(Release),
     /// Remove the ownership tags and leave the service (Orphan).
     Untag,
     /// Scale to 0 (if needed) and DeleteService.
@@ -880,10 +887,8 @@ pub fn plan_cleanup(
 ) -> Cleanup {
     let obs = observed.filter(|o| !o.is_gone());
     match (owned::release(obs.map(|o| &o.tags), uid, policy), obs) {
-        (Release::Gone, _) | (_, None) => Cleanup::Done {
-            reason: "AlreadyGone",
-        },
-        (Release::NotOwned, _) => Cleanup::Done { reason: "NotOwned" },
+        (Release::Gone, _) | (_, None) => Cleanup::Done(Release::Gone),
+        (Release::NotOwned, _) => Cleanup::Done(Release::NotOwned),
         (Release::Orphan, _) => Cleanup::Untag,
         (Release::Delete, Some(o)) if o.status == "DRAINING" => Cleanup::Draining,
         // DAEMON services take no desiredCount; DeleteService drains them itself.
@@ -1803,7 +1808,7 @@ mod tests {
         );
         assert_eq!(
             plan_cleanup("uid-2", DeletionPolicy::Delete, Some(&o)),
-            Cleanup::Done { reason: "NotOwned" }
+            Cleanup::Done(Release::NotOwned)
         );
         let mut draining = o.clone();
         draining.status = "DRAINING".into();
@@ -1815,15 +1820,11 @@ mod tests {
         gone.status = "INACTIVE".into();
         assert_eq!(
             plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&gone)),
-            Cleanup::Done {
-                reason: "AlreadyGone"
-            }
+            Cleanup::Done(Release::Gone)
         );
         assert_eq!(
             plan_cleanup("uid-1", DeletionPolicy::Delete, None),
-            Cleanup::Done {
-                reason: "AlreadyGone"
-            }
+            Cleanup::Done(Release::Gone)
         );
     }
 }

@@ -12,6 +12,7 @@ use super::refs::{self, Resolved};
 use super::service_plan::td_short;
 use super::task_plan::{self, Decision, RunState};
 use super::{Context, KindCondition, Managed, Note, Outcome};
+use crate::api::common::Reason;
 use crate::api::common::{Health, UID_TAG, ownership_tags};
 use crate::api::task::{EcsTask, EcsTaskStatus, Phase, RunFailure, TaskRecord};
 use crate::ecs::task::{self as ecs_task, ATTEMPT_TAG, RUN_TAG};
@@ -185,7 +186,7 @@ impl EcsTask {
         st.phase = Some(Phase::Pending);
         self.outcome(
             st,
-            Health::progressing("WaitingForReference", message),
+            Health::progressing(Reason::WaitingForReference, message),
             Some(Duration::from_secs(30)),
             vec![],
         )
@@ -199,7 +200,7 @@ impl EcsTask {
         phase: Phase,
         now: Timestamp,
     ) -> Result<Outcome<EcsTaskStatus>, Error> {
-        let reason = st.reason.clone().unwrap_or_else(|| "Failed".into());
+        let reason = Reason::parse(st.reason.as_deref().unwrap_or("Failed"));
         // The message the run finished with (kept in its Complete / Failed condition).
         let finished_with = self.status.as_ref().and_then(|s| {
             s.conditions
@@ -208,9 +209,9 @@ impl EcsTask {
                 .map(|c| c.message.clone())
         });
         let health = match phase {
-            Phase::Succeeded => Health::ready("Succeeded", finished_with.unwrap_or_default()),
+            Phase::Succeeded => Health::ready(Reason::Succeeded, finished_with.unwrap_or_default()),
             _ => Health::stalled(
-                &reason,
+                reason,
                 finished_with.unwrap_or_else(|| "the run failed; see status.tasks".into()),
             ),
         };
@@ -233,7 +234,7 @@ impl EcsTask {
         api.delete(&self.name_any(), &DeleteParams::background())
             .await?;
         let note = Note::normal(
-            "Expired",
+            Reason::Expired,
             "Delete",
             format!("deleted {ttl}s after the run finished (ttlSecondsAfterFinished)"),
         );
@@ -270,7 +271,7 @@ impl EcsTask {
         let deciding = match self.success_containers(&containers) {
             Ok(names) => names,
             Err(message) => {
-                let health = Health::stalled("InvalidSpec", message);
+                let health = Health::stalled(Reason::InvalidSpec, message);
                 return Ok(Target::Early(Box::new(self.outcome(
                     st.clone(),
                     health,
@@ -285,7 +286,7 @@ impl EcsTask {
         st.phase = Some(Phase::Pending);
         st.reason = Some("Starting".into());
         let health = Health::progressing(
-            "Starting",
+            Reason::Starting,
             format!("starting {} in {cluster}", td_short(&arn)),
         );
         let outcome = self.outcome(st.clone(), health, Some(Duration::from_millis(200)), vec![]);
@@ -384,7 +385,7 @@ impl EcsTask {
             merge(&mut st.tasks, tasks);
         } else {
             notes.push(Note::normal(
-                "Recovered",
+                Reason::Recovered,
                 "ListTasks",
                 format!(
                     "attempt {attempt}: found {} task(s) started before a restart; not starting more",
@@ -401,7 +402,7 @@ impl EcsTask {
         st.reason = Some("Running".into());
         Ok(self.outcome(
             st,
-            Health::progressing("Running", format!("attempt {attempt} running")),
+            Health::progressing(Reason::Running, format!("attempt {attempt} running")),
             Some(Duration::from_secs(2)),
             notes,
         ))
@@ -464,7 +465,7 @@ impl EcsTask {
             .map(|t| t.arn.rsplit('/').next().unwrap_or(&t.arn))
             .collect();
         let mut notes = vec![Note::normal(
-            "Started",
+            Reason::Started,
             "RunTask",
             format!(
                 "attempt {attempt}: started {} task(s) of {} in {}: {}",
@@ -480,7 +481,7 @@ impl EcsTask {
                 .map(|f| f.reason.clone().unwrap_or_default())
                 .collect();
             notes.push(Note::warning(
-                "PlacementFailed",
+                Reason::PlacementFailed,
                 "RunTask",
                 format!(
                     "attempt {attempt}: ECS could not start {} task(s): {}",
@@ -510,7 +511,7 @@ impl EcsTask {
             .unwrap_or_default();
         self.outcome(
             st,
-            Health::progressing("Running", message),
+            Health::progressing(Reason::Running, message),
             Some(task_plan::poll_interval(running_for)),
             vec![],
         )
@@ -537,12 +538,12 @@ impl EcsTask {
         let (notes, requeue) = if to_stop.is_empty() {
             (vec![], task_plan::TASK_POLL)
         } else {
-            let note = Note::warning("DeadlineExceeded", "StopTask", message.clone());
+            let note = Note::warning(Reason::DeadlineExceeded, "StopTask", message.clone());
             (vec![note], Duration::from_secs(1))
         };
         Ok(self.outcome(
             st,
-            Health::progressing("DeadlineExceeded", message),
+            Health::progressing(Reason::DeadlineExceeded, message),
             Some(requeue),
             notes,
         ))
@@ -561,13 +562,17 @@ impl EcsTask {
         st.next_attempt_time = Some(second(at));
         let wait = Duration::from_secs(at.duration_since(now).as_secs().max(1) as u64);
         let notes = if first {
-            vec![Note::warning("AttemptFailed", "Retry", message.clone())]
+            vec![Note::warning(
+                Reason::AttemptFailed,
+                "Retry",
+                message.clone(),
+            )]
         } else {
             vec![]
         };
         self.outcome(
             st,
-            Health::progressing("BackoffWaiting", message),
+            Health::progressing(Reason::BackoffWaiting, message),
             Some(wait),
             notes,
         )
@@ -579,13 +584,13 @@ impl EcsTask {
         mut st: EcsTaskStatus,
         current: &[TaskRecord],
         phase: Phase,
-        reason: String,
+        reason: Reason,
         message: String,
         exit_code: Option<i32>,
         now: Timestamp,
     ) -> Outcome<EcsTaskStatus> {
         st.phase = Some(phase);
-        st.reason = Some(reason.clone());
+        st.reason = Some(reason.as_str().to_string());
         st.exit_code = exit_code;
         st.next_attempt_time = None;
         let end = current
@@ -596,12 +601,12 @@ impl EcsTask {
         st.completion_time = Some(second(end));
         let (health, note) = match phase {
             Phase::Succeeded => (
-                Health::ready("Succeeded", message.clone()),
-                Note::normal("Succeeded", "Complete", message),
+                Health::ready(Reason::Succeeded, message.clone()),
+                Note::normal(Reason::Succeeded, "Complete", message),
             ),
             _ => (
-                Health::stalled(&reason, message.clone()),
-                Note::warning("Failed", "Complete", message),
+                Health::stalled(reason, message.clone()),
+                Note::warning(Reason::Failed, "Complete", message),
             ),
         };
         let requeue = self
@@ -751,7 +756,7 @@ impl Managed for EcsTask {
             }
         }
         Ok(vec![Note::normal(
-            "Stopped",
+            Reason::Stopped,
             "StopTask",
             format!("stopped {} running task(s): {reason}", running.len()),
         )])

@@ -9,6 +9,7 @@ use kube::api::{Api, ListParams};
 use super::owned::{self, Adoption, Claim, Claimant};
 use super::task_definition_plan::{self, Family, Foreign, ObservedRevision, Plan};
 use super::{Context, Managed, Note, Outcome, key_of};
+use crate::api::common::Reason;
 use crate::api::common::{DeletionPolicy, Health, UID_TAG, ownership_tags};
 use crate::api::scheduled_task::EcsScheduledTask;
 use crate::api::service::EcsService;
@@ -196,14 +197,14 @@ fn prune_notes(
         .collect();
     if !deleted.is_empty() {
         notes.push(Note::normal(
-            "Pruned",
+            Reason::Pruned,
             "DeleteTaskDefinitions",
             format!("deregistered and deleted old revisions {deleted:?} of {family}"),
         ));
     }
     for (arn, why) in failures {
         notes.push(Note::warning(
-            "PruneFailed",
+            Reason::PruneFailed,
             "DeleteTaskDefinitions",
             format!(
                 "ECS did not delete {}: {why}; kept and tried again later",
@@ -376,7 +377,11 @@ impl EcsTaskDefinition {
             latest.revision,
             changes.changed.join(", ")
         );
-        Ok(vec![Note::normal("TagsUpdated", "TagResource", message)])
+        Ok(vec![Note::normal(
+            Reason::TagsUpdated,
+            "TagResource",
+            message,
+        )])
     }
 
     /// Registers a revision with `hash`, unless one whose status write was lost is
@@ -402,7 +407,7 @@ impl EcsTaskDefinition {
                 "found {family}:{} registered before a lost status write; not registering again",
                 same.revision
             );
-            let note = Note::normal("Recovered", "ListTaskDefinitions", message);
+            let note = Note::normal(Reason::Recovered, "ListTaskDefinitions", message);
             let current = Current {
                 latest: same,
                 registered_at: None,
@@ -414,7 +419,7 @@ impl EcsTaskDefinition {
         tags.insert(HASH_TAG.into(), hash.clone());
         let (revision, arn) = td::register(&ctx.ecs, &family, &self.spec, &tags).await?;
         let message = format!("registered {family}:{revision} (spec hash {hash})");
-        let note = Note::normal("Registered", "RegisterTaskDefinition", message);
+        let note = Note::normal(Reason::Registered, "RegisterTaskDefinition", message);
         let latest = ObservedRevision {
             revision,
             arn,
@@ -464,7 +469,7 @@ impl EcsTaskDefinition {
             ..Default::default()
         };
         let message = format!("{family}:{} is the current revision", latest.revision);
-        Ok(Outcome::new(status, Health::ready("Registered", message)).notes(notes))
+        Ok(Outcome::new(status, Health::ready(Reason::Registered, message)).notes(notes))
     }
 }
 
@@ -506,10 +511,12 @@ impl Managed for EcsTaskDefinition {
                     ..Default::default()
                 };
                 let note = match &health {
-                    Health::Stalled { reason, .. } if reason == "NotOwned" => {
+                    Health::Stalled { reason, .. } if *reason == Reason::NotOwned => {
                         owned::not_owned_note(&health, "RegisterTaskDefinition")
                     }
-                    _ => Note::warning("TooLarge", "RegisterTaskDefinition", health.message()),
+                    _ => {
+                        Note::warning(Reason::TooLarge, "RegisterTaskDefinition", health.message())
+                    }
                 };
                 Ok(Outcome::new(status, health).note(note))
             }
@@ -553,7 +560,7 @@ impl Managed for EcsTaskDefinition {
         let who: Vec<&str> = who.into_iter().map(String::as_str).collect();
         let kept_note = || {
             Note::normal(
-                "Kept",
+                Reason::Kept,
                 "DeregisterTaskDefinition",
                 format!(
                     "revisions {kept:?} of {family} left registered: still used by {}",
@@ -565,7 +572,7 @@ impl Managed for EcsTaskDefinition {
             return Ok(vec![
                 if kept.is_empty() || self.spec.deletion_policy == DeletionPolicy::Orphan {
                     Note::normal(
-                        "Released",
+                        Reason::Released,
                         "Delete",
                         format!("revisions of {family} left in place"),
                     )
@@ -579,7 +586,7 @@ impl Managed for EcsTaskDefinition {
             // Keep the finalizer: the history must not be lost while ECS still has it.
             let (arn, why) = &failures[0];
             return Err(Error::DeleteBlocked {
-                reason: "PruneFailed".into(),
+                reason: Reason::PruneFailed,
                 message: format!(
                     "ECS did not delete {} ({} revision(s) refused): {why}",
                     super::service_plan::td_short(arn),
@@ -589,7 +596,7 @@ impl Managed for EcsTaskDefinition {
         }
         let revs: Vec<i32> = doomed.iter().map(|r| r.revision).collect();
         let mut notes = vec![Note::normal(
-            "Deleted",
+            Reason::Deleted,
             "DeleteTaskDefinitions",
             format!("deregistered and deleted revisions {revs:?} of {family}"),
         )];

@@ -11,6 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::owned::{self, Claim, Claimant};
+use crate::api::common::Reason;
 use crate::api::common::{DeletionPolicy, Health};
 use crate::api::task_definition::{
     ContainerDefinition, EcsTaskDefinitionSpec, NetworkMode, PortMapping, Protocol,
@@ -175,7 +176,7 @@ fn too_large(spec: &EcsTaskDefinitionSpec) -> Option<Health> {
     let size = serde_json::to_vec(spec).map(|v| v.len()).unwrap_or(0);
     (size > MAX_TASK_DEFINITION_BYTES).then(|| {
         Health::stalled(
-            "TooLarge",
+            Reason::TooLarge,
             format!(
                 "the task definition is {size} bytes as JSON; ECS accepts at most \
                  {MAX_TASK_DEFINITION_BYTES} bytes (64 KiB). Move large values (e.g. long \

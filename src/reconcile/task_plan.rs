@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::api::common::Reason;
 use crate::api::task::{Phase, TaskRecord};
 
 /// How soon running tasks are looked at again (ECS forgets stopped tasks after
@@ -20,7 +21,7 @@ pub enum AttemptResult {
     Running,
     Succeeded,
     Failed {
-        reason: String,
+        reason: Reason,
         message: String,
         exit_code: Option<i32>,
     },
@@ -90,9 +91,9 @@ fn task_failure(t: &TaskRecord, essential: &[String]) -> Option<AttemptResult> {
         None => stop,
     };
     let reason = match bad {
-        _ if !code.is_empty() && !exited => code.to_string(),
-        Some(_) => "NonZeroExit".into(),
-        None => "Stopped".into(),
+        _ if !code.is_empty() && !exited => Reason::Ecs(code.to_string()),
+        Some(_) => Reason::NonZeroExit,
+        None => Reason::Stopped,
     };
     let short = t.arn.rsplit('/').next().unwrap_or(&t.arn);
     Some(AttemptResult::Failed {
@@ -118,7 +119,7 @@ pub fn attempt_result(
             placement_failures.join(", ")
         };
         return AttemptResult::Failed {
-            reason: "PlacementFailed".into(),
+            reason: Reason::PlacementFailed,
             message: format!("ECS could not start the tasks: {why}"),
             exit_code: None,
         };
@@ -131,7 +132,7 @@ pub fn attempt_result(
     }
     if (tasks.len() as i32) < count {
         return AttemptResult::Failed {
-            reason: "PlacementFailed".into(),
+            reason: Reason::PlacementFailed,
             message: format!(
                 "only {} of {count} tasks could be started: {}",
                 tasks.len(),
@@ -180,7 +181,7 @@ pub enum Decision {
     RetryAt { at: Timestamp, message: String },
     Finish {
         phase: Phase,
-        reason: String,
+        reason: Reason,
         message: String,
         exit_code: Option<i32>,
     },
@@ -204,7 +205,7 @@ pub fn decide(s: &RunState<'_>) -> Decision {
         return match past_deadline {
             Some(limit) => Decision::Finish {
                 phase: Phase::Failed,
-                reason: "DeadlineExceeded".into(),
+                reason: Reason::DeadlineExceeded,
                 message: deadline_message(limit),
                 exit_code: None,
             },
@@ -222,7 +223,7 @@ pub fn decide(s: &RunState<'_>) -> Decision {
         },
         AttemptResult::Succeeded => Decision::Finish {
             phase: Phase::Succeeded,
-            reason: "Succeeded".into(),
+            reason: Reason::Succeeded,
             message: format!(
                 "{} task(s) exited 0 (attempt {} of {})",
                 s.current.len(),
@@ -243,14 +244,14 @@ pub fn decide(s: &RunState<'_>) -> Decision {
 fn after_failure(
     s: &RunState<'_>,
     past_deadline: Option<i64>,
-    reason: String,
+    reason: Reason,
     message: String,
     exit_code: Option<i32>,
 ) -> Decision {
     if let Some(limit) = past_deadline {
         return Decision::Finish {
             phase: Phase::Failed,
-            reason: "DeadlineExceeded".into(),
+            reason: Reason::DeadlineExceeded,
             message: format!("{}; last attempt: {message}", deadline_message(limit)),
             exit_code,
         };
@@ -483,7 +484,7 @@ mod tests {
         }
     }
 
-    fn failed_reason(r: AttemptResult) -> (String, String, Option<i32>) {
+    fn failed_reason(r: AttemptResult) -> (Reason, String, Option<i32>) {
         match r {
             AttemptResult::Failed {
                 reason,

@@ -323,6 +323,7 @@ mod tests {
 
     use crate::api::common::{DeletionPolicy, ownership_tags};
     use crate::ecs::Limiter;
+    use crate::reconcile::owned::Release;
     use crate::reconcile::service_plan::{Cleanup, plan_cleanup};
     use crate::telemetry::Metrics;
 
@@ -410,9 +411,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             plan_cleanup("uid-1", DeletionPolicy::Delete, second.as_ref()),
-            Cleanup::Done {
-                reason: "AlreadyGone"
-            }
+            Cleanup::Done(Release::Gone)
         );
     }
 
