@@ -17,12 +17,23 @@ use crate::api::cluster::{
 use crate::api::common::CapacityProviderStrategyItem;
 use crate::error::Error;
 
+super::ecs_state! {
+    /// A cluster's status (DescribeClusters).
+    ClusterState {
+        Active = "ACTIVE",
+        Provisioning = "PROVISIONING",
+        Deprovisioning = "DEPROVISIONING",
+        Failed = "FAILED",
+        Inactive = "INACTIVE",
+    }
+}
+
 /// What ECS holds for one cluster, in the operator's own terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObservedCluster {
     pub name: String,
     pub arn: String,
-    pub status: String,
+    pub status: ClusterState,
     /// Setting name -> value (e.g. containerInsights -> enabled).
     pub settings: BTreeMap<String, String>,
     pub execute_command: Option<ExecuteCommandConfiguration>,
@@ -40,7 +51,7 @@ impl ObservedCluster {
     /// ECS keeps deleted clusters visible as INACTIVE for a while; a new one of
     /// the same name can then be created.
     pub fn is_gone(&self) -> bool {
-        self.status == "INACTIVE"
+        self.status == ClusterState::Inactive
     }
 }
 
@@ -149,7 +160,7 @@ pub fn from_sdk(c: &Cluster) -> ObservedCluster {
     ObservedCluster {
         name: c.cluster_name().unwrap_or_default().to_string(),
         arn: c.cluster_arn().unwrap_or_default().to_string(),
-        status: c.status().unwrap_or_default().to_string(),
+        status: ClusterState::parse(c.status().unwrap_or_default()),
         settings: c
             .settings()
             .iter()

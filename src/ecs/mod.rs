@@ -66,6 +66,48 @@ impl EcsApi {
     }
 }
 
+/// A state ECS reports as an UPPER_CASE word: the ones the operator acts on, and any
+/// other as ECS spells it (ECS adds states; none of them may break a read).
+macro_rules! ecs_state {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $name {
+            $($variant,)+
+            /// A state this operator does not act on, as ECS spelled it (empty: none).
+            Other(String),
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name::Other(String::new())
+            }
+        }
+
+        impl $name {
+            pub fn parse(text: &str) -> $name {
+                match text {
+                    $($text => $name::$variant,)+
+                    other => $name::Other(other.to_string()),
+                }
+            }
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $text,)+
+                    $name::Other(text) => text,
+                }
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(text: &str) -> $name {
+                $name::parse(text)
+            }
+        }
+    };
+}
+pub(crate) use ecs_state;
+
 /// Sets `set` and removes `remove` on an ECS resource (TagResource / UntagResource,
 /// each only when there is something to do).
 pub async fn set_tags(

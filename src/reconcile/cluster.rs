@@ -25,7 +25,7 @@ fn status_of(
         Some(o) => EcsClusterStatus {
             cluster_name: Some(o.name.clone()),
             arn: Some(o.arn.clone()),
-            status: Some(o.status.clone()),
+            status: Some(o.status.as_str().to_string()),
             registered_container_instances_count: Some(o.registered_container_instances),
             running_tasks_count: Some(o.running_tasks),
             pending_tasks_count: Some(o.pending_tasks),

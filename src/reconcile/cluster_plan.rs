@@ -10,7 +10,7 @@ use crate::api::cluster::{
 use crate::api::common::CapacityProviderStrategyItem;
 use crate::api::common::Reason;
 use crate::api::common::{DeletionPolicy, Health};
-use crate::ecs::cluster::ObservedCluster;
+use crate::ecs::cluster::{ClusterState, ObservedCluster};
 
 /// Everything the planner needs to know about the resource itself.
 #[derive(Debug, Clone)]
@@ -295,16 +295,16 @@ pub fn plan_cleanup(
 
 /// Health of a cluster that needs no more writes, from its ECS status.
 pub fn health(obs: &ObservedCluster) -> Health {
-    match obs.status.as_str() {
-        "ACTIVE" => Health::ready(
+    match &obs.status {
+        ClusterState::Active => Health::ready(
             Reason::Active,
             format!("ECS cluster {} is ACTIVE", obs.name),
         ),
-        "PROVISIONING" => Health::progressing(
+        ClusterState::Provisioning => Health::progressing(
             Reason::Provisioning,
             format!("ECS cluster {} is PROVISIONING", obs.name),
         ),
-        "FAILED" => Health::stalled(
+        ClusterState::Failed => Health::stalled(
             Reason::ClusterFailed,
             format!(
                 "ECS cluster {} is FAILED (capacity provider resources could not be created)",
@@ -313,7 +313,7 @@ pub fn health(obs: &ObservedCluster) -> Health {
         ),
         other => Health::progressing(
             Reason::Waiting,
-            format!("ECS cluster {} is {other}", obs.name),
+            format!("ECS cluster {} is {}", obs.name, other.as_str()),
         ),
     }
 }

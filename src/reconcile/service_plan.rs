@@ -17,7 +17,7 @@ use crate::api::service::{
     DeploymentConfiguration, DeploymentStatus, EcsServiceSpec, EcsServiceStatus, PlacementStrategy,
     ServiceEvent,
 };
-use crate::ecs::service::{ObservedService, ServiceUpdate};
+use crate::ecs::service::{ObservedService, ServiceState, ServiceUpdate};
 
 /// How soon a service is looked at again while a rollout runs.
 pub const ROLLOUT_POLL: Duration = Duration::from_secs(5);
@@ -334,7 +334,7 @@ fn gate<'o>(
     let Some(obs) = observed.filter(|o| !o.is_gone()) else {
         return Err(Plan::Create);
     };
-    if obs.status == "DRAINING" {
+    if obs.status == ServiceState::Draining {
         return Err(Plan::Wait(Health::progressing(
             Reason::WaitingForDrain,
             format!(
@@ -766,7 +766,7 @@ pub fn observed_status(
     if let Some(o) = obs {
         status.service_name = Some(o.name.clone());
         status.arn = Some(o.arn.clone());
-        status.status = Some(o.status.clone());
+        status.status = Some(o.status.as_str().to_string());
         status.desired_count = Some(o.desired_count);
         status.running_count = Some(o.running_count);
         status.pending_count = Some(o.pending_count);
@@ -890,7 +890,7 @@ pub fn plan_cleanup(
         (Release::Gone, _) | (_, None) => Cleanup::Done(Release::Gone),
         (Release::NotOwned, _) => Cleanup::Done(Release::NotOwned),
         (Release::Orphan, _) => Cleanup::Untag,
-        (Release::Delete, Some(o)) if o.status == "DRAINING" => Cleanup::Draining,
+        (Release::Delete, Some(o)) if o.status == ServiceState::Draining => Cleanup::Draining,
         // DAEMON services take no desiredCount; DeleteService drains them itself.
         (Release::Delete, Some(o)) => Cleanup::Delete {
             scale_down: o.desired_count > 0 && o.scheduling_strategy.as_deref() != Some("DAEMON"),

@@ -9,7 +9,7 @@ use aws_sdk_ecs::types::{
     PropagateTags as SdkPropagateTags, Service, ServiceRegistry as SdkRegistry,
 };
 
-use super::{ObservedService, ServiceUpdate};
+use super::{ObservedService, ServiceState, ServiceUpdate};
 use crate::api::common::CapacityProviderStrategyItem;
 use crate::api::common::{AssignPublicIp, AwsVpcConfiguration};
 use crate::api::service::{
@@ -260,7 +260,7 @@ pub fn from_sdk(s: &Service) -> ObservedService {
         name: s.service_name().unwrap_or_default().to_string(),
         arn: s.service_arn().unwrap_or_default().to_string(),
         cluster_arn: s.cluster_arn().unwrap_or_default().to_string(),
-        status: s.status().unwrap_or_default().to_string(),
+        status: ServiceState::parse(s.status().unwrap_or_default()),
         desired_count: s.desired_count(),
         running_count: s.running_count(),
         pending_count: s.pending_count(),

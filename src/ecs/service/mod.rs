@@ -30,14 +30,22 @@ use crate::error::Error;
 /// DescribeServices takes at most 10 services per call.
 pub const DESCRIBE_BATCH: usize = 10;
 
+super::ecs_state! {
+    /// A service's status (DescribeServices).
+    ServiceState {
+        Active = "ACTIVE",
+        Draining = "DRAINING",
+        Inactive = "INACTIVE",
+    }
+}
+
 /// What ECS holds for one service, in the operator's own terms.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ObservedService {
     pub name: String,
     pub arn: String,
     pub cluster_arn: String,
-    /// ACTIVE, DRAINING or INACTIVE.
-    pub status: String,
+    pub status: ServiceState,
     pub desired_count: i32,
     pub running_count: i32,
     pub pending_count: i32,
@@ -76,7 +84,7 @@ pub struct ObservedService {
 impl ObservedService {
     /// Deleted services stay visible as INACTIVE; a new one of that name can be created.
     pub fn is_gone(&self) -> bool {
-        self.status == "INACTIVE"
+        self.status == ServiceState::Inactive
     }
     pub fn primary(&self) -> Option<&DeploymentStatus> {
         self.deployments.iter().find(|d| d.status == "PRIMARY")

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{DESCRIBE_BATCH, ObservedService, cluster_name, describe};
+use super::{DESCRIBE_BATCH, ObservedService, ServiceState, cluster_name, describe};
 use crate::ecs::EcsApi;
 use crate::error::Error;
 
@@ -160,7 +160,7 @@ impl ServiceObserver {
         let mut out = Vec::new();
         for (cluster, cache) in all.iter() {
             for (name, (_, obs)) in &cache.seen {
-                let Some(obs) = obs.as_ref().filter(|o| o.status == "ACTIVE") else {
+                let Some(obs) = obs.as_ref().filter(|o| o.status == ServiceState::Active) else {
                     continue;
                 };
                 let who = format!("ECS service {cluster}/{name}");
