@@ -76,6 +76,12 @@ fn phase_of(run: &EcsTask) -> Option<Phase> {
     run.status.as_ref().and_then(|s| s.phase)
 }
 
+/// A run of the schedule with `uid`: labels can be copied, owner references name the
+/// one schedule (a same-name schedule created later must not take an older one's runs).
+fn is_run_of(run: &EcsTask, uid: &str) -> bool {
+    run.owner_references().iter().any(|o| o.uid == uid)
+}
+
 fn is_finished(run: &EcsTask) -> bool {
     matches!(phase_of(run), Some(Phase::Succeeded | Phase::Failed))
 }
@@ -121,8 +127,7 @@ impl EcsScheduledTask {
         Api::namespaced(ctx.kube.clone(), &self.namespace().unwrap_or_default())
     }
 
-    /// Runs, from the labels, confirmed by owner UID (a same-name schedule created
-    /// later must not take over an older one's runs).
+    /// Runs, from the labels, confirmed by owner UID (see `is_run_of`).
     async fn runs(&self, ctx: &Context, now: Timestamp) -> Result<Runs, Error> {
         let uid = self.uid().unwrap_or_default();
         let selector = format!("{SCHEDULE_LABEL}={}", self.name_any());
@@ -132,7 +137,7 @@ impl EcsScheduledTask {
             .await?
             .items
             .into_iter()
-            .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
+            .filter(|r| is_run_of(r, &uid))
             .filter(|r| r.metadata.deletion_timestamp.is_none())
             .collect();
         let slot_of = |r: &EcsTask| {
@@ -335,5 +340,46 @@ impl Managed for EcsScheduledTask {
         // Runs carry ownerReferences: the garbage collector deletes them, and each
         // EcsTask's own finalizer stops its ECS tasks.
         Ok(vec![])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn run_owned_by(uid: &str) -> EcsTask {
+        let owner = OwnerReference {
+            api_version: "ecs.operator.dev/v1alpha1".into(),
+            kind: "EcsScheduledTask".into(),
+            name: "nightly".into(),
+            uid: uid.into(),
+            controller: Some(true),
+            ..Default::default()
+        };
+        EcsTask {
+            metadata: ObjectMeta {
+                name: Some("nightly-29000000".into()),
+                labels: Some(BTreeMap::from([(
+                    SCHEDULE_LABEL.to_string(),
+                    "nightly".to_string(),
+                )])),
+                owner_references: Some(vec![owner]),
+                ..Default::default()
+            },
+            spec: Default::default(),
+            status: None,
+        }
+    }
+
+    /// The ownership rule for schedules: the owner reference, never the label alone.
+    #[test]
+    fn a_schedule_takes_only_its_own_runs() {
+        assert!(is_run_of(&run_owned_by("uid-1"), "uid-1"));
+        // Same name and label, an earlier schedule's run: not this one's.
+        assert!(!is_run_of(&run_owned_by("uid-gone"), "uid-1"));
+        let mut orphan = run_owned_by("uid-1");
+        orphan.metadata.owner_references = None;
+        assert!(!is_run_of(&orphan, "uid-1"));
     }
 }

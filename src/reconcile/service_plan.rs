@@ -1741,6 +1741,68 @@ mod tests {
         assert!(!c.writes(), "{c:?}");
     }
 
+    /// What a pass remembers decides the next plan: the carry-over rules, pass by pass.
+    #[test]
+    fn status_remembers_what_the_next_plan_needs() {
+        let mut s = spec();
+        s.redeploy_token = Some("1".into());
+        let o = observed(); // runs TD1
+        // A create starts a fresh history and counts the creation (new client token).
+        let before = EcsServiceStatus {
+            creations: 2,
+            rolled_back_task_definition: Some(TD2.into()),
+            replaced_task_definition: Some(TD2.into()),
+            ..Default::default()
+        };
+        let created = created_status(before, &s, TD1, "2026-12-02T00:00:00Z");
+        assert_eq!(created.creations, 3);
+        assert_eq!(created.applied_task_definition.as_deref(), Some(TD1));
+        assert_eq!(created.applied_redeploy_token.as_deref(), Some("1"));
+        assert_eq!(created.managed_tag_keys, vec!["team".to_string()]);
+        assert_eq!(created.rolled_back_task_definition, None);
+        assert_eq!(created.replaced_task_definition, None);
+        assert_eq!(
+            created.last_create_time.as_deref(),
+            Some("2026-12-02T00:00:00Z")
+        );
+
+        // Rolling to TD2: TD1 is what it replaced, TD2 is applied, old rollback memory goes.
+        let sent = Converge {
+            update: ServiceUpdate {
+                task_definition: Some(TD2.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let rolling = converged_status(created.clone(), &s, TD2, &o, &sent);
+        assert_eq!(rolling.replaced_task_definition.as_deref(), Some(TD1));
+        assert_eq!(rolling.applied_task_definition.as_deref(), Some(TD2));
+
+        // ECS rolled back: remembered until a new revision or a forced deployment.
+        let rolled = Converge {
+            rolled_back: true,
+            ..Default::default()
+        };
+        let remembered = converged_status(rolling.clone(), &s, TD2, &o, &rolled);
+        assert_eq!(remembered.rolled_back_task_definition.as_deref(), Some(TD2));
+        let quiet = converged_status(remembered.clone(), &s, TD2, &o, &Converge::default());
+        assert_eq!(quiet.rolled_back_task_definition.as_deref(), Some(TD2));
+        assert_eq!(quiet.replaced_task_definition.as_deref(), Some(TD1));
+        // An unsent revision ECS does not run is not "applied".
+        assert_eq!(quiet.applied_task_definition.as_deref(), Some(TD2));
+        let fresh = converged_status(created, &s, TD2, &o, &Converge::default());
+        assert_eq!(fresh.applied_task_definition.as_deref(), Some(TD1));
+        let forced = Converge {
+            update: ServiceUpdate {
+                force_new_deployment: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let retried = converged_status(remembered, &s, TD2, &o, &forced);
+        assert_eq!(retried.rolled_back_task_definition, None);
+    }
+
     #[test]
     fn removing_the_redeploy_token_does_not_redeploy() {
         let s = spec();

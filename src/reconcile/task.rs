@@ -790,6 +790,18 @@ mod tests {
         assert!(!is_run_of(&old, "other"));
     }
 
+    /// The shared ownership table, seen by EcsTask: a run only ever follows tasks it
+    /// started itself. Nothing is adopted, not even its own history (a task of an
+    /// earlier EcsTask of this name is that run's, not this one's).
+    #[test]
+    fn ownership_table_holds_for_runs() {
+        use crate::reconcile::owned::table::{self, Expect};
+        for row in table::rows("migrate") {
+            let want = row.expect == Expect::Ours;
+            assert_eq!(is_run_of(&row.tags, table::UID), want, "{:?}", row.tags);
+        }
+    }
+
     #[test]
     fn durations_read_well() {
         assert_eq!(human(SignedDuration::from_secs(72)), "1m12s");
