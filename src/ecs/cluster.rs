@@ -6,10 +6,10 @@ use aws_sdk_ecs::types::{
     Cluster, ClusterConfiguration as SdkClusterConfiguration, ClusterField,
     ClusterServiceConnectDefaultsRequest, ClusterSetting, ClusterSettingName,
     ExecuteCommandConfiguration as SdkExec, ExecuteCommandLogConfiguration as SdkExecLog,
-    ExecuteCommandLogging as SdkLogging, Tag,
+    ExecuteCommandLogging as SdkLogging,
 };
 
-use super::{Category, EcsApi};
+use super::{Category, EcsApi, tags_from_sdk};
 use crate::api::cluster::{
     ContainerInsights, ExecuteCommandConfiguration, ExecuteCommandLogConfiguration,
     ExecuteCommandLogging,
@@ -53,18 +53,6 @@ impl ObservedCluster {
     pub fn is_gone(&self) -> bool {
         self.status == ClusterState::Inactive
     }
-}
-
-pub fn tags_from_sdk(tags: &[Tag]) -> BTreeMap<String, String> {
-    tags.iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
-        .collect()
-}
-
-pub fn tags_to_sdk(tags: &BTreeMap<String, String>) -> Vec<Tag> {
-    tags.iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
 }
 
 fn logging_from_sdk(l: &SdkLogging) -> Option<ExecuteCommandLogging> {
@@ -123,22 +111,6 @@ pub fn exec_to_sdk(e: &ExecuteCommandConfiguration) -> SdkClusterConfiguration {
     SdkClusterConfiguration::builder()
         .execute_command_configuration(b.build())
         .build()
-}
-
-pub fn strategy_to_sdk(
-    items: &[CapacityProviderStrategyItem],
-) -> Result<Vec<aws_sdk_ecs::types::CapacityProviderStrategyItem>, Error> {
-    items
-        .iter()
-        .map(|i| {
-            aws_sdk_ecs::types::CapacityProviderStrategyItem::builder()
-                .capacity_provider(&i.capacity_provider)
-                .weight(i.weight.unwrap_or(0))
-                .base(i.base.unwrap_or(0))
-                .build()
-                .map_err(|e| Error::InvalidSpec(format!("capacity provider strategy: {e}")))
-        })
-        .collect()
 }
 
 pub fn container_insights_setting(ci: ContainerInsights) -> ClusterSetting {

@@ -8,12 +8,16 @@ pub mod service;
 pub mod task;
 pub mod task_definition;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
 use aws_sdk_ecs::config::http::HttpResponse;
 use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
+use aws_sdk_ecs::types::Tag;
+
+use crate::api::common::CapacityProviderStrategyItem;
 use crate::error::{Error, ErrorClass};
 use crate::telemetry::Metrics;
 pub use limiter::{Category, Limiter};
@@ -64,6 +68,38 @@ impl EcsApi {
             }
         }
     }
+}
+
+/// Tags as the SDK returns them, as a map.
+pub fn tags_from_sdk(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .collect()
+}
+
+/// A tag map in the SDK's shape.
+pub fn tags_to_sdk(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// A capacity provider strategy in the SDK's shape (ECS treats omitted weight and
+/// base as 0).
+pub fn strategy_to_sdk(
+    items: &[CapacityProviderStrategyItem],
+) -> Result<Vec<aws_sdk_ecs::types::CapacityProviderStrategyItem>, Error> {
+    items
+        .iter()
+        .map(|i| {
+            aws_sdk_ecs::types::CapacityProviderStrategyItem::builder()
+                .capacity_provider(&i.capacity_provider)
+                .weight(i.weight.unwrap_or(0))
+                .base(i.base.unwrap_or(0))
+                .build()
+                .map_err(|e| Error::InvalidSpec(format!("capacity provider strategy: {e}")))
+        })
+        .collect()
 }
 
 /// A state ECS reports as an UPPER_CASE word: the ones the operator acts on, and any
@@ -123,7 +159,7 @@ pub async fn set_tags(
             ecs.client
                 .tag_resource()
                 .resource_arn(arn)
-                .set_tags(Some(cluster::tags_to_sdk(set)))
+                .set_tags(Some(tags_to_sdk(set)))
                 .send(),
         )
         .await?;

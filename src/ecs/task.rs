@@ -8,9 +8,9 @@ use aws_sdk_ecs::types::{
     PropagateTags as SdkPropagateTags, Task, TaskField, TaskOverride as SdkTaskOverride,
 };
 
-use super::cluster::{strategy_to_sdk, tags_from_sdk, tags_to_sdk};
 use super::service::network_to_sdk;
 use super::{Category, EcsApi, rfc3339};
+use super::{strategy_to_sdk, tags_from_sdk, tags_to_sdk};
 use crate::api::task::{
     ContainerResult, EcsTaskSpec, RunFailure, TaskOverrides, TaskPropagateTags, TaskRecord,
 };

@@ -4,10 +4,27 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ecs::types as t;
 
-use super::cluster::{tags_from_sdk, tags_to_sdk};
 use super::{Category, EcsApi};
+use super::{tags_from_sdk, tags_to_sdk};
 use crate::api::task_definition as api;
 use crate::error::Error;
+
+/// `family:revision` from a task definition ARN (or the input).
+pub fn td_short(td: &str) -> &str {
+    td.rsplit_once("task-definition/")
+        .map(|(_, s)| s)
+        .unwrap_or(td)
+}
+
+/// True if `observed` (an ARN from ECS) is the task definition `desired` names
+/// (an ARN or `family:revision`).
+pub fn same_task_definition(desired: &str, observed: &str) -> bool {
+    if desired.starts_with("arn:") {
+        desired == observed
+    } else {
+        observed == desired || observed.ends_with(&format!("task-definition/{desired}"))
+    }
+}
 
 fn build_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::InvalidSpec(format!("{what}: {e}"))

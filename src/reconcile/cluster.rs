@@ -11,9 +11,8 @@ use crate::api::common::{Health, ownership_tags};
 use crate::api::service::EcsService;
 use crate::ecs::cluster::{
     ObservedCluster, container_insights_setting, describe_one, exec_to_sdk, service_connect_to_sdk,
-    strategy_to_sdk, tags_to_sdk,
 };
-use crate::ecs::{Category, EcsApi, set_tags};
+use crate::ecs::{Category, EcsApi, set_tags, strategy_to_sdk, tags_to_sdk};
 use crate::error::Error;
 
 fn status_of(

@@ -17,6 +17,7 @@ use crate::api::common::{Health, RECONCILING, STALLED, is_condition_true, owners
 use crate::api::service::{EcsService, EcsServiceStatus};
 use crate::ecs::service::{self as svc, ObservedService, ServiceUpdate};
 use crate::ecs::set_tags;
+use crate::ecs::task_definition::td_short;
 use crate::error::Error;
 
 /// How soon a service waiting for a reference looks again (the watch on the
@@ -60,8 +61,8 @@ fn change_notes(
             "UpdateService",
             format!(
                 "ECS service {name}: deploying {} (was {})",
-                service_plan::td_short(to),
-                service_plan::td_short(from)
+                td_short(to),
+                td_short(from)
             ),
         ));
     }
@@ -205,7 +206,7 @@ impl EcsService {
         let observed = service_plan::observed_status(previous, cluster, Some(&created));
         let now = super::now().0.to_string();
         let status = service_plan::created_status(observed, &self.spec, td, &now);
-        let short = service_plan::td_short(td);
+        let short = td_short(td);
         let health = Health::progressing(
             Reason::Created,
             format!("created ECS service {name} running {short}"),

@@ -18,6 +18,7 @@ use crate::api::service::{
     ServiceEvent,
 };
 use crate::ecs::service::{ObservedService, ServiceState, ServiceUpdate};
+use crate::ecs::task_definition::{same_task_definition, td_short};
 
 /// How soon a service is looked at again while a rollout runs.
 pub const ROLLOUT_POLL: Duration = Duration::from_secs(5);
@@ -148,16 +149,6 @@ pub fn client_token(uid: &str, generation: Option<i64>, creations: i32) -> Strin
     let digest =
         Sha256::digest(format!("{uid}/{}/{creations}", generation.unwrap_or(0)).as_bytes());
     hex::encode(digest)[..32].to_string()
-}
-
-/// True if `observed` (an ARN from ECS) is the task definition `desired` names
-/// (an ARN or `family:revision`).
-pub fn same_task_definition(desired: &str, observed: &str) -> bool {
-    if desired.starts_with("arn:") {
-        desired == observed
-    } else {
-        observed == desired || observed.ends_with(&format!("task-definition/{desired}"))
-    }
 }
 
 fn normalise_strategy(s: &[CapacityProviderStrategyItem]) -> Vec<CapacityProviderStrategyItem> {
@@ -746,13 +737,6 @@ fn task_set_health(obs: &ObservedService) -> (Health, Option<Duration>) {
         ),
         None,
     )
-}
-
-/// `family:revision` from a task definition ARN (or the input).
-pub fn td_short(td: &str) -> &str {
-    td.rsplit_once("task-definition/")
-        .map(|(_, s)| s)
-        .unwrap_or(td)
 }
 
 /// The status with what ECS reports about the service (`obs`) laid over `base`.

@@ -9,13 +9,13 @@ use kube::api::{Api, DeleteParams};
 use sha2::{Digest, Sha256};
 
 use super::refs::{self, Resolved};
-use super::service_plan::td_short;
 use super::task_plan::{self, Decision, RunState};
 use super::{Context, KindCondition, Managed, Note, Outcome};
 use crate::api::common::Reason;
 use crate::api::common::{Health, UID_TAG, ownership_tags};
 use crate::api::task::{EcsTask, EcsTaskStatus, Phase, RunFailure, TaskRecord};
 use crate::ecs::task::{self as ecs_task, ATTEMPT_TAG, RUN_TAG};
+use crate::ecs::task_definition::td_short;
 use crate::error::Error;
 
 /// RunTask clientToken (at most 64 characters): the same resource and attempt always

@@ -15,7 +15,7 @@ use crate::api::scheduled_task::EcsScheduledTask;
 use crate::api::service::EcsService;
 use crate::api::task::{EcsTask, Phase};
 use crate::api::task_definition::{EcsTaskDefinition, EcsTaskDefinitionStatus, RevisionRecord};
-use crate::ecs::task_definition as td;
+use crate::ecs::task_definition::{self as td, td_short};
 use crate::ecs::{EcsApi, set_tags};
 use crate::error::Error;
 
@@ -208,7 +208,7 @@ fn prune_notes(
             "DeleteTaskDefinitions",
             format!(
                 "ECS did not delete {}: {why}; kept and tried again later",
-                super::service_plan::td_short(arn)
+                td_short(arn)
             ),
         ));
     }
@@ -284,7 +284,7 @@ fn users_of(ours: &[ObservedRevision], refs: &[(String, String)]) -> BTreeMap<St
     let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in ours {
         for (td, who) in refs {
-            if crate::reconcile::service_plan::same_task_definition(td, &r.arn) {
+            if crate::ecs::task_definition::same_task_definition(td, &r.arn) {
                 let list = users.entry(r.arn.clone()).or_default();
                 if !list.contains(who) {
                     list.push(who.clone());
@@ -589,7 +589,7 @@ impl Managed for EcsTaskDefinition {
                 reason: Reason::PruneFailed,
                 message: format!(
                     "ECS did not delete {} ({} revision(s) refused): {why}",
-                    super::service_plan::td_short(arn),
+                    td_short(arn),
                     failures.len()
                 ),
             });

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName, Tag};
 use ecs_operator::api::cluster::EcsCluster;
 use ecs_operator::api::common::{Condition, OWNER_TAG, UID_TAG, is_condition_true};
-use ecs_operator::ecs::cluster::tags_from_sdk;
+use ecs_operator::ecs::tags_from_sdk;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::wait::await_condition;
 

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_ecs::types::{Service, ServiceField};
 use ecs_operator::api::common::{Condition, OWNER_TAG, UID_TAG};
 use ecs_operator::api::service::EcsService;
-use ecs_operator::ecs::cluster::tags_from_sdk;
+use ecs_operator::ecs::tags_from_sdk;
 use kube::api::{Api, DeleteParams};
 
 use crate::support::{
@@ -433,7 +433,7 @@ async fn crash_after_create_does_not_make_a_second_service() {
             obj.metadata.generation,
             0,
         ))
-        .set_tags(Some(ecs_operator::ecs::cluster::tags_to_sdk(&tags)))
+        .set_tags(Some(ecs_operator::ecs::tags_to_sdk(&tags)))
         .send()
         .await
         .unwrap();

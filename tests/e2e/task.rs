@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_ecs::types::{Task, TaskField};
 use ecs_operator::api::common::{UID_TAG, ownership_tags};
 use ecs_operator::api::task::{EcsTask, Phase};
-use ecs_operator::ecs::cluster::{tags_from_sdk, tags_to_sdk};
+use ecs_operator::ecs::{tags_from_sdk, tags_to_sdk};
 use ecs_operator::ecs::task::ATTEMPT_TAG;
 use kube::api::{Api, DeleteParams};
 

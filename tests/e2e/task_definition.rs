@@ -103,7 +103,7 @@ async fn one_revision_per_real_change_none_for_reapply_or_reordering() {
         .send()
         .await
         .unwrap();
-    let tags = ecs_operator::ecs::cluster::tags_from_sdk(tags.tags());
+    let tags = ecs_operator::ecs::tags_from_sdk(tags.tags());
     assert_eq!(tags.get(UID_TAG), o.metadata.uid.as_ref());
 
     // Same manifest again, then env reordered (a spec change ECS treats as equal).

@@ -17,8 +17,8 @@ use crate::api::service::{
     LoadBalancer, PlacementStrategy, ServiceEvent, ServicePlacementConstraint, ServiceRegistry,
     TaskSetStatus,
 };
-use crate::ecs::cluster::{strategy_to_sdk, tags_from_sdk};
 use crate::ecs::rfc3339;
+use crate::ecs::{strategy_to_sdk, tags_from_sdk};
 use crate::error::Error;
 
 pub fn network_from_sdk(n: &SdkNetwork) -> Option<AwsVpcConfiguration> {

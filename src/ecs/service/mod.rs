@@ -17,7 +17,6 @@ use aws_sdk_ecs::types::{
     LoadBalancer as SdkLoadBalancer, SchedulingStrategy as SdkScheduling, ServiceField,
 };
 
-use super::cluster::tags_to_sdk;
 use super::{Category, EcsApi};
 use crate::api::common::AwsVpcConfiguration;
 use crate::api::common::CapacityProviderStrategyItem;
@@ -25,6 +24,7 @@ use crate::api::service::{
     DeploymentConfiguration, DeploymentStatus, EcsServiceSpec, LoadBalancer, PlacementStrategy,
     ServiceEvent, ServicePlacementConstraint, ServiceRegistry, TaskSetStatus,
 };
+use crate::ecs::tags_to_sdk;
 use crate::error::Error;
 
 /// DescribeServices takes at most 10 services per call.
