@@ -112,11 +112,11 @@ fn normalise_exec(e: Option<&ExecuteCommandConfiguration>) -> ExecuteCommandConf
     }
 }
 
-fn create(d: &Desired<'_>) -> Plan {
-    let spec = d.spec;
+fn create(desired: &Desired<'_>) -> Plan {
+    let spec = desired.spec;
     Plan::Sync {
         actions: vec![Action::Create {
-            name: d.name.clone(),
+            name: desired.name.clone(),
             container_insights: spec.settings.as_ref().and_then(|s| s.container_insights),
             execute_command: spec
                 .configuration
@@ -128,34 +128,34 @@ fn create(d: &Desired<'_>) -> Plan {
                 .map(|s| s.namespace.clone()),
             capacity_providers: spec.capacity_providers.clone(),
             default_strategy: spec.default_capacity_provider_strategy.clone(),
-            tags: d.tags.clone(),
+            tags: desired.tags.clone(),
         }],
         changed: vec!["cluster".into()],
         adopt: None,
     }
 }
 
-pub fn plan(d: &Desired<'_>, observed: Option<&ObservedCluster>) -> Plan {
+pub fn plan(desired: &Desired<'_>, observed: Option<&ObservedCluster>) -> Plan {
     let Some(obs) = observed.filter(|o| !o.is_gone()) else {
-        return create(d);
+        return create(desired);
     };
-    let adopt = match owned::claim(&obs.tags, d.me, d.living) {
+    let adopt = match owned::claim(&obs.tags, desired.me, desired.living) {
         Claim::Ours => None,
         Claim::Adopt(how) => Some(how),
         Claim::Refuse(holder) => {
-            let what = format!("ECS cluster {}", d.name);
-            return Plan::Refuse(owned::refusal(&holder, d.me, &what, "clusterName"));
+            let what = format!("ECS cluster {}", desired.name);
+            return Plan::Refuse(owned::refusal(&holder, desired.me, &what, "clusterName"));
         }
     };
     let mut changed = Vec::new();
     let mut actions: Vec<Action> = [
-        cluster_update(d.spec, obs, &mut changed),
-        capacity_update(d.spec, obs, &mut changed),
+        cluster_update(desired.spec, obs, &mut changed),
+        capacity_update(desired.spec, obs, &mut changed),
     ]
     .into_iter()
     .flatten()
     .collect();
-    let tags = owned::tag_changes(&d.tags, &obs.tags, d.managed_tag_keys);
+    let tags = owned::tag_changes(&desired.tags, &obs.tags, desired.managed_tag_keys);
     changed.extend(tags.changed);
     if !tags.tag.is_empty() {
         actions.push(Action::Tag(tags.tag));

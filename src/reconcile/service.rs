@@ -42,7 +42,7 @@ pub fn until_aligned(interval: Duration, now: SystemTime) -> Duration {
 /// referenced task definition is a rollout, not drift.
 fn change_notes(
     name: &str,
-    c: &Converge,
+    converge: &Converge,
     drift: bool,
     rollout_to: Option<(&str, &str)>,
 ) -> Vec<Note> {
@@ -52,8 +52,10 @@ fn change_notes(
         Reason::Updated
     };
     let mut notes = Vec::new();
-    let (tags, mut fields): (Vec<&String>, Vec<&String>) =
-        c.changed.iter().partition(|f| f.starts_with("tags["));
+    let (tags, mut fields): (Vec<&String>, Vec<&String>) = converge
+        .changed
+        .iter()
+        .partition(|f| f.starts_with("tags["));
     if let Some((from, to)) = rollout_to {
         fields.retain(|f| f.as_str() != "taskDefinition");
         notes.push(Note::normal(
@@ -223,18 +225,18 @@ impl EcsService {
         ctx: &Context,
         cluster: &str,
         obs: &ObservedService,
-        c: &Converge,
+        converge: &Converge,
     ) -> Result<Vec<Note>, Error> {
         let name = self.ecs_name();
         let previous = self.previous();
         let drift = previous.observed_generation == self.metadata.generation;
-        set_tags(&ctx.ecs, &obs.arn, &c.tag, &c.untag).await?;
-        if !c.update.is_empty() {
-            svc::update(&ctx.ecs, cluster, &name, &c.update, Some(obs)).await?;
+        set_tags(&ctx.ecs, &obs.arn, &converge.tag, &converge.untag).await?;
+        if !converge.update.is_empty() {
+            svc::update(&ctx.ecs, cluster, &name, &converge.update, Some(obs)).await?;
         }
         ctx.services.invalidate(cluster, &name);
         // The reference moved on to a revision never applied: a rollout.
-        let rollout_to = c
+        let rollout_to = converge
             .update
             .task_definition
             .as_deref()
@@ -242,8 +244,8 @@ impl EcsService {
             .map(|td| (obs.task_definition.as_str(), td));
         Ok(change_notes(
             &name,
-            c,
-            drift && c.adopt.is_none(),
+            converge,
+            drift && converge.adopt.is_none(),
             rollout_to,
         ))
     }
@@ -253,12 +255,12 @@ impl EcsService {
         ctx: &Context,
         target: &Target,
         obs: ObservedService,
-        c: Converge,
+        converge: Converge,
         aligned: Duration,
     ) -> Result<Outcome<EcsServiceStatus>, Error> {
         let name = self.ecs_name();
         let what = format!("ECS service {name}");
-        let mut notes: Vec<Note> = c
+        let mut notes: Vec<Note> = converge
             .adopt
             .map(|how| owned::adopted_note(&what, how, Self::KIND))
             .into_iter()
@@ -266,28 +268,31 @@ impl EcsService {
         let observed = service_plan::observed_status(self.previous(), &target.cluster, Some(&obs));
         // The same update again and again means ECS does not take it (or reports it
         // differently): say so instead of calling it forever.
-        let fingerprint = c
-            .writes()
-            .then(|| format!("{:?}{:?}{:?}", c.update, c.tag, c.untag));
+        let fingerprint = converge.writes().then(|| {
+            format!(
+                "{:?}{:?}{:?}",
+                converge.update, converge.tag, converge.untag
+            )
+        });
         if let Err(health) = ctx
             .updates
-            .check(&key_of(self), fingerprint, &what, &c.changed)
+            .check(&key_of(self), fingerprint, &what, &converge.changed)
         {
             let note = owned::not_applied_note(&health, "UpdateService");
             return Ok(Outcome::new(observed, health).requeue(aligned).note(note));
         }
-        if c.writes() {
-            notes.extend(self.write(ctx, &target.cluster, &obs, &c).await?);
+        if converge.writes() {
+            notes.extend(self.write(ctx, &target.cluster, &obs, &converge).await?);
         }
         let td = &target.task_definition;
-        let status = service_plan::converged_status(observed, &self.spec, td, &obs, &c);
-        let (health, requeue) = service_plan::converge_health(&name, td, &obs, &c);
+        let status = service_plan::converged_status(observed, &self.spec, td, &obs, &converge);
+        let (health, requeue) = service_plan::converge_health(&name, td, &obs, &converge);
         let already_reported = self
             .previous()
             .conditions
             .iter()
             .any(|x| x.type_ == STALLED && x.status == "True" && x.reason == "RolledBack");
-        if c.rolled_back && !already_reported {
+        if converge.rolled_back && !already_reported {
             notes.push(Note::warning(
                 Reason::RolledBack,
                 "Rollout",

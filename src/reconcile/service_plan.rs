@@ -277,48 +277,53 @@ fn back_on_replaced(obs: &ObservedService, replaced: Option<&str>) -> bool {
 }
 
 /// Decides what to write.
-pub fn plan(d: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
-    let obs = match gate(d, observed) {
+pub fn plan(desired: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
+    let obs = match gate(desired, observed) {
         Ok(obs) => obs,
         Err(plan) => return plan,
     };
-    let adopt = match owned::claim(&obs.tags, d.me, d.living) {
+    let adopt = match owned::claim(&obs.tags, desired.me, desired.living) {
         Claim::Ours => None,
         Claim::Adopt(how) => Some(how),
         Claim::Refuse(holder) => {
-            let what = format!("ECS service {}", d.name);
-            return Plan::Refuse(owned::refusal(&holder, d.me, &what, "serviceName"));
+            let what = format!("ECS service {}", desired.name);
+            return Plan::Refuse(owned::refusal(&holder, desired.me, &what, "serviceName"));
         }
     };
-    if let Some(refusal) = immutable_conflict(d, obs) {
+    if let Some(refusal) = immutable_conflict(desired, obs) {
         return Plan::Refuse(refusal);
     }
-    let mut c = Converge {
+    let mut converge = Converge {
         adopt,
         ..Default::default()
     };
-    rollout_changes(d, obs, &mut c);
-    setting_changes(d.spec, obs, &mut c.update, &mut c.changed);
-    let tags = owned::tag_changes(&d.tags, &obs.tags, d.managed_tag_keys);
-    c.changed.extend(tags.changed);
-    (c.tag, c.untag) = (tags.tag, tags.untag);
-    if let Some(refusal) = deployed_elsewhere(d.name, obs, &c.update) {
+    rollout_changes(desired, obs, &mut converge);
+    setting_changes(
+        desired.spec,
+        obs,
+        &mut converge.update,
+        &mut converge.changed,
+    );
+    let tags = owned::tag_changes(&desired.tags, &obs.tags, desired.managed_tag_keys);
+    converge.changed.extend(tags.changed);
+    (converge.tag, converge.untag) = (tags.tag, tags.untag);
+    if let Some(refusal) = deployed_elsewhere(desired.name, obs, &converge.update) {
         return Plan::Refuse(refusal);
     }
-    Plan::Converge(Box::new(c))
+    Plan::Converge(Box::new(converge))
 }
 
 /// The live service to converge, or the plan when there is none to converge yet.
 fn gate<'o>(
-    d: &Desired<'_>,
+    desired: &Desired<'_>,
     observed: Option<&'o ObservedService>,
 ) -> Result<&'o ObservedService, Plan> {
-    if observed.is_none() && d.recently_created {
+    if observed.is_none() && desired.recently_created {
         return Err(Plan::Wait(Health::progressing(
             Reason::WaitingForVisibility,
             format!(
                 "created ECS service {}; waiting for DescribeServices to report it",
-                d.name
+                desired.name
             ),
         )));
     }
@@ -331,7 +336,7 @@ fn gate<'o>(
             format!(
                 "an ECS service named {} is still DRAINING after a deletion; it is created again \
                  once ECS reports it INACTIVE",
-                d.name
+                desired.name
             ),
         )));
     }
@@ -340,33 +345,34 @@ fn gate<'o>(
 
 /// The task definition, redeploy token and capacity provider strategy: the
 /// changes that start a deployment, and a rollback that must not be undone.
-fn rollout_changes(d: &Desired<'_>, obs: &ObservedService, c: &mut Converge) {
-    let spec = d.spec;
-    let u = &mut c.update;
+fn rollout_changes(desired: &Desired<'_>, obs: &ObservedService, converge: &mut Converge) {
+    let spec = desired.spec;
+    let update = &mut converge.update;
     // Removing the token is not a request to redeploy.
-    let redeploy = c.adopt.is_none()
+    let redeploy = converge.adopt.is_none()
         && spec.redeploy_token.is_some()
-        && spec.redeploy_token.as_deref() != d.applied_redeploy_token;
+        && spec.redeploy_token.as_deref() != desired.applied_redeploy_token;
     // An EXTERNAL service may have no service-level task definition at all.
     let no_service_td = obs.deployed_elsewhere() && obs.task_definition.is_empty();
-    if !no_service_td && !same_task_definition(d.task_definition, &obs.task_definition) {
-        let ours_rolled_back = d
+    if !no_service_td && !same_task_definition(desired.task_definition, &obs.task_definition) {
+        let ours_rolled_back = desired
             .applied_task_definition
-            .is_some_and(|a| same_task_definition(d.task_definition, a))
-            && (rolled_back(obs, d.task_definition)
-                || back_on_replaced(obs, d.replaced_task_definition)
-                || d.rolled_back_task_definition
-                    .is_some_and(|r| same_task_definition(d.task_definition, r)));
+            .is_some_and(|a| same_task_definition(desired.task_definition, a))
+            && (rolled_back(obs, desired.task_definition)
+                || back_on_replaced(obs, desired.replaced_task_definition)
+                || desired
+                    .rolled_back_task_definition
+                    .is_some_and(|r| same_task_definition(desired.task_definition, r)));
         if ours_rolled_back && !redeploy {
-            c.rolled_back = true;
+            converge.rolled_back = true;
         } else {
-            u.task_definition = Some(d.task_definition.to_string());
-            c.changed.push("taskDefinition".into());
+            update.task_definition = Some(desired.task_definition.to_string());
+            converge.changed.push("taskDefinition".into());
         }
     }
     if redeploy {
-        u.force_new_deployment = true;
-        c.changed.push("redeployToken".into());
+        update.force_new_deployment = true;
+        converge.changed.push("redeployToken".into());
     }
     if let Some(s) = &spec.placement.capacity_provider_strategy {
         let want = normalise_strategy(s);
@@ -376,9 +382,9 @@ fn rollout_changes(d: &Desired<'_>, obs: &ObservedService, c: &mut Converge) {
             // provider strategy on an existing service, or making a change to a
             // capacity provider strategy on a service that is already using one, you
             // must force a new deployment." (pipecd 6385, ecspresso 481).
-            u.force_new_deployment = true;
-            u.capacity_provider_strategy = Some(want);
-            c.changed.push("capacityProviderStrategy".into());
+            update.force_new_deployment = true;
+            update.capacity_provider_strategy = Some(want);
+            converge.changed.push("capacityProviderStrategy".into());
         }
     }
 }
@@ -404,26 +410,26 @@ fn set_if<T: PartialEq + Clone>(
 fn setting_changes(
     spec: &EcsServiceSpec,
     obs: &ObservedService,
-    u: &mut ServiceUpdate,
+    update: &mut ServiceUpdate,
     changed: &mut Vec<String>,
 ) {
     set_if(
         spec.desired_count,
         obs.desired_count,
-        &mut u.desired_count,
+        &mut update.desired_count,
         "desiredCount",
         changed,
     );
     if let Some(p) = &spec.placement.platform_version
         && obs.platform_version.as_ref() != Some(p)
     {
-        u.platform_version = Some(p.clone());
+        update.platform_version = Some(p.clone());
         changed.push("platformVersion".into());
     }
     if let Some(n) = &spec.placement.network_configuration {
         let want = normalise_network(&n.awsvpc_configuration);
         if obs.network.as_ref() != Some(&want) {
-            u.network = Some(want);
+            update.network = Some(want);
             changed.push("networkConfiguration".into());
         }
     }
@@ -431,7 +437,7 @@ fn setting_changes(
     set_if(
         lbs,
         obs.load_balancers.clone(),
-        &mut u.load_balancers,
+        &mut update.load_balancers,
         "loadBalancers",
         changed,
     );
@@ -440,36 +446,36 @@ fn setting_changes(
     set_if(
         registries,
         have,
-        &mut u.service_registries,
+        &mut update.service_registries,
         "serviceRegistries",
         changed,
     );
     if let Some(p) = &spec.placement_constraints
         && sorted(p) != sorted(&obs.placement_constraints)
     {
-        u.placement_constraints = Some(p.clone());
+        update.placement_constraints = Some(p.clone());
         changed.push("placementConstraints".into());
     }
     if let Some(p) = &spec.placement_strategy
         && normalise_placement(p) != normalise_placement(&obs.placement_strategy)
     {
-        u.placement_strategy = Some(p.clone());
+        update.placement_strategy = Some(p.clone());
         changed.push("placementStrategy".into());
     }
     if let Some(want) = &spec.deployment_configuration {
         let (merged, fields) = merge_deployment_configuration(&obs.deployment_configuration, want);
         if !fields.is_empty() {
-            u.deployment_configuration = Some(merged);
+            update.deployment_configuration = Some(merged);
             changed.extend(fields);
         }
     }
-    flag_changes(spec, obs, u, changed);
+    flag_changes(spec, obs, update, changed);
 }
 
 fn flag_changes(
     spec: &EcsServiceSpec,
     obs: &ObservedService,
-    u: &mut ServiceUpdate,
+    update: &mut ServiceUpdate,
     changed: &mut Vec<String>,
 ) {
     let grace = obs.health_check_grace_period_seconds.unwrap_or(0);
@@ -477,7 +483,7 @@ fn flag_changes(
     set_if(
         spec.health_check_grace_period_seconds,
         grace,
-        &mut u.health_check_grace_period_seconds,
+        &mut update.health_check_grace_period_seconds,
         field,
         changed,
     );
@@ -485,7 +491,7 @@ fn flag_changes(
     set_if(
         exec,
         obs.enable_execute_command,
-        &mut u.enable_execute_command,
+        &mut update.enable_execute_command,
         "enableExecuteCommand",
         changed,
     );
@@ -493,7 +499,7 @@ fn flag_changes(
     set_if(
         managed,
         obs.enable_ecs_managed_tags,
-        &mut u.enable_ecs_managed_tags,
+        &mut update.enable_ecs_managed_tags,
         "enableECSManagedTags",
         changed,
     );
@@ -502,7 +508,7 @@ fn flag_changes(
     set_if(
         propagate,
         have,
-        &mut u.propagate_tags,
+        &mut update.propagate_tags,
         "propagateTags",
         changed,
     );
@@ -510,21 +516,21 @@ fn flag_changes(
 
 /// With CodeDeploy or an external controller, deployments are not UpdateService's:
 /// a change that would start one is refused, naming the fields.
-fn deployed_elsewhere(name: &str, obs: &ObservedService, u: &ServiceUpdate) -> Option<Health> {
+fn deployed_elsewhere(name: &str, obs: &ObservedService, update: &ServiceUpdate) -> Option<Health> {
     let controller = obs.deployment_controller.as_deref().unwrap_or("ECS");
     if controller == "ECS" {
         return None;
     }
     let deploys = [
-        ("taskDefinition", u.task_definition.is_some()),
-        ("networkConfiguration", u.network.is_some()),
-        ("loadBalancers", u.load_balancers.is_some()),
-        ("platformVersion", u.platform_version.is_some()),
+        ("taskDefinition", update.task_definition.is_some()),
+        ("networkConfiguration", update.network.is_some()),
+        ("loadBalancers", update.load_balancers.is_some()),
+        ("platformVersion", update.platform_version.is_some()),
         (
             "capacityProviderStrategy",
-            u.capacity_provider_strategy.is_some(),
+            update.capacity_provider_strategy.is_some(),
         ),
-        ("redeployToken", u.force_new_deployment),
+        ("redeployToken", update.force_new_deployment),
     ];
     let blocked: Vec<&str> = deploys.iter().filter(|d| d.1).map(|d| d.0).collect();
     (!blocked.is_empty()).then(|| {
@@ -541,8 +547,8 @@ fn deployed_elsewhere(name: &str, obs: &ObservedService, u: &ServiceUpdate) -> O
 
 /// A field ECS cannot change on a live service differs from the spec (possible for
 /// adopted services or after out-of-band changes; CEL stops it for spec edits).
-fn immutable_conflict(d: &Desired<'_>, obs: &ObservedService) -> Option<Health> {
-    let spec = d.spec;
+fn immutable_conflict(desired: &Desired<'_>, obs: &ObservedService) -> Option<Health> {
+    let spec = desired.spec;
     let refuse = |field: &str, have: &str, want: &str| {
         Some(Health::stalled(
             Reason::ImmutableField,
@@ -550,7 +556,7 @@ fn immutable_conflict(d: &Desired<'_>, obs: &ObservedService) -> Option<Health> 
                 "ECS service {} has {field} {have} but the spec asks for {want}; ECS cannot change \
                  {field} on an existing service. Delete the service (or this resource) to \
                  recreate it, or change the spec back",
-                d.name
+                desired.name
             ),
         ))
     };
@@ -792,9 +798,9 @@ pub fn converged_status(
     spec: &EcsServiceSpec,
     task_definition: &str,
     obs: &ObservedService,
-    c: &Converge,
+    converge: &Converge,
 ) -> EcsServiceStatus {
-    let sent_revision = c.update.task_definition.is_some();
+    let sent_revision = converge.update.task_definition.is_some();
     if sent_revision {
         status.replaced_task_definition = Some(obs.task_definition.clone());
     }
@@ -803,23 +809,23 @@ pub fn converged_status(
     }
     status.applied_redeploy_token = spec.redeploy_token.clone();
     status.managed_tag_keys = spec.tags.keys().cloned().collect();
-    if c.rolled_back {
+    if converge.rolled_back {
         status.rolled_back_task_definition = Some(task_definition.to_string());
-    } else if sent_revision || c.update.force_new_deployment {
+    } else if sent_revision || converge.update.force_new_deployment {
         status.rolled_back_task_definition = None;
     }
     status
 }
 
 /// True if the update starts a new deployment.
-pub fn is_rollout(u: &ServiceUpdate) -> bool {
-    u.task_definition.is_some()
-        || u.force_new_deployment
-        || u.network.is_some()
-        || u.capacity_provider_strategy.is_some()
-        || u.platform_version.is_some()
-        || u.load_balancers.is_some()
-        || u.service_registries.is_some()
+pub fn is_rollout(update: &ServiceUpdate) -> bool {
+    update.task_definition.is_some()
+        || update.force_new_deployment
+        || update.network.is_some()
+        || update.capacity_provider_strategy.is_some()
+        || update.platform_version.is_some()
+        || update.load_balancers.is_some()
+        || update.service_registries.is_some()
 }
 
 /// Health after a converge pass, and how soon to look again: a rollout just
@@ -828,24 +834,27 @@ pub fn converge_health(
     name: &str,
     task_definition: &str,
     obs: &ObservedService,
-    c: &Converge,
+    converge: &Converge,
 ) -> (Health, Option<Duration>) {
-    if is_rollout(&c.update) {
+    if is_rollout(&converge.update) {
         let message = format!("asked ECS to deploy {}", td_short(task_definition));
         return (
             Health::progressing(Reason::RolloutStarted, message),
             Some(ROLLOUT_POLL),
         );
     }
-    if !c.update.is_empty() {
+    if !converge.update.is_empty() {
         // Report the effect once ECS has it, shortly.
-        let message = format!("updating ECS service {name}: {}", c.changed.join(", "));
+        let message = format!(
+            "updating ECS service {name}: {}",
+            converge.changed.join(", ")
+        );
         return (
             Health::progressing(Reason::Updating, message),
             Some(UPDATE_POLL),
         );
     }
-    health(obs, task_definition, c.rolled_back)
+    health(obs, task_definition, converge.rolled_back)
 }
 
 /// How soon a service is looked at again after an update that starts no deployment.

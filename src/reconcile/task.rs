@@ -68,25 +68,25 @@ fn clip(s: &mut Option<String>) {
     }
 }
 
-fn compact(st: &mut EcsTaskStatus) {
-    let oldest = st.attempts - KEPT_ATTEMPTS + 1;
-    st.tasks.retain(|t| t.attempt >= oldest);
-    for t in &mut st.tasks {
+fn compact(status: &mut EcsTaskStatus) {
+    let oldest = status.attempts - KEPT_ATTEMPTS + 1;
+    status.tasks.retain(|t| t.attempt >= oldest);
+    for t in &mut status.tasks {
         clip(&mut t.stopped_reason);
         for c in &mut t.containers {
             clip(&mut c.reason);
         }
     }
-    for f in &mut st.failures {
+    for f in &mut status.failures {
         clip(&mut f.detail);
     }
 }
 
-fn summary(st: &mut EcsTaskStatus, count: i32) {
-    let current: Vec<&TaskRecord> = st
+fn summary(status: &mut EcsTaskStatus, count: i32) {
+    let current: Vec<&TaskRecord> = status
         .tasks
         .iter()
-        .filter(|t| t.attempt == st.attempts)
+        .filter(|t| t.attempt == status.attempts)
         .collect();
     let ok = current
         .iter()
@@ -95,20 +95,20 @@ fn summary(st: &mut EcsTaskStatus, count: i32) {
                 && t.containers
                     .iter()
                     .filter(|c| {
-                        st.essential_containers.is_empty()
-                            || st.essential_containers.contains(&c.name)
+                        status.essential_containers.is_empty()
+                            || status.essential_containers.contains(&c.name)
                     })
                     .all(|c| c.exit_code == Some(0))
         })
         .count();
-    st.completions = Some(format!("{ok}/{count}"));
+    status.completions = Some(format!("{ok}/{count}"));
     // Only once finished: a ticking value would rewrite the status on every poll.
-    st.duration = None;
+    status.duration = None;
     if let (Some(start), Some(end)) = (
-        parse_time(st.start_time.as_deref()),
-        parse_time(st.completion_time.as_deref()),
+        parse_time(status.start_time.as_deref()),
+        parse_time(status.completion_time.as_deref()),
     ) {
-        st.duration = Some(human(end.duration_since(start)));
+        status.duration = Some(human(end.duration_since(start)));
     }
 }
 
@@ -164,16 +164,16 @@ fn is_run_of(tags: &BTreeMap<String, String>, uid: &str) -> bool {
 impl EcsTask {
     fn outcome(
         &self,
-        mut st: EcsTaskStatus,
+        mut status: EcsTaskStatus,
         health: Health,
         requeue: Option<Duration>,
         notes: Vec<Note>,
     ) -> Outcome<EcsTaskStatus> {
-        compact(&mut st);
-        summary(&mut st, self.spec.count);
-        let conditions = job_conditions(st.phase, &health);
+        compact(&mut status);
+        summary(&mut status, self.spec.count);
+        let conditions = job_conditions(status.phase, &health);
         Outcome {
-            status: st,
+            status,
             health,
             conditions,
             requeue,
@@ -182,10 +182,10 @@ impl EcsTask {
     }
 
     /// Pending on a missing or unready reference (the watches wake it when it comes).
-    fn waiting(&self, mut st: EcsTaskStatus, message: String) -> Outcome<EcsTaskStatus> {
-        st.phase = Some(Phase::Pending);
+    fn waiting(&self, mut status: EcsTaskStatus, message: String) -> Outcome<EcsTaskStatus> {
+        status.phase = Some(Phase::Pending);
         self.outcome(
-            st,
+            status,
             Health::progressing(Reason::WaitingForReference, message),
             Some(Duration::from_secs(30)),
             vec![],
@@ -196,11 +196,11 @@ impl EcsTask {
     async fn finished(
         &self,
         ctx: &Context,
-        st: EcsTaskStatus,
+        status: EcsTaskStatus,
         phase: Phase,
         now: Timestamp,
     ) -> Result<Outcome<EcsTaskStatus>, Error> {
-        let reason = Reason::parse(st.reason.as_deref().unwrap_or("Failed"));
+        let reason = Reason::parse(status.reason.as_deref().unwrap_or("Failed"));
         // The message the run finished with (kept in its Complete / Failed condition).
         let finished_with = self.status.as_ref().and_then(|s| {
             s.conditions
@@ -217,9 +217,9 @@ impl EcsTask {
         };
         let (Some(ttl), Some(done)) = (
             self.spec.ttl_seconds_after_finished,
-            parse_time(st.completion_time.as_deref()),
+            parse_time(status.completion_time.as_deref()),
         ) else {
-            return Ok(self.outcome(st, health, None, vec![]));
+            return Ok(self.outcome(status, health, None, vec![]));
         };
         // A TTL too long to represent never expires.
         let expires = done
@@ -227,7 +227,7 @@ impl EcsTask {
             .unwrap_or(Timestamp::MAX);
         if now < expires {
             let wait = Duration::from_secs(expires.duration_since(now).as_secs().max(1) as u64);
-            return Ok(self.outcome(st, health, Some(wait), vec![]));
+            return Ok(self.outcome(status, health, Some(wait), vec![]));
         }
         let api: Api<EcsTask> =
             Api::namespaced(ctx.kube.clone(), &self.namespace().unwrap_or_default());
@@ -238,23 +238,27 @@ impl EcsTask {
             "Delete",
             format!("deleted {ttl}s after the run finished (ttlSecondsAfterFinished)"),
         );
-        Ok(self.outcome(st, health, None, vec![note]))
+        Ok(self.outcome(status, health, None, vec![note]))
     }
 
     /// Where and what to run: resolved once, recorded in status before the first
     /// RunTask (a retry after a crash must send the same request and client token).
-    async fn resolve_target(&self, ctx: &Context, st: &mut EcsTaskStatus) -> Result<Target, Error> {
+    async fn resolve_target(
+        &self,
+        ctx: &Context,
+        status: &mut EcsTaskStatus,
+    ) -> Result<Target, Error> {
         let ns = self.namespace().unwrap_or_default();
-        let cluster = match &st.cluster {
+        let cluster = match &status.cluster {
             Some(c) => c.clone(),
             None => match refs::cluster_of(self, &ctx.kube, &ns).await? {
                 Resolved::Found(c) => c,
                 Resolved::Waiting(m) => {
-                    return Ok(Target::Early(Box::new(self.waiting(st.clone(), m))));
+                    return Ok(Target::Early(Box::new(self.waiting(status.clone(), m))));
                 }
             },
         };
-        if let Some(td) = &st.task_definition {
+        if let Some(td) = &status.task_definition {
             return Ok(Target::Ready(RunTarget {
                 cluster,
                 task_definition: td.clone(),
@@ -263,7 +267,7 @@ impl EcsTask {
         let td = match refs::task_definition_of(self, &ctx.kube, &ns).await? {
             Resolved::Found(t) => t,
             Resolved::Waiting(m) => {
-                return Ok(Target::Early(Box::new(self.waiting(st.clone(), m))));
+                return Ok(Target::Early(Box::new(self.waiting(status.clone(), m))));
             }
         };
         let containers = ecs_task::containers(&ctx.ecs, &td).await?;
@@ -273,23 +277,28 @@ impl EcsTask {
             Err(message) => {
                 let health = Health::stalled(Reason::InvalidSpec, message);
                 return Ok(Target::Early(Box::new(self.outcome(
-                    st.clone(),
+                    status.clone(),
                     health,
                     None,
                     vec![],
                 ))));
             }
         };
-        st.essential_containers = deciding;
-        st.cluster = Some(cluster.clone());
-        st.task_definition = Some(arn.clone());
-        st.phase = Some(Phase::Pending);
-        st.reason = Some("Starting".into());
+        status.essential_containers = deciding;
+        status.cluster = Some(cluster.clone());
+        status.task_definition = Some(arn.clone());
+        status.phase = Some(Phase::Pending);
+        status.reason = Some("Starting".into());
         let health = Health::progressing(
             Reason::Starting,
             format!("starting {} in {cluster}", td_short(&arn)),
         );
-        let outcome = self.outcome(st.clone(), health, Some(Duration::from_millis(200)), vec![]);
+        let outcome = self.outcome(
+            status.clone(),
+            health,
+            Some(Duration::from_millis(200)),
+            vec![],
+        );
         Ok(Target::Early(Box::new(outcome)))
     }
 
@@ -324,13 +333,13 @@ impl EcsTask {
         &self,
         ctx: &Context,
         cluster: &str,
-        st: &mut EcsTaskStatus,
+        status: &mut EcsTaskStatus,
         now: Timestamp,
     ) -> Result<(), Error> {
-        let open: Vec<String> = st
+        let open: Vec<String> = status
             .tasks
             .iter()
-            .filter(|t| t.attempt == st.attempts && t.last_status.as_deref() != Some("STOPPED"))
+            .filter(|t| t.attempt == status.attempts && t.last_status.as_deref() != Some("STOPPED"))
             .map(|t| t.arn.clone())
             .collect();
         if open.is_empty() {
@@ -345,8 +354,8 @@ impl EcsTask {
             .into_iter()
             .filter(|arn| !fresh.iter().any(|f| &f.arn == arn))
             .collect();
-        task_plan::account_for_unreported(&mut st.tasks, &unreported, now);
-        merge(&mut st.tasks, fresh);
+        task_plan::account_for_unreported(&mut status.tasks, &unreported, now);
+        merge(&mut status.tasks, fresh);
         Ok(())
     }
 
@@ -356,13 +365,13 @@ impl EcsTask {
         &self,
         ctx: &Context,
         target: &RunTarget,
-        mut st: EcsTaskStatus,
+        mut status: EcsTaskStatus,
         attempt: i32,
         now: Timestamp,
     ) -> Result<Outcome<EcsTaskStatus>, Error> {
         let uid = self.uid().unwrap_or_default();
         let recovered = self
-            .recover_attempt(ctx, target, &st, &uid, attempt)
+            .recover_attempt(ctx, target, &status, &uid, attempt)
             .await?;
         let mut notes = Vec::new();
         if recovered.is_empty() {
@@ -381,8 +390,8 @@ impl EcsTask {
                 t.created_at.get_or_insert_with(|| second(now));
             }
             notes.extend(self.run_notes(target, attempt, &tasks, &failures));
-            st.failures = failures;
-            merge(&mut st.tasks, tasks);
+            status.failures = failures;
+            merge(&mut status.tasks, tasks);
         } else {
             notes.push(Note::normal(
                 Reason::Recovered,
@@ -392,16 +401,16 @@ impl EcsTask {
                     recovered.len()
                 ),
             ));
-            st.failures.clear();
-            merge(&mut st.tasks, recovered);
+            status.failures.clear();
+            merge(&mut status.tasks, recovered);
         }
-        st.attempts = attempt;
-        st.next_attempt_time = None;
-        st.start_time.get_or_insert_with(|| second(now));
-        st.phase = Some(Phase::Running);
-        st.reason = Some("Running".into());
+        status.attempts = attempt;
+        status.next_attempt_time = None;
+        status.start_time.get_or_insert_with(|| second(now));
+        status.phase = Some(Phase::Running);
+        status.reason = Some("Running".into());
         Ok(self.outcome(
-            st,
+            status,
             Health::progressing(Reason::Running, format!("attempt {attempt} running")),
             Some(Duration::from_secs(2)),
             notes,
@@ -414,14 +423,14 @@ impl EcsTask {
         &self,
         ctx: &Context,
         target: &RunTarget,
-        st: &EcsTaskStatus,
+        status: &EcsTaskStatus,
         uid: &str,
         attempt: i32,
     ) -> Result<Vec<TaskRecord>, Error> {
         let found = ecs_task::find_running(&ctx.ecs, &target.cluster, &self.started_by()).await?;
         let unknown: Vec<String> = found
             .into_iter()
-            .filter(|a| !st.tasks.iter().any(|t| &t.arn == a))
+            .filter(|a| !status.tasks.iter().any(|t| &t.arn == a))
             .collect();
         if unknown.is_empty() {
             return Ok(vec![]);
@@ -495,22 +504,25 @@ impl EcsTask {
 
     fn polling(
         &self,
-        mut st: EcsTaskStatus,
+        mut status: EcsTaskStatus,
         current: &[TaskRecord],
         now: Timestamp,
     ) -> Outcome<EcsTaskStatus> {
-        st.phase = Some(Phase::Running);
-        st.reason = Some("Running".into());
+        status.phase = Some(Phase::Running);
+        status.reason = Some("Running".into());
         let running = current
             .iter()
             .filter(|t| t.last_status.as_deref() != Some("STOPPED"))
             .count();
-        let message = format!("attempt {}: {running} task(s) still running", st.attempts);
-        let running_for = parse_time(st.start_time.as_deref())
+        let message = format!(
+            "attempt {}: {running} task(s) still running",
+            status.attempts
+        );
+        let running_for = parse_time(status.start_time.as_deref())
             .map(|t| now.duration_since(t))
             .unwrap_or_default();
         self.outcome(
-            st,
+            status,
             Health::progressing(Reason::Running, message),
             Some(task_plan::poll_interval(running_for)),
             vec![],
@@ -523,7 +535,7 @@ impl EcsTask {
         &self,
         ctx: &Context,
         cluster: &str,
-        st: EcsTaskStatus,
+        status: EcsTaskStatus,
         current: &[TaskRecord],
         message: String,
     ) -> Result<Outcome<EcsTaskStatus>, Error> {
@@ -542,7 +554,7 @@ impl EcsTask {
             (vec![note], Duration::from_secs(1))
         };
         Ok(self.outcome(
-            st,
+            status,
             Health::progressing(Reason::DeadlineExceeded, message),
             Some(requeue),
             notes,
@@ -551,15 +563,15 @@ impl EcsTask {
 
     fn waiting_to_retry(
         &self,
-        mut st: EcsTaskStatus,
+        mut status: EcsTaskStatus,
         at: Timestamp,
         message: String,
         now: Timestamp,
     ) -> Outcome<EcsTaskStatus> {
-        let first = st.next_attempt_time.is_none();
-        st.phase = Some(Phase::Pending);
-        st.reason = Some("BackoffWaiting".into());
-        st.next_attempt_time = Some(second(at));
+        let first = status.next_attempt_time.is_none();
+        status.phase = Some(Phase::Pending);
+        status.reason = Some("BackoffWaiting".into());
+        status.next_attempt_time = Some(second(at));
         let wait = Duration::from_secs(at.duration_since(now).as_secs().max(1) as u64);
         let notes = if first {
             vec![Note::warning(
@@ -571,7 +583,7 @@ impl EcsTask {
             vec![]
         };
         self.outcome(
-            st,
+            status,
             Health::progressing(Reason::BackoffWaiting, message),
             Some(wait),
             notes,
@@ -581,7 +593,7 @@ impl EcsTask {
     #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
-        mut st: EcsTaskStatus,
+        mut status: EcsTaskStatus,
         current: &[TaskRecord],
         phase: Phase,
         reason: Reason,
@@ -589,16 +601,16 @@ impl EcsTask {
         exit_code: Option<i32>,
         now: Timestamp,
     ) -> Outcome<EcsTaskStatus> {
-        st.phase = Some(phase);
-        st.reason = Some(reason.as_str().to_string());
-        st.exit_code = exit_code;
-        st.next_attempt_time = None;
+        status.phase = Some(phase);
+        status.reason = Some(reason.as_str().to_string());
+        status.exit_code = exit_code;
+        status.next_attempt_time = None;
         let end = current
             .iter()
             .filter_map(|t| parse_time(t.stopped_at.as_deref()))
             .max()
             .unwrap_or(now);
-        st.completion_time = Some(second(end));
+        status.completion_time = Some(second(end));
         let (health, note) = match phase {
             Phase::Succeeded => (
                 Health::ready(Reason::Succeeded, message.clone()),
@@ -613,7 +625,7 @@ impl EcsTask {
             .spec
             .ttl_seconds_after_finished
             .map(|t| Duration::from_secs(t.max(1) as u64));
-        self.outcome(st, health, requeue, vec![note])
+        self.outcome(status, health, requeue, vec![note])
     }
 
     fn started_by(&self) -> String {
@@ -650,70 +662,74 @@ impl Managed for EcsTask {
     }
 
     async fn apply(&self, ctx: &Context) -> Result<Outcome<EcsTaskStatus>, Error> {
-        let mut st = self.status.clone().unwrap_or_default();
+        let mut status = self.status.clone().unwrap_or_default();
         let now = Timestamp::now();
         // Finished: nothing more in ECS; only the TTL is left.
-        if let Some(phase @ (Phase::Succeeded | Phase::Failed)) = st.phase {
-            return self.finished(ctx, st, phase, now).await;
+        if let Some(phase @ (Phase::Succeeded | Phase::Failed)) = status.phase {
+            return self.finished(ctx, status, phase, now).await;
         }
-        let target = match self.resolve_target(ctx, &mut st).await? {
+        let target = match self.resolve_target(ctx, &mut status).await? {
             Target::Ready(t) => t,
             Target::Early(outcome) => return Ok(*outcome),
         };
-        self.observe_open(ctx, &target.cluster, &mut st, now)
+        self.observe_open(ctx, &target.cluster, &mut status, now)
             .await?;
-        let current: Vec<TaskRecord> = st
+        let current: Vec<TaskRecord> = status
             .tasks
             .iter()
-            .filter(|t| t.attempt == st.attempts)
+            .filter(|t| t.attempt == status.attempts)
             .cloned()
             .collect();
-        let placement: Vec<String> = st.failures.iter().map(failure_text).collect();
+        let placement: Vec<String> = status.failures.iter().map(failure_text).collect();
         let decision = task_plan::decide(&RunState {
             now,
-            attempts: st.attempts,
+            attempts: status.attempts,
             count: self.spec.count,
             backoff_limit: self.spec.backoff_limit,
             active_deadline_seconds: self.spec.active_deadline_seconds,
-            start_time: parse_time(st.start_time.as_deref()),
+            start_time: parse_time(status.start_time.as_deref()),
             current: &current,
             placement_failures: &placement,
-            retry_at: parse_time(st.next_attempt_time.as_deref()),
-            essential: &st.essential_containers,
+            retry_at: parse_time(status.next_attempt_time.as_deref()),
+            essential: &status.essential_containers,
         });
         match decision {
-            Decision::Run { attempt } => self.start_attempt(ctx, &target, st, attempt, now).await,
-            Decision::Poll => Ok(self.polling(st, &current, now)),
+            Decision::Run { attempt } => {
+                self.start_attempt(ctx, &target, status, attempt, now).await
+            }
+            Decision::Poll => Ok(self.polling(status, &current, now)),
             Decision::StopAll { message } => {
-                self.stop_for_deadline(ctx, &target.cluster, st, &current, message)
+                self.stop_for_deadline(ctx, &target.cluster, status, &current, message)
                     .await
             }
-            Decision::RetryAt { at, message } => Ok(self.waiting_to_retry(st, at, message, now)),
+            Decision::RetryAt { at, message } => {
+                Ok(self.waiting_to_retry(status, at, message, now))
+            }
             Decision::Finish {
                 phase,
                 reason,
                 message,
                 exit_code,
-            } => Ok(self.finish(st, &current, phase, reason, message, exit_code, now)),
+            } => Ok(self.finish(status, &current, phase, reason, message, exit_code, now)),
         }
     }
 
     async fn cleanup(&self, ctx: &Context) -> Result<Vec<Note>, Error> {
-        let Some(st) = &self.status else {
+        let Some(status) = &self.status else {
             return Ok(vec![]);
         };
-        let Some(cluster) = &st.cluster else {
+        let Some(cluster) = &status.cluster else {
             return Ok(vec![]);
         };
         let uid = self.uid().unwrap_or_default();
-        let mut running: Vec<String> = st
+        let mut running: Vec<String> = status
             .tasks
             .iter()
             .filter(|t| t.last_status.as_deref() != Some("STOPPED"))
             .map(|t| t.arn.clone())
             .collect();
         // Also tasks started but never recorded (a crash right after RunTask).
-        if st
+        if status
             .phase
             .is_some_and(|p| p == Phase::Running || p == Phase::Pending)
         {

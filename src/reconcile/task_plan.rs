@@ -189,19 +189,19 @@ pub enum Decision {
 
 /// activeDeadlineSeconds, if it has passed. A deadline too far away to represent
 /// is no deadline.
-fn past_deadline(s: &RunState<'_>) -> Option<i64> {
-    let (limit, start) = (s.active_deadline_seconds?, s.start_time?);
+fn past_deadline(run: &RunState<'_>) -> Option<i64> {
+    let (limit, start) = (run.active_deadline_seconds?, run.start_time?);
     let at = start.checked_add(SignedDuration::from_secs(limit)).ok()?;
-    (s.now >= at).then_some(limit)
+    (run.now >= at).then_some(limit)
 }
 
 fn deadline_message(limit: i64) -> String {
     format!("the run exceeded activeDeadlineSeconds ({limit}s)")
 }
 
-pub fn decide(s: &RunState<'_>) -> Decision {
-    let past_deadline = past_deadline(s);
-    if s.attempts == 0 {
+pub fn decide(run: &RunState<'_>) -> Decision {
+    let past_deadline = past_deadline(run);
+    if run.attempts == 0 {
         return match past_deadline {
             Some(limit) => Decision::Finish {
                 phase: Phase::Failed,
@@ -214,7 +214,12 @@ pub fn decide(s: &RunState<'_>) -> Decision {
     }
     // What the attempt did is judged first: tasks that finished in time count even
     // if the operator only sees them after the deadline.
-    match attempt_result(s.current, s.count, s.essential, s.placement_failures) {
+    match attempt_result(
+        run.current,
+        run.count,
+        run.essential,
+        run.placement_failures,
+    ) {
         AttemptResult::Running => match past_deadline {
             Some(limit) => Decision::StopAll {
                 message: deadline_message(limit),
@@ -225,10 +230,10 @@ pub fn decide(s: &RunState<'_>) -> Decision {
             phase: Phase::Succeeded,
             reason: Reason::Succeeded,
             message: format!(
-                "{} task(s) exited 0 (attempt {} of {})",
-                s.current.len(),
-                s.attempts,
-                s.backoff_limit + 1
+                "{} task(run) exited 0 (attempt {} of {})",
+                run.current.len(),
+                run.attempts,
+                run.backoff_limit + 1
             ),
             exit_code: Some(0),
         },
@@ -236,13 +241,13 @@ pub fn decide(s: &RunState<'_>) -> Decision {
             reason,
             message,
             exit_code,
-        } => after_failure(s, past_deadline, reason, message, exit_code),
+        } => after_failure(run, past_deadline, reason, message, exit_code),
     }
 }
 
 /// A failed attempt: finish (deadline passed, no retries left) or retry when due.
 fn after_failure(
-    s: &RunState<'_>,
+    run: &RunState<'_>,
     past_deadline: Option<i64>,
     reason: Reason,
     message: String,
@@ -256,39 +261,39 @@ fn after_failure(
             exit_code,
         };
     }
-    if s.attempts > s.backoff_limit {
+    if run.attempts > run.backoff_limit {
         return Decision::Finish {
             phase: Phase::Failed,
             reason,
             message: format!(
                 "{message} (attempt {} of {}, no retries left)",
-                s.attempts,
-                s.backoff_limit + 1
+                run.attempts,
+                run.backoff_limit + 1
             ),
             exit_code,
         };
     }
     // Once set, the retry time stays (a failure without stop times, e.g. no task
     // placed, must not push it forward on every look).
-    let at = s.retry_at.unwrap_or_else(|| {
-        let ended = s
+    let at = run.retry_at.unwrap_or_else(|| {
+        let ended = run
             .current
             .iter()
             .filter_map(|t| t.stopped_at.as_deref()?.parse::<Timestamp>().ok())
             .max()
-            .unwrap_or(s.now);
+            .unwrap_or(run.now);
         ended
-            .checked_add(retry_delay(s.attempts + 1))
+            .checked_add(retry_delay(run.attempts + 1))
             .unwrap_or(ended)
     });
-    if s.now >= at {
+    if run.now >= at {
         return Decision::Run {
-            attempt: s.attempts + 1,
+            attempt: run.attempts + 1,
         };
     }
     Decision::RetryAt {
         at,
-        message: format!("attempt {} failed: {message}; retrying", s.attempts),
+        message: format!("attempt {} failed: {message}; retrying", run.attempts),
     }
 }
 

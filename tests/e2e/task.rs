@@ -7,8 +7,8 @@ use std::time::Duration;
 use aws_sdk_ecs::types::{Task, TaskField};
 use ecs_operator::api::common::{UID_TAG, ownership_tags};
 use ecs_operator::api::task::{EcsTask, Phase};
-use ecs_operator::ecs::{tags_from_sdk, tags_to_sdk};
 use ecs_operator::ecs::task::ATTEMPT_TAG;
+use ecs_operator::ecs::{tags_from_sdk, tags_to_sdk};
 use kube::api::{Api, DeleteParams};
 
 use crate::support::{TestContext, ecs_cluster_and_td, eventually, sum_metric, wait_for};

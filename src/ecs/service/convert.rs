@@ -335,44 +335,44 @@ pub struct SdkSettings {
 /// `u` in the SDK's shapes. `observed` is the service as ECS has it (None for a
 /// create): settings the spec does not model are carried over from it.
 pub fn sdk_settings(
-    u: &ServiceUpdate,
+    update: &ServiceUpdate,
     observed: Option<&ObservedService>,
 ) -> Result<SdkSettings, Error> {
     let raw_lbs = observed
         .map(|o| o.raw_load_balancers.as_slice())
         .unwrap_or(&[]);
     let raw_deployment = observed.and_then(|o| o.raw_deployment_configuration.as_ref());
-    let lbs = u.load_balancers.as_deref();
+    let lbs = update.load_balancers.as_deref();
     Ok(SdkSettings {
-        capacity_provider_strategy: u
+        capacity_provider_strategy: update
             .capacity_provider_strategy
             .as_deref()
             .map(strategy_to_sdk)
             .transpose()?,
-        platform_version: u.platform_version.clone(),
-        network_configuration: u.network.as_ref().map(network_to_sdk).transpose()?,
+        platform_version: update.platform_version.clone(),
+        network_configuration: update.network.as_ref().map(network_to_sdk).transpose()?,
         load_balancers: lbs.map(|l| l.iter().map(|l| load_balancer_to_sdk(l, raw_lbs)).collect()),
-        service_registries: u
+        service_registries: update
             .service_registries
             .as_deref()
             .map(|r| r.iter().map(registry_to_sdk).collect()),
-        placement_constraints: u
+        placement_constraints: update
             .placement_constraints
             .as_deref()
             .map(|c| c.iter().map(constraint_to_sdk).collect()),
-        placement_strategy: u
+        placement_strategy: update
             .placement_strategy
             .as_deref()
             .map(|p| p.iter().map(placement_strategy_to_sdk).collect()),
-        deployment_configuration: u
+        deployment_configuration: update
             .deployment_configuration
             .as_ref()
             .map(|d| deployment_configuration_to_sdk(d, raw_deployment))
             .transpose()?,
-        health_check_grace_period_seconds: u.health_check_grace_period_seconds,
-        enable_execute_command: u.enable_execute_command,
-        enable_ecs_managed_tags: u.enable_ecs_managed_tags,
-        propagate_tags: u.propagate_tags.as_deref().map(SdkPropagateTags::from),
+        health_check_grace_period_seconds: update.health_check_grace_period_seconds,
+        enable_execute_command: update.enable_execute_command,
+        enable_ecs_managed_tags: update.enable_ecs_managed_tags,
+        propagate_tags: update.propagate_tags.as_deref().map(SdkPropagateTags::from),
     })
 }
 

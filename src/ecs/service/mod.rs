@@ -284,18 +284,18 @@ pub async fn update(
     ecs: &EcsApi,
     cluster: &str,
     name: &str,
-    u: &ServiceUpdate,
+    update: &ServiceUpdate,
     observed: Option<&ObservedService>,
 ) -> Result<(), Error> {
-    let settings = sdk_settings(u, observed)?;
+    let settings = sdk_settings(update, observed)?;
     let req = ecs
         .client
         .update_service()
         .cluster(cluster)
         .service(name)
-        .set_desired_count(u.desired_count)
-        .set_task_definition(u.task_definition.clone())
-        .force_new_deployment(u.force_new_deployment);
+        .set_desired_count(update.desired_count)
+        .set_task_definition(update.task_definition.clone())
+        .force_new_deployment(update.force_new_deployment);
     let req = with_settings!(req, settings);
     ecs.call("UpdateService", Category::ServiceModify, req.send())
         .await?;
