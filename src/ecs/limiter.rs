@@ -26,6 +26,17 @@ pub enum Category {
     Tagging,
 }
 
+impl Category {
+    pub const ALL: [Category; 6] = [
+        Category::Read,
+        Category::ServiceModify,
+        Category::TaskDefinitionModify,
+        Category::ClusterModify,
+        Category::RunTask,
+        Category::Tagging,
+    ];
+}
+
 /// Sustained rate (per second) and burst of one bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
@@ -98,18 +109,10 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(rate: impl Fn(Category) -> Rate) -> Self {
-        use Category::*;
-        let buckets = [
-            Read,
-            ServiceModify,
-            TaskDefinitionModify,
-            ClusterModify,
-            RunTask,
-            Tagging,
-        ]
-        .into_iter()
-        .map(|c| (c, TokenBucket::new(rate(c))))
-        .collect();
+        let buckets = Category::ALL
+            .into_iter()
+            .map(|c| (c, TokenBucket::new(rate(c))))
+            .collect();
         Limiter { buckets }
     }
 

@@ -47,6 +47,17 @@ fn health_of(name: &str, obs: Option<&ObservedCluster>) -> Health {
     })
 }
 
+/// Sets the settings CreateCluster and UpdateCluster share (same setter names) on
+/// either request: one mapping for both.
+macro_rules! with_settings {
+    ($request:expr, $insights:expr, $exec:expr, $namespace:expr) => {
+        $request
+            .set_settings($insights.map(|ci| vec![container_insights_setting(ci)]))
+            .set_configuration($exec.as_ref().map(exec_to_sdk))
+            .set_service_connect_defaults($namespace.as_deref().map(service_connect_to_sdk))
+    };
+}
+
 /// The CreateCluster request for an `Action::Create`.
 fn create_request(
     ecs: &EcsApi,
@@ -66,20 +77,17 @@ fn create_request(
             "create_request needs Action::Create".into(),
         ));
     };
-    let mut req = ecs
+    let req = ecs
         .client
         .create_cluster()
         .cluster_name(name)
         .set_tags(Some(tags_to_sdk(tags)));
-    if let Some(ci) = container_insights {
-        req = req.settings(container_insights_setting(*ci));
-    }
-    if let Some(e) = execute_command {
-        req = req.configuration(exec_to_sdk(e));
-    }
-    if let Some(ns) = service_connect_namespace {
-        req = req.service_connect_defaults(service_connect_to_sdk(ns));
-    }
+    let mut req = with_settings!(
+        req,
+        container_insights,
+        execute_command,
+        service_connect_namespace
+    );
     if let Some(p) = capacity_providers {
         req = req.set_capacity_providers(Some(p.clone()));
     }
@@ -102,16 +110,13 @@ async fn act(ecs: &EcsApi, name: &str, arn: Option<&str>, action: &Action) -> Re
             execute_command,
             service_connect_namespace,
         } => {
-            let mut req = c.update_cluster().cluster(name);
-            if let Some(ci) = container_insights {
-                req = req.settings(container_insights_setting(*ci));
-            }
-            if let Some(e) = execute_command {
-                req = req.configuration(exec_to_sdk(e));
-            }
-            if let Some(ns) = service_connect_namespace {
-                req = req.service_connect_defaults(service_connect_to_sdk(ns));
-            }
+            let req = c.update_cluster().cluster(name);
+            let req = with_settings!(
+                req,
+                container_insights,
+                execute_command,
+                service_connect_namespace
+            );
             ecs.call("UpdateCluster", Category::ClusterModify, req.send())
                 .await?;
         }
