@@ -35,7 +35,7 @@ use crate::error::{Error, ErrorClass};
 /// Failed, as a Job has them). The driver keeps its transition time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindCondition {
-    pub type_: &'static str,
+    pub type_: String,
     pub status: bool,
     pub reason: Reason,
     pub message: String,
@@ -133,7 +133,7 @@ pub fn compose_status<S: KindStatus>(
     let mut all: Vec<Condition> = own
         .iter()
         .map(|c| {
-            let (type_, reason, message) = (c.type_, c.reason.as_str(), &c.message);
+            let (type_, reason, message) = (&c.type_, c.reason.as_str(), &c.message);
             condition(type_, c.status, reason, message, generation, previous, now)
         })
         .collect();
@@ -147,15 +147,11 @@ fn kind_conditions(previous: &[Condition]) -> Vec<KindCondition> {
     previous
         .iter()
         .filter(|c| !is_kstatus(&c.type_))
-        .filter_map(|c| {
-            // Only types this build knows keep their place (a &'static name).
-            let type_ = ["Complete", "Failed"].into_iter().find(|t| *t == c.type_)?;
-            Some(KindCondition {
-                type_,
-                status: c.status == "True",
-                reason: Reason::parse(&c.reason),
-                message: c.message.clone(),
-            })
+        .map(|c| KindCondition {
+            type_: c.type_.clone(),
+            status: c.status == "True",
+            reason: Reason::parse(&c.reason),
+            message: c.message.clone(),
         })
         .collect()
 }
@@ -523,7 +519,7 @@ mod tests {
     #[test]
     fn kind_conditions_come_first_and_survive_a_failed_pass() {
         let complete = KindCondition {
-            type_: "Complete",
+            type_: "Complete".into(),
             status: true,
             reason: Reason::Succeeded,
             message: "1/1".into(),

@@ -119,16 +119,11 @@ fn job_conditions(phase: Option<Phase>, health: &Health) -> Vec<KindCondition> {
         Some(Phase::Failed) => "Failed",
         _ => return vec![],
     };
-    let (reason, message) = match health {
-        Health::Ready { reason, message }
-        | Health::Stalled { reason, message }
-        | Health::Progressing { reason, message } => (reason.clone(), message.clone()),
-    };
     vec![KindCondition {
-        type_,
+        type_: type_.to_string(),
         status: true,
-        reason,
-        message,
+        reason: health.reason().clone(),
+        message: health.message().to_string(),
     }]
 }
 
