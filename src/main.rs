@@ -85,8 +85,10 @@ struct RunArgs {
     #[arg(long, env = "ECS_OPERATOR_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_lease)]
     leader_election_lease_duration: Duration,
 
-    /// Share of each ECS API rate quota (per account and region) this operator may use,
-    /// leaving the rest to other tools: 1.0 uses the full documented rate and burst.
+    /// Share of each ECS API rate quota (per account and region) this operator may use:
+    /// 1.0 is the full documented rate and burst, below 1 leaves the rest to other tools
+    /// (or to other shards of the operator), above 1 (up to 1000) is for accounts with
+    /// raised quotas and for emulators.
     #[arg(long, env = "ECS_OPERATOR_ECS_RATE_FRACTION", default_value_t = 1.0, value_parser = parse_fraction)]
     ecs_rate_fraction: f64,
 }
@@ -107,12 +109,17 @@ fn parse_lease(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Raised quotas are a few times the default; this only stops typos (1e9).
+const MAX_RATE_FRACTION: f64 = 1000.0;
+
 fn parse_fraction(s: &str) -> Result<f64, String> {
     let f: f64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
-    if f > 0.0 && f <= 1.0 {
+    if f > 0.0 && f <= MAX_RATE_FRACTION {
         Ok(f)
     } else {
-        Err("must be greater than 0 and at most 1".into())
+        Err(format!(
+            "must be greater than 0 and at most {MAX_RATE_FRACTION}"
+        ))
     }
 }
 
@@ -519,7 +526,10 @@ mod tests {
         assert!(parse_duration("10ms").is_err());
         assert!(parse_fraction("0.5").is_ok());
         assert!(parse_fraction("0").is_err());
-        assert!(parse_fraction("1.5").is_err());
+        assert!(parse_fraction("1.5").is_ok());
+        assert!(parse_fraction("100").is_ok());
+        assert!(parse_fraction("1001").is_err());
+        assert!(parse_fraction("-1").is_err());
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! `EcsCluster`: the I/O around the pure plan in `cluster_plan`.
 
+use std::time::Duration;
+
 use kube::ResourceExt;
 
 use super::cluster_plan::{self, Action, Cleanup, Desired, Plan};
 use super::owned::{self, Adoption, Claimant};
 use super::{Context, Managed, Note, Outcome, key_of};
 use crate::api::cluster::{EcsCluster, EcsClusterStatus};
-use crate::api::common::Reason;
-use crate::api::common::{Health, ownership_tags};
+use crate::api::common::{Health, READY, Reason, is_condition_true, ownership_tags};
 use crate::api::service::EcsService;
 use crate::ecs::cluster::{
     ObservedCluster, container_insights_setting, describe_one, exec_to_sdk, service_connect_to_sdk,
@@ -255,8 +256,24 @@ async fn delete(ecs: &EcsApi, name: &str) -> Result<Vec<Note>, Error> {
     }
 }
 
+/// The changes of an EcsService that change what its cluster reports: its ECS service
+/// appearing (ARN), becoming Ready or not (its tasks run), its deletion starting, its
+/// clusterRef. Its other status writes (rollout progress) do not wake the cluster.
+fn what_a_cluster_reads_of_a_service(service: &EcsService) -> u64 {
+    let status = service.status.as_ref();
+    super::refs::fingerprint((
+        status.and_then(|s| s.arn.as_ref()),
+        status.is_some_and(|s| is_condition_true(&s.conditions, READY)),
+        service.metadata.deletion_timestamp.is_some(),
+        service.spec.placement.cluster_ref.as_ref().map(|r| &r.name),
+    ))
+}
+
 impl Managed for EcsCluster {
     const KIND: &'static str = "EcsCluster";
+    /// Many services change at once while they converge: the cluster reads its counts
+    /// once they settle, not once per service (one DescribeClusters per burst).
+    const DEBOUNCE: Duration = Duration::from_secs(3);
 
     /// Services coming and going change what the cluster reports (services, running
     /// tasks): look again then, not only at the next resync.
@@ -266,9 +283,8 @@ impl Managed for EcsCluster {
         namespace: Option<&str>,
     ) -> kube::runtime::Controller<Self> {
         let services: kube::Api<EcsService> = super::scoped_api(client, namespace);
-        controller.watches(
-            services,
-            kube::runtime::watcher::Config::default(),
+        controller.watches_stream(
+            super::refs::changes(services, what_a_cluster_reads_of_a_service),
             |s: EcsService| {
                 let ns = s.namespace();
                 s.spec.placement.cluster_ref.map(|r| {

@@ -7,8 +7,7 @@ use super::owned::{self, Adoption, Claim, Claimant, Release};
 use crate::api::cluster::{
     ContainerInsights, EcsClusterSpec, ExecuteCommandConfiguration, ExecuteCommandLogConfiguration,
 };
-use crate::api::common::CapacityProviderStrategyItem;
-use crate::api::common::Reason;
+use crate::api::common::{CapacityProviderStrategyItem, Reason};
 use crate::api::common::{DeletionPolicy, Health};
 use crate::ecs::cluster::{ClusterState, ObservedCluster};
 

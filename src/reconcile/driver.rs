@@ -25,9 +25,9 @@ use tracing::{debug, info, warn};
 
 use super::{Context, Note, key_of, now, scoped_api};
 use crate::FIELD_MANAGER;
-use crate::api::common::Reason;
 use crate::api::common::{
-    Condition, FINALIZER, Health, KindStatus, READY, Time, condition, conditions, is_kstatus,
+    Condition, FINALIZER, Health, KindStatus, READY, Reason, Time, condition, conditions,
+    is_kstatus,
 };
 use crate::error::{Error, ErrorClass};
 
@@ -97,6 +97,10 @@ pub trait Managed:
     + 'static
 {
     const KIND: &'static str;
+
+    /// Reconcile requests for one object closer together than this are merged
+    /// (trailing edge: the object is reconciled once they stop). Zero: none.
+    const DEBOUNCE: Duration = Duration::ZERO;
 
     /// Bring ECS in line with the spec and describe the result.
     fn apply(
@@ -426,8 +430,11 @@ pub async fn run<K: Managed>(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(intent, PredicateConfig::default());
-    let controller = Controller::for_stream(trigger, reader)
-        .with_config(ControllerConfig::default().concurrency(concurrency));
+    let controller = Controller::for_stream(trigger, reader).with_config(
+        ControllerConfig::default()
+            .concurrency(concurrency)
+            .debounce(K::DEBOUNCE),
+    );
     K::watch_related(controller, &ctx.kube, namespace)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<K>, error_policy::<K>, ctx)

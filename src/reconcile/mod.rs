@@ -26,8 +26,7 @@ use kube::api::Api;
 use kube::{Client, Resource, ResourceExt};
 
 use crate::FIELD_MANAGER;
-use crate::api::common::Reason;
-use crate::api::common::Time;
+use crate::api::common::{Reason, Time};
 use crate::ecs::EcsApi;
 use crate::ecs::service::ServiceObserver;
 use crate::error::Error;

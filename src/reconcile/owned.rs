@@ -12,8 +12,7 @@ use std::sync::Mutex;
 use kube::ResourceExt;
 
 use super::{Context, Managed, Note, living_uids};
-use crate::api::common::Reason;
-use crate::api::common::{DeletionPolicy, Health, OWNER_TAG, UID_TAG, owner_tag_value};
+use crate::api::common::{DeletionPolicy, Health, OWNER_TAG, Reason, UID_TAG, owner_tag_value};
 use crate::error::Error;
 
 /// The resource asking for an ECS object.

@@ -5,7 +5,7 @@
 use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use super::{Managed, scoped_api};
@@ -61,12 +61,63 @@ pub fn watch_references<K: Managed + References>(
     let store = controller.store();
     let store2 = store.clone();
     controller
-        .watches(tds, watcher::Config::default(), move |td| {
+        .watches_stream(changes(tds, what_referrers_read_of_td), move |td| {
             referencing(&store, td.namespace(), &td.name_any(), false)
         })
-        .watches(clusters, watcher::Config::default(), move |c| {
-            referencing(&store2, c.namespace(), &c.name_any(), true)
-        })
+        .watches_stream(
+            changes(clusters, what_referrers_read_of_cluster),
+            move |c| referencing(&store2, c.namespace(), &c.name_any(), true),
+        )
+}
+
+/// The objects of `api` that changed in what `key` picks: an object's other changes
+/// (status counts, Events of a rollout, transition times) wake nobody. Without this every
+/// status write of an EcsCluster woke every service in it (N x N reconciles).
+pub fn changes<K>(
+    api: Api<K>,
+    key: fn(&K) -> u64,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(move |o: &K| Some(key(o)), PredicateConfig::default())
+}
+
+/// A hash of what a key function picks.
+pub fn fingerprint(value: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What resolving a clusterRef reads (see `resolve_cluster`): the ECS name and ARN.
+fn what_referrers_read_of_cluster(cluster: &EcsCluster) -> u64 {
+    let status = cluster.status.as_ref();
+    fingerprint((
+        status.and_then(|s| s.cluster_name.as_ref()),
+        status.and_then(|s| s.arn.as_ref()),
+    ))
+}
+
+/// What resolving a taskDefinitionRef reads (see `resolve_task_definition`): the latest
+/// ARN, whether it is Ready, and whether its status is for the current spec.
+fn what_referrers_read_of_td(td: &EcsTaskDefinition) -> u64 {
+    let status = td.status.as_ref();
+    fingerprint((
+        status.and_then(|s| s.latest_arn.as_ref()),
+        status.is_some_and(|s| is_condition_true(&s.conditions, READY)),
+        status.and_then(|s| s.observed_generation) == td.metadata.generation,
+    ))
 }
 
 /// A reference resolved to what ECS needs, or why not yet.

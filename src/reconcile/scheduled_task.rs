@@ -13,8 +13,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::schedule_plan::{self, Concurrency, Due, Schedule, TOO_MANY_MISSED};
 use super::{Context, Managed, Note, Outcome};
-use crate::api::common::Health;
-use crate::api::common::Reason;
+use crate::api::common::{Health, Reason};
 use crate::api::scheduled_task::{EcsScheduledTask, EcsScheduledTaskStatus};
 use crate::api::task::{EcsTask, Phase};
 use crate::error::Error;

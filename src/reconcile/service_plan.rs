@@ -9,9 +9,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::owned::{self, Adoption, Claim, Claimant, Release};
-use crate::api::common::CapacityProviderStrategyItem;
-use crate::api::common::Reason;
 use crate::api::common::{AssignPublicIp, AwsVpcConfiguration};
+use crate::api::common::{CapacityProviderStrategyItem, Reason};
 use crate::api::common::{DeletionPolicy, Health};
 use crate::api::service::{
     DeploymentConfiguration, DeploymentStatus, EcsServiceSpec, EcsServiceStatus, PlacementStrategy,

@@ -11,8 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::owned::{self, Claim, Claimant};
-use crate::api::common::Reason;
-use crate::api::common::{DeletionPolicy, Health};
+use crate::api::common::{DeletionPolicy, Health, Reason};
 use crate::api::task_definition::{
     ContainerDefinition, EcsTaskDefinitionSpec, NetworkMode, PortMapping, Protocol,
 };
