@@ -65,6 +65,8 @@ test: tools lint docker-lint ## Everything CI runs: lint, unit + e2e tests, drif
 	@$(MAKE) --no-print-directory run-check
 	@echo "== release build (what the Dockerfile runs)"
 	@$(MAKE) --no-print-directory release
+	@echo "== make bench at a small N, to keep it working (numbers are not checked)"
+	@$(MAKE) --no-print-directory bench N=20 BENCH_ARGS="--resync 10s"
 
 .PHONY: strict-test
 strict-test: venv ## Test the strict ECS layer (testenv/strict) against a real ministack
@@ -98,6 +100,13 @@ crds-check: ## Fail if crds/ differs from what the code generates
 release: ## The release build the Dockerfile runs (cargo build --release --locked)
 	$(CARGO) build --release --locked -p ecs-operator
 	@ls -l $(CARGO_TARGET_DIR)/release/ecs-operator
+
+N ?= 1000
+BENCH_ARGS ?=
+.PHONY: bench
+bench: tools ## Benchmark N EcsServices (N=1000; N=10000 on request): time to Ready, ECS calls, CPU, RSS
+	$(CARGO) build --release --locked -p ecs-operator --bin ecs-operator --example bench
+	$(CARGO_TARGET_DIR)/release/examples/bench --services $(N) --operator $(CARGO_TARGET_DIR)/release/ecs-operator $(BENCH_ARGS)
 
 .PHONY: docker-lint
 docker-lint: venv ## Lint the Dockerfile with hadolint (no Docker engine needed)
