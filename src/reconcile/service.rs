@@ -139,7 +139,7 @@ impl EcsService {
         let in_progress = previous.observed_generation != self.metadata.generation
             || is_condition_true(&previous.conditions, RECONCILING);
         let max_age = if in_progress {
-            Duration::ZERO
+            crate::ecs::service::FRESH
         } else {
             ctx.services.window()
         };

@@ -7,7 +7,7 @@ mod observer;
 
 pub use convert::{deployment_configuration_to_sdk, from_sdk, network_from_sdk, network_to_sdk};
 use convert::{sdk_settings, with_settings};
-pub use observer::ServiceObserver;
+pub use observer::{FRESH, ServiceObserver};
 
 use std::collections::{BTreeMap, HashMap};
 

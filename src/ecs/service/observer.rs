@@ -18,7 +18,39 @@ struct ClusterCache {
     /// name -> invalidations so far: a read that was in flight while we wrote must
     /// not be cached as if it saw the write.
     epoch: HashMap<String, u64>,
+    /// Services whose last request wanted a copy fresher than the window (a rollout
+    /// or an update under way): they fill the free places of other reads' calls.
+    hot: BTreeSet<String>,
 }
+
+impl ClusterCache {
+    /// Peers to read along with `name`: every stale one (older than `window`), then
+    /// hot ones (oldest copy first, none read within `FRESH`) in the places the
+    /// last call of 10 has left, which cost nothing extra.
+    fn peers(&self, name: &str, window: Duration) -> Vec<String> {
+        let age = |n: &String| self.seen.get(n).map(|(at, _)| at.elapsed());
+        let others = self.known.iter().filter(|n| n.as_str() != name);
+        let mut peers: Vec<String> = others
+            .clone()
+            .filter(|n| age(n).is_none_or(|a| a > window))
+            .cloned()
+            .collect();
+        let room = (DESCRIBE_BATCH - (peers.len() + 1) % DESCRIBE_BATCH) % DESCRIBE_BATCH;
+        let mut hot: Vec<(Duration, &String)> = others
+            .filter(|n| self.hot.contains(*n) && !peers.contains(*n))
+            .filter_map(|n| Some((age(n)?, n)))
+            .filter(|(a, _)| *a > FRESH)
+            .collect();
+        hot.sort_by_key(|(age, _)| std::cmp::Reverse(*age));
+        peers.extend(hot.into_iter().take(room).map(|(_, n)| n.clone()));
+        peers
+    }
+}
+
+/// How old a copy may be for a reconcile that needs the service as it is now (a
+/// rollout, an update just sent): recent enough to judge progress, and old enough
+/// that a peer's read a moment ago serves it.
+pub const FRESH: Duration = Duration::from_secs(2);
 
 /// Reads services through a short-lived cache shared by all EcsService reconciles.
 ///
@@ -76,6 +108,7 @@ impl ServiceObserver {
         name: &str,
         max_age: Duration,
     ) -> Result<Option<ObservedService>, Error> {
+        self.mark(cluster, name, max_age < self.window);
         if let Some(hit) = self.cached(cluster, name, max_age) {
             return Ok(hit);
         }
@@ -97,18 +130,7 @@ impl ServiceObserver {
         let peers: Vec<String> = {
             let all = self.lock();
             all.get(&key)
-                .map(|c| {
-                    c.known
-                        .iter()
-                        .filter(|n| n.as_str() != name)
-                        .filter(|n| {
-                            c.seen
-                                .get(*n)
-                                .is_none_or(|(at, _)| at.elapsed() > self.window)
-                        })
-                        .cloned()
-                        .collect()
-                })
+                .map(|c| c.peers(name, self.window))
                 .unwrap_or_default()
         };
         let mut wanted = vec![name.to_string()];
@@ -142,6 +164,17 @@ impl ServiceObserver {
             }
         }
         Ok(result)
+    }
+
+    /// Notes whether `name` wants fresh copies now (see `ClusterCache::hot`).
+    fn mark(&self, cluster: &str, name: &str, hot: bool) {
+        let mut all = self.lock();
+        let c = all.entry(cluster_name(cluster).to_string()).or_default();
+        if hot {
+            c.hot.insert(name.to_string());
+        } else {
+            c.hot.remove(name);
+        }
     }
 
     /// Forget the cached copy (after a write, so the next read sees its effect).
@@ -180,6 +213,45 @@ impl ServiceObserver {
             c.seen.remove(name);
             c.known.remove(name);
             c.epoch.remove(name);
+            c.hot.remove(name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(read_ago: &[(&str, u64)], hot: &[&str]) -> ClusterCache {
+        let mut c = ClusterCache::default();
+        for (name, secs) in read_ago {
+            c.known.insert(name.to_string());
+            let at = Instant::now() - Duration::from_secs(*secs);
+            c.seen.insert(name.to_string(), (at, None));
+        }
+        c.hot = hot.iter().map(|h| h.to_string()).collect();
+        c
+    }
+
+    #[test]
+    fn hot_peers_fill_the_free_places_oldest_first() {
+        let window = Duration::from_secs(30);
+        // 3 stale peers: with `me` that is 4 of 10 places; 6 are free for hot peers.
+        let mut reads = vec![("me", 0), ("s1", 60), ("s2", 60), ("s3", 60)];
+        let hot_names: Vec<String> = (0..9).map(|i| format!("h{i}")).collect();
+        for (i, h) in hot_names.iter().enumerate() {
+            reads.push((h.as_str(), 3 + i as u64));
+        }
+        // A hot peer read a moment ago is fresh enough: not read again.
+        reads.push(("just-read", 1));
+        let mut hot: Vec<&str> = hot_names.iter().map(String::as_str).collect();
+        hot.push("just-read");
+        let c = cache(&reads, &hot);
+        let peers = c.peers("me", window);
+        assert_eq!(&peers[..3], ["s1", "s2", "s3"]);
+        assert_eq!(&peers[3..], ["h8", "h7", "h6", "h5", "h4", "h3"]);
+        // Not hot (Ready, read recently): not read along.
+        let cold = cache(&[("me", 0), ("a", 5), ("b", 5)], &[]);
+        assert!(cold.peers("me", window).is_empty());
     }
 }
