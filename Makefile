@@ -105,8 +105,11 @@ N ?= 1000
 BENCH_ARGS ?=
 .PHONY: bench
 bench: tools ## Benchmark N EcsServices (N=1000; N=10000 on request): time to Ready, ECS calls, CPU, RSS
-	$(CARGO) build --release --locked -p ecs-operator --bin ecs-operator --example bench
-	$(CARGO_TARGET_DIR)/release/examples/bench --services $(N) --operator $(CARGO_TARGET_DIR)/release/ecs-operator $(BENCH_ARGS)
+	$(CARGO) build --release --locked -p ecs-operator --bin ecs-operator
+	@# The harness itself is a debug build: its dev-dependencies would otherwise rebuild
+	@# the release operator with other features.
+	$(CARGO) build --locked -p ecs-operator --example bench
+	$(CARGO_TARGET_DIR)/debug/examples/bench --services $(N) --operator $(CARGO_TARGET_DIR)/release/ecs-operator $(BENCH_ARGS)
 
 .PHONY: docker-lint
 docker-lint: venv ## Lint the Dockerfile with hadolint (no Docker engine needed)

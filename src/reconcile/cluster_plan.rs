@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::owned::{self, Adoption, Claim, Claimant, Release};
+use super::owned::{self, Adoption, Claimant, Release};
 use crate::api::cluster::{
     ContainerInsights, EcsClusterSpec, ExecuteCommandConfiguration, ExecuteCommandLogConfiguration,
 };
@@ -138,13 +138,10 @@ pub fn plan(desired: &Desired<'_>, observed: Option<&ObservedCluster>) -> Plan {
     let Some(obs) = observed.filter(|o| !o.is_gone()) else {
         return create(desired);
     };
-    let adopt = match owned::claim(&obs.tags, desired.me, desired.living) {
-        Claim::Ours => None,
-        Claim::Adopt(how) => Some(how),
-        Claim::Refuse(holder) => {
-            let what = format!("ECS cluster {}", desired.name);
-            return Plan::Refuse(owned::refusal(&holder, desired.me, &what, "clusterName"));
-        }
+    let what = format!("ECS cluster {}", desired.name);
+    let adopt = match owned::adoption(&obs.tags, desired.me, desired.living, &what, "clusterName") {
+        Ok(adopt) => adopt,
+        Err(refusal) => return Plan::Refuse(refusal),
     };
     let mut changed = Vec::new();
     let mut actions: Vec<Action> = [

@@ -144,6 +144,23 @@ pub fn refusal(holder: &Holder, me: &Claimant, what: &str, name_field: &str) -> 
     Health::stalled(Reason::NotOwned, message)
 }
 
+/// [`claim`] as a plan uses it: `Ok(None)` ours, `Ok(Some(how))` to adopt, `Err` the
+/// Stalled health of a refusal. `what` names the ECS object, `name_field` the spec
+/// field that picks another one.
+pub fn adoption(
+    tags: &BTreeMap<String, String>,
+    me: &Claimant,
+    living: Option<&BTreeSet<String>>,
+    what: &str,
+    name_field: &str,
+) -> Result<Option<Adoption>, Health> {
+    match claim(tags, me, living) {
+        Claim::Ours => Ok(None),
+        Claim::Adopt(how) => Ok(Some(how)),
+        Claim::Refuse(holder) => Err(refusal(&holder, me, what, name_field)),
+    }
+}
+
 /// The Warning Event for a refused claim.
 pub fn not_owned_note(health: &Health, action: &'static str) -> Note {
     Note::warning(Reason::NotOwned, action, health.message())

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::owned::{self, Adoption, Claim, Claimant, Release};
+use super::owned::{self, Adoption, Claimant, Release};
 use crate::api::common::{AssignPublicIp, AwsVpcConfiguration};
 use crate::api::common::{CapacityProviderStrategyItem, Reason};
 use crate::api::common::{DeletionPolicy, Health};
@@ -281,13 +281,10 @@ pub fn plan(desired: &Desired<'_>, observed: Option<&ObservedService>) -> Plan {
         Ok(obs) => obs,
         Err(plan) => return plan,
     };
-    let adopt = match owned::claim(&obs.tags, desired.me, desired.living) {
-        Claim::Ours => None,
-        Claim::Adopt(how) => Some(how),
-        Claim::Refuse(holder) => {
-            let what = format!("ECS service {}", desired.name);
-            return Plan::Refuse(owned::refusal(&holder, desired.me, &what, "serviceName"));
-        }
+    let what = format!("ECS service {}", desired.name);
+    let adopt = match owned::adoption(&obs.tags, desired.me, desired.living, &what, "serviceName") {
+        Ok(adopt) => adopt,
+        Err(refusal) => return Plan::Refuse(refusal),
     };
     if let Some(refusal) = immutable_conflict(desired, obs) {
         return Plan::Refuse(refusal);
