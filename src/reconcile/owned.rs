@@ -73,12 +73,6 @@ pub enum Holder {
     Unclaimed { owner: Option<String> },
 }
 
-impl Claim {
-    pub fn is_adopt(&self) -> bool {
-        matches!(self, Claim::Adopt(_))
-    }
-}
-
 /// True if the tags name a resource other than `uid` (only then does the claim
 /// depend on which resources exist).
 pub fn names_another(tags: &BTreeMap<String, String>, uid: &str) -> bool {
