@@ -580,6 +580,19 @@ impl Drop for Environment {
 }
 
 /// True if `GET path` on `addr` answers 200 (plain HTTP on loopback).
+/// What an operator process needs to reach a test environment: the kubeconfig, the
+/// ECS `endpoint` and static test credentials (never a real AWS account).
+pub fn operator_env(kubeconfig: &Path, endpoint: &str) -> Vec<(&'static str, std::ffi::OsString)> {
+    vec![
+        ("KUBECONFIG", kubeconfig.into()),
+        ("AWS_ENDPOINT_URL", endpoint.into()),
+        ("AWS_REGION", REGION.into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
 /// The body of a 200 answer to `GET path` on `addr` (None: no such answer in 2 s).
 pub async fn http_get_body(addr: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
