@@ -374,12 +374,9 @@ impl Managed for EcsService {
         let unobserved = || service_plan::observed_status(self.previous(), &target.cluster, None);
         match (service_plan::plan(&desired, observed.as_ref()), observed) {
             (Plan::Refuse(health), _) => {
-                let note = match &health {
-                    Health::Stalled { reason, .. } if *reason == Reason::NotOwned => {
-                        owned::not_owned_note(&health, "Reconcile")
-                    }
-                    _ => Note::warning(Reason::ImmutableField, "Reconcile", health.message()),
-                };
+                // The Event says what the condition says (NotOwned, ImmutableField,
+                // DeployedElsewhere).
+                let note = Note::warning(health.reason().clone(), "Reconcile", health.message());
                 Ok(Outcome::new(unobserved(), health)
                     .requeue(aligned)
                     .note(note))

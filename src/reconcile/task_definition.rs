@@ -509,14 +509,12 @@ impl Managed for EcsTaskDefinition {
                     family: Some(name),
                     ..Default::default()
                 };
-                let note = match &health {
-                    Health::Stalled { reason, .. } if *reason == Reason::NotOwned => {
-                        owned::not_owned_note(&health, "RegisterTaskDefinition")
-                    }
-                    _ => {
-                        Note::warning(Reason::TooLarge, "RegisterTaskDefinition", health.message())
-                    }
-                };
+                // The Event says what the condition says (NotOwned, TooLarge).
+                let note = Note::warning(
+                    health.reason().clone(),
+                    "RegisterTaskDefinition",
+                    health.message(),
+                );
                 Ok(Outcome::new(status, health).note(note))
             }
             Plan::UpToDate { latest, prune } => {
