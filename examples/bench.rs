@@ -89,7 +89,11 @@ impl Operator {
             .args(["--resync-interval", &resync])
             .args(&args.extra)
             .envs(testenv::operator_env(&env.kubeconfig, ecs_endpoint))
-            .env("RUST_LOG", "info")
+            // BENCH_OPERATOR_LOG: the operator's RUST_LOG, to see why it reconciles.
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(file.try_clone().map_err(|e| e.to_string())?)
             .stderr(file)

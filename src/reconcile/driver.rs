@@ -295,21 +295,61 @@ pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         return Err(Error::Internal(format!("{key} has no namespace")));
     };
     let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
-        match event {
-            FinalizerEvent::Apply(o) => apply_and_report(&api, o.as_ref(), &ctx).await,
-            FinalizerEvent::Cleanup(o) => {
-                let notes = o.cleanup(&ctx).await?;
-                publish(&ctx, o.as_ref(), &notes).await;
-                ctx.metrics.set_ready(K::KIND, &key, None);
-                ctx.updates.forget(&key);
-                Ok(Action::await_change())
-            }
+    let result = match add_finalizer(&api, obj.clone()).await {
+        Ok(obj) => {
+            finalizer(&api, FINALIZER, obj, |event| async {
+                match event {
+                    FinalizerEvent::Apply(o) => apply_and_report(&api, o.as_ref(), &ctx).await,
+                    FinalizerEvent::Cleanup(o) => {
+                        let notes = o.cleanup(&ctx).await?;
+                        publish(&ctx, o.as_ref(), &notes).await;
+                        ctx.metrics.set_ready(K::KIND, &key, None);
+                        ctx.updates.forget(&key);
+                        Ok(Action::await_change())
+                    }
+                }
+            })
+            .await
         }
-    })
-    .await;
+        Err(e) => Err(finalizer::Error::AddFinalizer(e)),
+    };
     let elapsed = started.elapsed().as_secs_f64();
     settle(&api, obj.as_ref(), &ctx, &key, elapsed, result).await
+}
+
+/// `obj` with our finalizer, added now if it lacks it (and is not being deleted).
+///
+/// kube's finalizer helper adds it and ends the pass, counting on the watch event
+/// of its own patch for the real work: one more reconcile per new object. Here the
+/// pass goes on with the patched object, and `intent` ignores finalizer changes.
+/// The patch tests the list first, as kube's does, so a concurrent writer's
+/// finalizer is never lost.
+async fn add_finalizer<K: Managed>(api: &Api<K>, obj: Arc<K>) -> Result<Arc<K>, kube::Error> {
+    let finalizers = obj.finalizers();
+    if obj.meta().deletion_timestamp.is_some() || finalizers.iter().any(|f| f == FINALIZER) {
+        return Ok(obj);
+    }
+    let operations = if finalizers.is_empty() {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ])
+    } else {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        ])
+    };
+    let patch: json_patch::Patch =
+        serde_json::from_value(operations).map_err(kube::Error::SerdeError)?;
+    let patched = api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await?;
+    Ok(Arc::new(patched))
 }
 
 /// What a reconcile's result means for the object: metrics, status, next look.
@@ -390,9 +430,10 @@ pub fn error_policy<K: Managed>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> 
     Action::requeue(wait)
 }
 
-/// What an object asks of its controller: spec (generation), deletion, finalizers,
-/// labels and annotations. Status is left out on purpose (kube's
-/// `predicates::generation` alone would miss finalizer and deletion changes).
+/// What an object asks of its controller: spec (generation), deletion, labels and
+/// annotations. Status is left out on purpose, and so are finalizers: the operator
+/// adds its own in the pass that goes on to apply (see `add_finalizer`), and a
+/// finalizer removed by hand is added back at the next resync.
 fn intent<K: Resource>(obj: &K) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let meta = obj.meta();
@@ -402,7 +443,6 @@ fn intent<K: Resource>(obj: &K) -> Option<u64> {
         .as_ref()
         .map(|t| t.0.as_second())
         .hash(&mut h);
-    meta.finalizers.hash(&mut h);
     meta.labels.hash(&mut h);
     meta.annotations.hash(&mut h);
     Some(h.finish())

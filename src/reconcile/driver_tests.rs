@@ -316,3 +316,33 @@ async fn a_deletion_in_progress_keeps_the_finalizer_and_looks_again_soon() {
         "progress is no failure: {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn a_new_object_gets_the_finalizer_and_its_status_in_one_pass() {
+    let answer = |m: &Method, p: &str| {
+        if let Some(event) = events_only(m, p) {
+            return event;
+        }
+        match *m {
+            Method::PATCH => (
+                200,
+                serde_json::to_value(fake(false, &[FINALIZER])).unwrap(),
+            ),
+            _ => not_found(),
+        }
+    };
+    let (kube, seen) = scripted_apiserver(Box::new(answer));
+    let action = reconcile(Arc::new(fake(false, &[])), context(kube))
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let patches: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
+    assert_eq!(patches.len(), 2, "{seen:?}");
+    // Test-and-add, so a finalizer another writer adds meanwhile is not lost.
+    assert_eq!(patches[0].body[0]["op"], "test", "{seen:?}");
+    assert_eq!(patches[0].body[1]["value"], json!([FINALIZER]));
+    assert!(patches[1].path.ends_with("/status"), "{seen:?}");
+    assert_eq!(patches[1].body["status"]["observedGeneration"], 2);
+    // Not "wait for the finalizer's own watch event": the pass did the work.
+    assert_ne!(action, Action::await_change());
+}
