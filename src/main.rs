@@ -213,6 +213,7 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
         args.resync_interval,
         args.namespace.clone(),
     ));
+    ctx.start_shared_watches();
     let controllers: Vec<_> = kinds::all()
         .iter()
         .map(|k| {

@@ -1,7 +1,5 @@
 //! `EcsCluster`: the I/O around the pure plan in `cluster_plan`.
 
-use std::time::Duration;
-
 use kube::ResourceExt;
 
 use super::cluster_plan::{self, Action, Cleanup, Desired, Plan};
@@ -271,29 +269,29 @@ fn what_a_cluster_reads_of_a_service(service: &EcsService) -> u64 {
 
 impl Managed for EcsCluster {
     const KIND: &'static str = "EcsCluster";
-    /// Many services change at once while they converge: the cluster reads its counts
-    /// once they settle, not once per service (one DescribeClusters per burst).
-    const DEBOUNCE: Duration = Duration::from_secs(3);
 
     /// Services coming and going change what the cluster reports (services, running
-    /// tasks): look again then, not only at the next resync.
+    /// tasks): look again then, not only at the next resync. At most once per
+    /// `COUNTS_POLL` however many services move (1,000 services coming up cost one
+    /// DescribeClusters per 10 s, not one each); the counts poll catches the rest.
     fn watch_related(
         controller: kube::runtime::Controller<Self>,
-        client: &kube::Client,
+        ctx: &std::sync::Arc<Context>,
         namespace: Option<&str>,
     ) -> kube::runtime::Controller<Self> {
-        let services: kube::Api<EcsService> = super::scoped_api(client, namespace);
+        let services: kube::Api<EcsService> = super::scoped_api(&ctx.kube, namespace);
+        let throttle = super::refs::Throttle::new(cluster_plan::COUNTS_POLL);
         controller.watches_stream(
             super::refs::changes(services, what_a_cluster_reads_of_a_service),
-            |s: EcsService| {
+            move |s: EcsService| {
                 let ns = s.namespace();
-                s.spec.placement.cluster_ref.map(|r| {
-                    let o = kube::runtime::reflector::ObjectRef::<EcsCluster>::new(&r.name);
-                    match ns {
-                        Some(ns) => o.within(&ns),
-                        None => o,
-                    }
-                })
+                let r = s.spec.placement.cluster_ref?;
+                let o = kube::runtime::reflector::ObjectRef::<EcsCluster>::new(&r.name);
+                let cluster = match ns {
+                    Some(ns) => o.within(&ns),
+                    None => o,
+                };
+                throttle.allow(&cluster.to_string()).then_some(cluster)
             },
         )
     }
@@ -342,10 +340,9 @@ impl Managed for EcsCluster {
         }
         if actions.is_empty() {
             let obs = observed.as_ref();
-            return Ok(Outcome::new(
-                status_of(&ecs_name, obs, managed_keys),
-                health_of(&ecs_name, obs),
-            ));
+            let status = status_of(&ecs_name, obs, managed_keys);
+            let poll = cluster_plan::counts_poll(&previous, &status);
+            return Ok(Outcome::new(status, health_of(&ecs_name, obs)).requeue_opt(poll));
         }
         let arn = observed.as_ref().map(|o| o.arn.clone());
         for action in &actions {

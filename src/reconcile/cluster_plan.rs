@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::owned::{self, Adoption, Claimant, Release};
 use crate::api::cluster::{
-    ContainerInsights, EcsClusterSpec, ExecuteCommandConfiguration, ExecuteCommandLogConfiguration,
+    ContainerInsights, EcsClusterSpec, EcsClusterStatus, ExecuteCommandConfiguration,
+    ExecuteCommandLogConfiguration,
 };
 use crate::api::common::{CapacityProviderStrategyItem, Reason};
 use crate::api::common::{DeletionPolicy, Health};
@@ -312,6 +313,29 @@ pub fn health(obs: &ObservedCluster) -> Health {
             format!("ECS cluster {} is {}", obs.name, other.as_str()),
         ),
     }
+}
+
+/// How soon a cluster whose counts are moving (services and tasks starting or
+/// stopping) reads them again. Its services do not wake it as they come up: the
+/// counts follow from one DescribeClusters per interval, however many services move.
+pub const COUNTS_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `Some(COUNTS_POLL)` while the cluster's counts move: they differ from the last
+/// status, or tasks are pending. `None`: the resync interval is soon enough.
+pub fn counts_poll(
+    previous: &EcsClusterStatus,
+    now: &EcsClusterStatus,
+) -> Option<std::time::Duration> {
+    let counts = |s: &EcsClusterStatus| {
+        (
+            s.registered_container_instances_count,
+            s.running_tasks_count,
+            s.pending_tasks_count,
+            s.active_services_count,
+        )
+    };
+    let moving = counts(previous) != counts(now) || now.pending_tasks_count.unwrap_or(0) > 0;
+    moving.then_some(COUNTS_POLL)
 }
 
 #[cfg(test)]
@@ -800,5 +824,27 @@ mod tests {
         assert!(matches!(health(&obs), Health::Progressing { .. }));
         obs.status = "FAILED".into();
         assert!(matches!(health(&obs), Health::Stalled { .. }));
+    }
+
+    #[test]
+    fn counts_are_read_again_soon_only_while_they_move() {
+        let counts = |running, pending, services| EcsClusterStatus {
+            running_tasks_count: Some(running),
+            pending_tasks_count: Some(pending),
+            active_services_count: Some(services),
+            ..Default::default()
+        };
+        let settled = counts(10, 0, 10);
+        assert_eq!(counts_poll(&settled, &settled), None);
+        assert_eq!(counts_poll(&settled, &counts(11, 0, 11)), Some(COUNTS_POLL));
+        assert_eq!(
+            counts_poll(&counts(10, 2, 12), &counts(10, 2, 12)),
+            Some(COUNTS_POLL)
+        );
+        // A cluster just created reports its counts for the first time.
+        assert_eq!(
+            counts_poll(&EcsClusterStatus::default(), &settled),
+            Some(COUNTS_POLL)
+        );
     }
 }

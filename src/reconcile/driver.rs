@@ -17,7 +17,7 @@ use kube::core::object::HasStatus;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -53,7 +53,14 @@ pub struct Outcome<S> {
     /// Come back sooner than the resync interval (e.g. while a rollout runs).
     pub requeue: Option<Duration>,
     pub notes: Vec<Note>,
+    /// A sweep re-reads this object's ECS side at every resync and wakes it only if
+    /// that changed (see `service::sweeps`): its own requeue is a safety net, and may
+    /// be up to `SWEPT_SAFETY` resync intervals.
+    pub swept: bool,
 }
+
+/// How many resync intervals a swept object may go without a reconcile of its own.
+pub const SWEPT_SAFETY: u32 = 12;
 
 impl<S> Outcome<S> {
     /// An outcome with no Events, no kind conditions and the default requeue.
@@ -64,7 +71,13 @@ impl<S> Outcome<S> {
             conditions: vec![],
             requeue: None,
             notes: vec![],
+            swept: false,
         }
+    }
+    /// See `Outcome::swept`.
+    pub fn swept(mut self) -> Self {
+        self.swept = true;
+        self
     }
     pub fn requeue(mut self, after: Duration) -> Self {
         self.requeue = Some(after);
@@ -116,7 +129,7 @@ pub trait Managed:
     /// (e.g. a service referencing a task definition).
     fn watch_related(
         controller: Controller<Self>,
-        _client: &Client,
+        _ctx: &Arc<Context>,
         _namespace: Option<&str>,
     ) -> Controller<Self> {
         controller
@@ -226,8 +239,13 @@ async fn apply_and_report<K: Managed>(
     publish(ctx, obj, &outcome.notes).await;
     ctx.metrics
         .set_ready(K::KIND, &key_of(obj), Some(outcome.health.is_ready()));
+    let longest = if outcome.swept {
+        ctx.resync * SWEPT_SAFETY
+    } else {
+        ctx.resync
+    };
     Ok(Action::requeue(
-        outcome.requeue.unwrap_or(ctx.resync).min(ctx.resync),
+        outcome.requeue.unwrap_or(longest).min(longest),
     ))
 }
 
@@ -475,7 +493,7 @@ pub async fn run<K: Managed>(
             .concurrency(concurrency)
             .debounce(K::DEBOUNCE),
     );
-    K::watch_related(controller, &ctx.kube, namespace)
+    K::watch_related(controller, &ctx, namespace)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|res| async move {

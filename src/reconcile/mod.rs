@@ -12,6 +12,7 @@ pub mod schedule_plan;
 pub mod scheduled_task;
 pub mod service;
 pub mod service_plan;
+pub mod shared;
 pub mod task;
 pub mod task_definition;
 pub mod task_definition_plan;
@@ -49,6 +50,10 @@ pub struct Context {
     /// The namespace the operator watches (None: all). Reads that must see every
     /// resource the operator manages (e.g. "is this revision in use") use this scope.
     pub namespace: Option<String>,
+    /// The one watch of EcsClusters and of EcsTaskDefinitions: references resolve
+    /// from these stores, and referrers are woken from them.
+    pub clusters: shared::Shared<crate::api::cluster::EcsCluster>,
+    pub task_definitions: shared::Shared<crate::api::task_definition::EcsTaskDefinition>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -73,8 +78,17 @@ impl Context {
             metrics,
             resync,
             namespace,
+            clusters: shared::Shared::new(refs::what_referrers_read_of_cluster),
+            task_definitions: shared::Shared::new(refs::what_referrers_read_of_td),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Starts the shared watches (before the controllers that subscribe to them).
+    pub fn start_shared_watches(&self) {
+        let namespace = self.namespace.as_deref();
+        self.clusters.start(&self.kube, namespace);
+        self.task_definitions.start(&self.kube, namespace);
     }
 
     fn record_failure(&self, key: &str) -> u32 {

@@ -2,13 +2,13 @@
 //! resolving them to what ECS needs, and waking the referencing objects when the
 //! referenced ones change.
 
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
 
-use super::{Managed, scoped_api};
+use super::{Context, Managed};
 use crate::api::cluster::EcsCluster;
 use crate::api::common::{LocalRef, Placement, READY, is_condition_true};
 use crate::api::task_definition::EcsTaskDefinition;
@@ -49,25 +49,21 @@ fn referencing<K: Managed + References>(
         .collect()
 }
 
-/// Watches EcsTaskDefinitions and EcsClusters and reconciles the objects of kind `K`
-/// that reference a changed one.
+/// Reconciles the objects of kind `K` that reference a changed EcsTaskDefinition or
+/// EcsCluster (from the shared watches in `Context`).
 pub fn watch_references<K: Managed + References>(
     controller: Controller<K>,
-    client: &Client,
-    namespace: Option<&str>,
+    ctx: &Context,
 ) -> Controller<K> {
-    let tds: Api<EcsTaskDefinition> = scoped_api(client, namespace);
-    let clusters: Api<EcsCluster> = scoped_api(client, namespace);
     let store = controller.store();
     let store2 = store.clone();
     controller
-        .watches_stream(changes(tds, what_referrers_read_of_td), move |td| {
+        .watches_shared_stream(ctx.task_definitions.subscribe(), move |td| {
             referencing(&store, td.namespace(), &td.name_any(), false)
         })
-        .watches_stream(
-            changes(clusters, what_referrers_read_of_cluster),
-            move |c| referencing(&store2, c.namespace(), &c.name_any(), true),
-        )
+        .watches_shared_stream(ctx.clusters.subscribe(), move |c| {
+            referencing(&store2, c.namespace(), &c.name_any(), true)
+        })
 }
 
 /// The objects of `api` that changed in what `key` picks: an object's other changes
@@ -92,6 +88,35 @@ where
         .predicate_filter(move |o: &K| Some(key(o)), PredicateConfig::default())
 }
 
+/// Lets a key through at most once per `every` (leading edge): the wakes of one
+/// object by a crowd of related ones. What it drops, the object's own poll catches.
+pub struct Throttle {
+    every: std::time::Duration,
+    last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl Throttle {
+    pub fn new(every: std::time::Duration) -> Self {
+        Throttle {
+            every,
+            last: Default::default(),
+        }
+    }
+
+    /// Whether `key` may pass now (and if so, the window starts again).
+    pub fn allow(&self, key: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match last.get(key) {
+            Some(at) if now.duration_since(*at) < self.every => false,
+            _ => {
+                last.insert(key.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
 /// A hash of what a key function picks.
 pub fn fingerprint(value: impl std::hash::Hash) -> u64 {
     use std::hash::Hasher;
@@ -101,7 +126,7 @@ pub fn fingerprint(value: impl std::hash::Hash) -> u64 {
 }
 
 /// What resolving a clusterRef reads (see `resolve_cluster`): the ECS name and ARN.
-fn what_referrers_read_of_cluster(cluster: &EcsCluster) -> u64 {
+pub fn what_referrers_read_of_cluster(cluster: &EcsCluster) -> u64 {
     let status = cluster.status.as_ref();
     fingerprint((
         status.and_then(|s| s.cluster_name.as_ref()),
@@ -111,7 +136,7 @@ fn what_referrers_read_of_cluster(cluster: &EcsCluster) -> u64 {
 
 /// What resolving a taskDefinitionRef reads (see `resolve_task_definition`): the latest
 /// ARN, whether it is Ready, and whether its status is for the current spec.
-fn what_referrers_read_of_td(td: &EcsTaskDefinition) -> u64 {
+pub fn what_referrers_read_of_td(td: &EcsTaskDefinition) -> u64 {
     let status = td.status.as_ref();
     fingerprint((
         status.and_then(|s| s.latest_arn.as_ref()),
@@ -128,7 +153,7 @@ pub enum Resolved {
 
 /// `cluster` as given, or the ECS name of the Ready EcsCluster `cluster_ref` names.
 pub async fn resolve_cluster(
-    client: &Client,
+    ctx: &Context,
     ns: &str,
     cluster: Option<&String>,
     cluster_ref: Option<&LocalRef>,
@@ -141,8 +166,7 @@ pub async fn resolve_cluster(
             "neither cluster nor clusterRef is set".into(),
         ));
     };
-    let api: Api<EcsCluster> = Api::namespaced(client.clone(), ns);
-    let Some(cl) = api.get_opt(&r.name).await? else {
+    let Some(cl) = ctx.clusters.get(&ctx.kube, ns, &r.name).await? else {
         return Ok(Resolved::Waiting(format!(
             "EcsCluster {} does not exist in namespace {ns}",
             r.name
@@ -164,7 +188,7 @@ pub async fn resolve_cluster(
 /// `task_definition` as given, or the latest revision of the Ready EcsTaskDefinition
 /// `task_definition_ref` names.
 pub async fn resolve_task_definition(
-    client: &Client,
+    ctx: &Context,
     ns: &str,
     task_definition: Option<&String>,
     task_definition_ref: Option<&LocalRef>,
@@ -177,8 +201,7 @@ pub async fn resolve_task_definition(
             "neither taskDefinition nor taskDefinitionRef is set".into(),
         ));
     };
-    let api: Api<EcsTaskDefinition> = Api::namespaced(client.clone(), ns);
-    let Some(td) = api.get_opt(&r.name).await? else {
+    let Some(td) = ctx.task_definitions.get(&ctx.kube, ns, &r.name).await? else {
         return Ok(Resolved::Waiting(format!(
             "EcsTaskDefinition {} does not exist in namespace {ns}",
             r.name
@@ -217,22 +240,39 @@ fn ready_message(conditions: &[crate::api::common::Condition]) -> String {
 /// The cluster `obj` names (`cluster`, or the EcsCluster of `clusterRef` in `ns`).
 pub async fn cluster_of<K: References>(
     obj: &K,
-    client: &Client,
+    ctx: &Context,
     ns: &str,
 ) -> Result<Resolved, Error> {
     let placement = obj.placement();
     let (name, reference) = (placement.cluster.as_ref(), placement.cluster_ref.as_ref());
-    resolve_cluster(client, ns, name, reference).await
+    resolve_cluster(ctx, ns, name, reference).await
 }
 
 /// The task definition `obj` names (`taskDefinition`, or the latest revision of the
 /// EcsTaskDefinition of `taskDefinitionRef` in `ns`).
 pub async fn task_definition_of<K: References>(
     obj: &K,
-    client: &Client,
+    ctx: &Context,
     ns: &str,
 ) -> Result<Resolved, Error> {
     let placement = obj.placement();
     let name = placement.task_definition.as_ref();
-    resolve_task_definition(client, ns, name, placement.task_definition_ref.as_ref()).await
+    resolve_task_definition(ctx, ns, name, placement.task_definition_ref.as_ref()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_throttle_lets_each_key_through_once_per_window() {
+        let throttle = Throttle::new(Duration::from_millis(50));
+        assert!(throttle.allow("ns/a"));
+        assert!(!throttle.allow("ns/a"));
+        // Another object has its own window.
+        assert!(throttle.allow("ns/b"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(throttle.allow("ns/a"));
+    }
 }

@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Controller;
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 
 use super::schedule_plan::{self, Concurrency, Due, Schedule, TOO_MANY_MISSED};
 use super::{Context, Managed, Note, Outcome};
@@ -261,10 +261,10 @@ impl Managed for EcsScheduledTask {
 
     fn watch_related(
         controller: Controller<Self>,
-        client: &Client,
+        ctx: &std::sync::Arc<Context>,
         namespace: Option<&str>,
     ) -> Controller<Self> {
-        let runs: Api<EcsTask> = super::scoped_api(client, namespace);
+        let runs: Api<EcsTask> = super::scoped_api(&ctx.kube, namespace);
         // A run finishing matters for Forbid, history and lastSuccessfulTime.
         controller.owns(runs, watcher::Config::default().labels(SCHEDULE_LABEL))
     }

@@ -3,10 +3,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use futures::StreamExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tracing::{debug, warn};
+
+use kube::ResourceExt;
 use kube::runtime::controller::Controller;
-use kube::{Client, ResourceExt};
 
 use super::owned::{self, Claimant, Release};
 use super::refs::{self, Resolved};
@@ -35,6 +40,71 @@ pub fn until_aligned(interval: Duration, now: SystemTime) -> Duration {
     let left = period - since % period;
     // A little past the boundary, so the whole round sees it as passed.
     Duration::from_millis(u64::try_from(left).unwrap_or(0) + 50)
+}
+
+/// A poll of about `every` moved to a shared boundary (a multiple of `every` since
+/// the epoch) at least half of `every` away: services polling in the same slot (all
+/// those created in one 5 s window) share their DescribeServices calls, 10 a call.
+pub fn poll_aligned(every: Duration, now: SystemTime) -> Duration {
+    let half = every / 2;
+    half + until_aligned(every, now + half)
+}
+
+/// When a steady service is reconciled without a change in ECS: on a boundary
+/// shared by all of them (so they share their reads), `SWEPT_SAFETY` resyncs away.
+fn safety_net(resync: Duration) -> Duration {
+    until_aligned(resync * super::driver::SWEPT_SAFETY, SystemTime::now())
+}
+
+/// Every resync boundary: one batched read of the ECS services of all EcsServices
+/// (ceil(N/10) DescribeServices per cluster), and a reconcile only of those whose
+/// ECS service changed since their last reconcile. A steady service costs a tenth
+/// of a read per resync and no reconcile, no status write.
+fn sweeps(
+    ctx: Arc<Context>,
+    store: Store<EcsService>,
+) -> impl futures::Stream<Item = ObjectRef<EcsService>> + Send + 'static {
+    futures::stream::unfold((ctx, store), |(ctx, store)| async move {
+        tokio::time::sleep(until_aligned(ctx.resync, SystemTime::now())).await;
+        let changed = sweep(&ctx, &store).await;
+        Some((futures::stream::iter(changed), (ctx, store)))
+    })
+    .flatten()
+}
+
+/// One sweep: per cluster, the services ECS has and no deletion is under way for.
+async fn sweep(ctx: &Context, store: &Store<EcsService>) -> Vec<ObjectRef<EcsService>> {
+    let mut by_cluster: BTreeMap<String, Vec<(String, ObjectRef<EcsService>)>> = BTreeMap::new();
+    for svc in store.state() {
+        let status = svc.previous();
+        let (Some(cluster), Some(_)) = (status.cluster, status.arn) else {
+            continue;
+        };
+        if svc.metadata.deletion_timestamp.is_none() {
+            let member = (svc.ecs_name(), ObjectRef::from(svc.as_ref()));
+            by_cluster.entry(cluster).or_default().push(member);
+        }
+    }
+    let mut wake = Vec::new();
+    for (cluster, members) in by_cluster {
+        let names: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
+        match ctx.services.sweep(&ctx.ecs, &cluster, &names).await {
+            Ok(changed) => {
+                let changed: BTreeSet<String> = changed.into_iter().collect();
+                wake.extend(
+                    members
+                        .into_iter()
+                        .filter(|(n, _)| changed.contains(n))
+                        .map(|(_, o)| o),
+                );
+            }
+            // ECS is unavailable: nothing is known to have changed; the next sweep
+            // (or a reconcile's own read) tries again.
+            Err(e) => warn!(cluster = %cluster, error = %e, "resync sweep failed"),
+        }
+    }
+    debug!(woken = wake.len(), "resync sweep");
+    wake
 }
 
 /// What the operator changed, one Event per ECS action. A new revision from the
@@ -113,11 +183,11 @@ impl EcsService {
             let health = Health::progressing(Reason::WaitingForReference, message);
             Outcome::new(self.previous(), health).requeue(REFERENCE_POLL)
         };
-        let cluster = match refs::cluster_of(self, &ctx.kube, &ns).await? {
+        let cluster = match refs::cluster_of(self, ctx, &ns).await? {
             Resolved::Found(c) => c,
             Resolved::Waiting(m) => return Ok(Err(waiting(m))),
         };
-        let task_definition = match refs::task_definition_of(self, &ctx.kube, &ns).await? {
+        let task_definition = match refs::task_definition_of(self, ctx, &ns).await? {
             Resolved::Found(t) => t,
             Resolved::Waiting(m) => return Ok(Err(waiting(m))),
         };
@@ -213,8 +283,9 @@ impl EcsService {
             format!("created ECS service {name} running {short}"),
         );
         let message = format!("created ECS service {name} in cluster {cluster} with {short}");
+        let poll = poll_aligned(service_plan::ROLLOUT_POLL, SystemTime::now());
         Ok(Outcome::new(status, health)
-            .requeue(service_plan::ROLLOUT_POLL)
+            .requeue(poll)
             .note(Note::normal(Reason::Created, "CreateService", message)))
     }
 
@@ -298,9 +369,12 @@ impl EcsService {
                 health.message().to_string(),
             ));
         }
-        Ok(Outcome::new(status, health)
-            .requeue(requeue.unwrap_or(aligned))
-            .notes(notes))
+        let outcome = Outcome::new(status, health).notes(notes);
+        Ok(match requeue {
+            Some(every) => outcome.requeue(poll_aligned(every, SystemTime::now())),
+            // Nothing under way: the sweep looks at every resync; this is its safety net.
+            None => outcome.requeue(safety_net(ctx.resync)).swept(),
+        })
     }
 
     /// The cluster this resource's service lives in, for deletion: as recorded, or
@@ -310,7 +384,7 @@ impl EcsService {
             return Ok(Some(c.clone()));
         }
         let ns = self.namespace().unwrap_or_default();
-        match refs::cluster_of(self, &ctx.kube, &ns).await? {
+        match refs::cluster_of(self, ctx, &ns).await? {
             Resolved::Found(c) => Ok(Some(c)),
             Resolved::Waiting(_) => Ok(None),
         }
@@ -352,10 +426,11 @@ impl Managed for EcsService {
 
     fn watch_related(
         controller: Controller<Self>,
-        client: &Client,
-        namespace: Option<&str>,
+        ctx: &std::sync::Arc<Context>,
+        _namespace: Option<&str>,
     ) -> Controller<Self> {
-        refs::watch_references(controller, client, namespace)
+        let sweeps = sweeps(ctx.clone(), controller.store());
+        refs::watch_references(controller, ctx).reconcile_on(sweeps)
     }
 
     async fn apply(&self, ctx: &Context) -> Result<Outcome<EcsServiceStatus>, Error> {
@@ -465,5 +540,26 @@ mod tests {
         let a = at(120_500) + until_aligned(i, at(120_500));
         let b = at(150_000) + until_aligned(i, at(150_000));
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn polls_share_a_boundary_at_least_half_a_poll_away() {
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        let every = Duration::from_secs(5);
+        // Created 1 s into a slot: the next boundary (4 s away) is far enough.
+        assert_eq!(
+            poll_aligned(every, at(101_000)),
+            Duration::from_millis(4_050)
+        );
+        // Created 4 s into it: 1 s is too soon for ECS to have moved; the one after.
+        assert_eq!(
+            poll_aligned(every, at(104_000)),
+            Duration::from_millis(6_050)
+        );
+        // Everything created between 2.5 s into one slot and 2.5 s into the next polls
+        // at the same instant.
+        let when = |ms| at(ms) + poll_aligned(every, at(ms));
+        assert_eq!(when(102_600), when(107_400));
+        assert!(poll_aligned(every, at(102_500)) >= every / 2);
     }
 }

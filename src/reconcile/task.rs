@@ -167,11 +167,10 @@ impl EcsTask {
         summary(&mut status, self.spec.count);
         let conditions = job_conditions(status.phase, &health);
         Outcome {
-            status,
-            health,
             conditions,
-            requeue,
-            notes,
+            ..Outcome::new(status, health)
+                .requeue_opt(requeue)
+                .notes(notes)
         }
     }
 
@@ -245,7 +244,7 @@ impl EcsTask {
         let ns = self.namespace().unwrap_or_default();
         let cluster = match &status.cluster {
             Some(c) => c.clone(),
-            None => match refs::cluster_of(self, &ctx.kube, &ns).await? {
+            None => match refs::cluster_of(self, ctx, &ns).await? {
                 Resolved::Found(c) => c,
                 Resolved::Waiting(m) => {
                     return Ok(Target::Early(Box::new(self.waiting(status.clone(), m))));
@@ -258,7 +257,7 @@ impl EcsTask {
                 task_definition: td.clone(),
             }));
         }
-        let td = match refs::task_definition_of(self, &ctx.kube, &ns).await? {
+        let td = match refs::task_definition_of(self, ctx, &ns).await? {
             Resolved::Found(t) => t,
             Resolved::Waiting(m) => {
                 return Ok(Target::Early(Box::new(self.waiting(status.clone(), m))));
@@ -649,10 +648,10 @@ impl Managed for EcsTask {
     /// A run waiting for its cluster or task definition starts as soon as it appears.
     fn watch_related(
         controller: kube::runtime::Controller<Self>,
-        client: &kube::Client,
-        namespace: Option<&str>,
+        ctx: &std::sync::Arc<Context>,
+        _namespace: Option<&str>,
     ) -> kube::runtime::Controller<Self> {
-        refs::watch_references(controller, client, namespace)
+        refs::watch_references(controller, ctx)
     }
 
     async fn apply(&self, ctx: &Context) -> Result<Outcome<EcsTaskStatus>, Error> {

@@ -638,4 +638,37 @@ mod tests {
         );
         assert_eq!(cluster_name("prod"), "prod");
     }
+
+    // A resync that finds ECS as the last reconcile saw it wakes nobody; one that
+    // finds a change wakes exactly that service.
+    #[tokio::test]
+    async fn a_sweep_names_only_the_services_ecs_changed() {
+        let answer = |running: i32| {
+            move || {
+                let mut changed = sdk_service("b", "ACTIVE");
+                changed.running_count = running;
+                DescribeServicesOutput::builder()
+                    .services(sdk_service("a", "ACTIVE"))
+                    .services(changed)
+                    .build()
+            }
+        };
+        let rules = [answer(0), answer(0), answer(0), answer(1)]
+            .map(|a| mock!(Client::describe_services).then_output(a));
+        let [r1, r2, r3, r4] = &rules;
+        let client = mock_client!(aws_sdk_ecs, RuleMode::Sequential, [r1, r2, r3, r4]);
+        let (ecs, _) = ecs(client);
+        let observer = ServiceObserver::new(Duration::from_secs(30));
+        // Both reconciled, each given its copy.
+        for name in ["a", "b"] {
+            let copy = observer.observe(&ecs, "c", name, Duration::ZERO).await;
+            assert!(copy.unwrap().is_some());
+        }
+        let names = vec!["a".to_string(), "b".to_string()];
+        assert!(observer.sweep(&ecs, "c", &names).await.unwrap().is_empty());
+        let changed = observer.sweep(&ecs, "c", &names).await.unwrap();
+        assert_eq!(changed, vec!["b".to_string()]);
+        // Each sweep is one DescribeServices call for both.
+        assert_eq!(rules.iter().map(|r| r.num_calls()).sum::<usize>(), 4);
+    }
 }

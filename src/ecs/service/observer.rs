@@ -21,6 +21,16 @@ struct ClusterCache {
     /// Services whose last request wanted a copy fresher than the window (a rollout
     /// or an update under way): they fill the free places of other reads' calls.
     hot: BTreeSet<String>,
+    /// name -> digest of the copy its last reconcile was given (see `sweep`).
+    delivered: HashMap<String, u64>,
+}
+
+/// A digest of a copy, to tell whether ECS changed since a reconcile saw it.
+fn digest(obs: Option<&ObservedService>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    format!("{obs:?}").hash(&mut hasher);
+    hasher.finish()
 }
 
 impl ClusterCache {
@@ -36,9 +46,11 @@ impl ClusterCache {
             .cloned()
             .collect();
         let room = (DESCRIBE_BATCH - (peers.len() + 1) % DESCRIBE_BATCH) % DESCRIBE_BATCH;
+        // A hot service with no copy (just created or updated: its copy was
+        // invalidated) is the oldest of all.
         let mut hot: Vec<(Duration, &String)> = others
             .filter(|n| self.hot.contains(*n) && !peers.contains(*n))
-            .filter_map(|n| Some((age(n)?, n)))
+            .map(|n| (age(n).unwrap_or(Duration::MAX), n))
             .filter(|(a, _)| *a > FRESH)
             .collect();
         hot.sort_by_key(|(age, _)| std::cmp::Reverse(*age));
@@ -110,21 +122,17 @@ impl ServiceObserver {
     ) -> Result<Option<ObservedService>, Error> {
         self.mark(cluster, name, max_age < self.window);
         if let Some(hit) = self.cached(cluster, name, max_age) {
+            self.delivered(cluster, name, hit.as_ref());
             return Ok(hit);
         }
         let key = cluster_name(cluster).to_string();
-        let gate = self
-            .fetching
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key.clone())
-            .or_default()
-            .clone();
+        let gate = self.gate(cluster);
         let arrived = Instant::now();
         let _turn = gate.lock().await;
         // Someone else may have read it while we waited for our turn: good enough if
         // it is as fresh as we asked, or was requested after we arrived.
         if let Some(hit) = self.cached(cluster, name, max_age.max(arrived.elapsed())) {
+            self.delivered(cluster, name, hit.as_ref());
             return Ok(hit);
         }
         let peers: Vec<String> = {
@@ -135,8 +143,26 @@ impl ServiceObserver {
         };
         let mut wanted = vec![name.to_string()];
         wanted.extend(peers);
-        let mut result = None;
-        for chunk in wanted.chunks(DESCRIBE_BATCH) {
+        let result = self
+            .read(ecs, cluster, &wanted)
+            .await?
+            .remove(name)
+            .flatten();
+        self.delivered(cluster, name, result.as_ref());
+        Ok(result)
+    }
+
+    /// Reads `names` (10 a call) into the cache; what ECS answered for each.
+    /// The caller holds the cluster's fetch gate.
+    async fn read(
+        &self,
+        ecs: &EcsApi,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<HashMap<String, Option<ObservedService>>, Error> {
+        let key = cluster_name(cluster).to_string();
+        let mut out = HashMap::new();
+        for chunk in names.chunks(DESCRIBE_BATCH) {
             // Age counts from the request, not the answer.
             let sent = Instant::now();
             let epochs: Vec<u64> = {
@@ -155,15 +181,57 @@ impl ServiceObserver {
             let c = all.entry(key.clone()).or_default();
             for (n, epoch) in chunk.iter().zip(epochs) {
                 let obs = found.remove(n);
-                if n == name {
-                    result = obs.clone();
-                }
                 if c.epoch.get(n).copied().unwrap_or(0) == epoch {
-                    c.seen.insert(n.clone(), (sent, obs));
+                    c.seen.insert(n.clone(), (sent, obs.clone()));
                 }
+                out.insert(n.clone(), obs);
             }
         }
-        Ok(result)
+        Ok(out)
+    }
+
+    /// Records what a reconcile of `name` was given, for `sweep` to compare with.
+    fn delivered(&self, cluster: &str, name: &str, obs: Option<&ObservedService>) {
+        let mut all = self.lock();
+        let c = all.entry(cluster_name(cluster).to_string()).or_default();
+        c.delivered.insert(name.to_string(), digest(obs));
+    }
+
+    /// Reads every one of `names` (10 a call) and returns those whose copy differs
+    /// from the one their last reconcile was given: the services a resync has to
+    /// reconcile. The rest cost one read in ten and no reconcile.
+    pub async fn sweep(
+        &self,
+        ecs: &EcsApi,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<Vec<String>, Error> {
+        let gate = self.gate(cluster);
+        let _turn = gate.lock().await;
+        let read = self.read(ecs, cluster, names).await?;
+        let all = self.lock();
+        let Some(c) = all.get(cluster_name(cluster)) else {
+            return Ok(vec![]);
+        };
+        let changed = read
+            .iter()
+            .filter(|(n, obs)| {
+                c.delivered
+                    .get(*n)
+                    .is_some_and(|was| *was != digest(obs.as_ref()))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        Ok(changed)
+    }
+
+    fn gate(&self, cluster: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(cluster_name(cluster).to_string())
+            .or_default()
+            .clone()
     }
 
     /// Notes whether `name` wants fresh copies now (see `ClusterCache::hot`).
@@ -214,6 +282,7 @@ impl ServiceObserver {
             c.known.remove(name);
             c.epoch.remove(name);
             c.hot.remove(name);
+            c.delivered.remove(name);
         }
     }
 }
@@ -250,6 +319,10 @@ mod tests {
         let peers = c.peers("me", window);
         assert_eq!(&peers[..3], ["s1", "s2", "s3"]);
         assert_eq!(&peers[3..], ["h8", "h7", "h6", "h5", "h4", "h3"]);
+        // Hot with no copy at all (its write invalidated it): first in line.
+        let mut written = cache(&[("me", 0), ("old", 10)], &["old", "new"]);
+        written.known.insert("new".into());
+        assert_eq!(written.peers("me", window), ["new", "old"]);
         // Not hot (Ready, read recently): not read along.
         let cold = cache(&[("me", 0), ("a", 5), ("b", 5)], &[]);
         assert!(cold.peers("me", window).is_empty());
