@@ -42,6 +42,13 @@ struct RunArgs {
     #[arg(long, env = "ECS_OPERATOR_NAMESPACE")]
     namespace: Option<String>,
 
+    /// Reconcile only objects whose labels match this label selector (e.g.
+    /// "ecs.operator.dev/shard=a"): one shard of several operator deployments, each
+    /// with its own Lease (--leader-election-id) and share of the quota
+    /// (--ecs-rate-fraction). Referenced objects are read whatever their labels.
+    #[arg(long, env = "ECS_OPERATOR_SELECTOR")]
+    selector: Option<String>,
+
     /// Log output format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "ECS_OPERATOR_LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text)]
     log_format: telemetry::LogFormat,
@@ -206,13 +213,16 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
         }
     };
 
-    let ctx = Arc::new(Context::new(
-        client,
-        ecs,
-        metrics,
-        args.resync_interval,
-        args.namespace.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            ecs,
+            metrics,
+            args.resync_interval,
+            args.namespace.clone(),
+        )
+        .with_selector(args.selector.clone()),
+    );
     ctx.start_shared_watches();
     let controllers: Vec<_> = kinds::all()
         .iter()

@@ -483,7 +483,7 @@ pub async fn run<K: Managed>(
     // its own status writes must not (a failing reconcile would otherwise retry at
     // once instead of after its backoff).
     let (reader, writer) = reflector::store();
-    let trigger = watcher(api, watcher::Config::default().any_semantic())
+    let trigger = watcher(api, ctx.own_objects())
         .default_backoff()
         .reflect(writer)
         .applied_objects()

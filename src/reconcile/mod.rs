@@ -18,7 +18,7 @@ pub mod task_definition;
 pub mod task_definition_plan;
 pub mod task_plan;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,6 +50,13 @@ pub struct Context {
     /// The namespace the operator watches (None: all). Reads that must see every
     /// resource the operator manages (e.g. "is this revision in use") use this scope.
     pub namespace: Option<String>,
+    /// The label selector of this shard (None: every object). It filters the
+    /// objects each controller reconciles, not what references or ownership checks read.
+    pub selector: Option<String>,
+    /// The EcsService controller's store, for reads that cover many services at once
+    /// (set when that controller starts).
+    pub service_store:
+        std::sync::OnceLock<kube::runtime::reflector::Store<crate::api::service::EcsService>>,
     /// The one watch of EcsClusters and of EcsTaskDefinitions: references resolve
     /// from these stores, and referrers are woken from them.
     pub clusters: shared::Shared<crate::api::cluster::EcsCluster>,
@@ -78,10 +85,32 @@ impl Context {
             metrics,
             resync,
             namespace,
+            selector: None,
+            service_store: Default::default(),
             clusters: shared::Shared::new(refs::what_referrers_read_of_cluster),
             task_definitions: shared::Shared::new(refs::what_referrers_read_of_td),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reconcile only the objects `selector` matches (a shard).
+    pub fn with_selector(mut self, selector: Option<String>) -> Self {
+        self.selector = selector.filter(|s| !s.trim().is_empty());
+        self
+    }
+
+    /// The watch configuration of a controller's own objects: this shard's.
+    pub fn own_objects(&self) -> kube::runtime::watcher::Config {
+        let config = kube::runtime::watcher::Config::default().any_semantic();
+        match &self.selector {
+            Some(selector) => config.labels(selector),
+            None => config,
+        }
+    }
+
+    /// The labels of `labels` this shard's selector tests (see `shard_labels`).
+    pub fn shard_labels(&self, labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        shard_labels(self.selector.as_deref(), labels)
     }
 
     /// Starts the shared watches (before the controllers that subscribe to them).
@@ -104,6 +133,51 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
     }
+}
+
+/// The labels of `labels` a shard selector tests: copied onto objects the operator
+/// creates for an object (a schedule's runs), so they land in its shard. Only those:
+/// other labels (e.g. Argo CD's instance label) would make the runs look like part of
+/// someone's Git state.
+pub fn shard_labels(
+    selector: Option<&str>,
+    labels: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let keys = selector.map(selector_keys).unwrap_or_default();
+    labels
+        .iter()
+        .filter(|(k, _)| keys.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The label keys a label selector tests: `a=b, c in (d,e), !f` -> a, c, f.
+pub fn selector_keys(selector: &str) -> Vec<String> {
+    let mut terms = vec![String::new()];
+    let mut depth = 0;
+    for ch in selector.chars() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(String::new());
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(term) = terms.last_mut() {
+            term.push(ch);
+        }
+    }
+    terms
+        .iter()
+        .map(|t| t.trim().trim_start_matches('!'))
+        .map(|t| {
+            t.split(|c: char| "=!<>(".contains(c) || c.is_whitespace())
+                .next()
+        })
+        .filter_map(|key| key.filter(|k| !k.is_empty()).map(str::to_string))
+        .collect()
 }
 
 /// Something worth a Kubernetes Event (`kubectl describe`).
@@ -188,5 +262,36 @@ where
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_selector_names_the_label_keys_it_tests() {
+        let keys = selector_keys("ecs.operator.dev/shard=a, tier in (web,api),!legacy,env!=dev");
+        assert_eq!(keys, ["ecs.operator.dev/shard", "tier", "legacy", "env"]);
+        assert_eq!(
+            selector_keys("team notin (a, b), exists"),
+            ["team", "exists"]
+        );
+        assert!(selector_keys("").is_empty());
+    }
+
+    #[test]
+    fn a_schedules_runs_carry_only_its_shard_labels() {
+        let labels = BTreeMap::from([
+            ("ecs.operator.dev/shard".to_string(), "a".to_string()),
+            (
+                "app.kubernetes.io/instance".to_string(),
+                "argo-app".to_string(),
+            ),
+        ]);
+        let copied = shard_labels(Some("ecs.operator.dev/shard=a"), &labels);
+        assert_eq!(copied.len(), 1);
+        assert_eq!(copied["ecs.operator.dev/shard"], "a");
+        assert!(shard_labels(None, &labels).is_empty());
     }
 }

@@ -37,18 +37,25 @@ fn until(t: Timestamp, now: Timestamp) -> Duration {
 }
 
 impl EcsScheduledTask {
-    fn run_object(&self, ns: &str, name: &str, slot: Timestamp) -> Result<EcsTask, Error> {
+    /// The run for `slot`: labelled as this schedule's (and with the labels a shard
+    /// selector tests, so the run lands in the schedule's shard), owned by it.
+    fn run_object(
+        &self,
+        ctx: &Context,
+        ns: &str,
+        name: &str,
+        slot: Timestamp,
+    ) -> Result<EcsTask, Error> {
         let owner = self
             .controller_owner_ref(&())
             .ok_or_else(|| Error::Internal("EcsScheduledTask without uid".into()))?;
+        let mut labels = ctx.shard_labels(self.labels());
+        labels.insert(SCHEDULE_LABEL.to_string(), name.to_string());
         Ok(EcsTask {
             metadata: ObjectMeta {
                 name: Some(schedule_plan::run_name(name, slot)),
                 namespace: Some(ns.to_string()),
-                labels: Some(BTreeMap::from([(
-                    SCHEDULE_LABEL.to_string(),
-                    name.to_string(),
-                )])),
+                labels: Some(labels),
                 annotations: Some(BTreeMap::from([(
                     SLOT_ANNOTATION.to_string(),
                     rfc3339(slot),
@@ -238,7 +245,7 @@ impl EcsScheduledTask {
             }
             Concurrency::Start => {}
         }
-        let obj = self.run_object(&self.namespace().unwrap_or_default(), &name, slot)?;
+        let obj = self.run_object(ctx, &self.namespace().unwrap_or_default(), &name, slot)?;
         match api.create(&PostParams::default(), &obj).await {
             Ok(_) => {
                 let message = format!("started run {run} for {}", rfc3339(slot));
@@ -266,7 +273,11 @@ impl Managed for EcsScheduledTask {
     ) -> Controller<Self> {
         let runs: Api<EcsTask> = super::scoped_api(&ctx.kube, namespace);
         // A run finishing matters for Forbid, history and lastSuccessfulTime.
-        controller.owns(runs, watcher::Config::default().labels(SCHEDULE_LABEL))
+        let runs_of_this_shard = match &ctx.selector {
+            Some(selector) => format!("{SCHEDULE_LABEL},{selector}"),
+            None => SCHEDULE_LABEL.to_string(),
+        };
+        controller.owns(runs, watcher::Config::default().labels(&runs_of_this_shard))
     }
 
     async fn apply(&self, ctx: &Context) -> Result<Outcome<EcsScheduledTaskStatus>, Error> {

@@ -64,16 +64,58 @@ fn sweeps(
     ctx: Arc<Context>,
     store: Store<EcsService>,
 ) -> impl futures::Stream<Item = ObjectRef<EcsService>> + Send + 'static {
-    futures::stream::unfold((ctx, store), |(ctx, store)| async move {
+    let start = (ctx, store, true);
+    futures::stream::unfold(start, |(ctx, store, first)| async move {
+        if first && store.wait_until_ready().await.is_ok() {
+            // Every service is a peer from the start (a restart reads 10 a call).
+            for (cluster, members) in by_cluster(&store) {
+                let names: Vec<String> = members.into_iter().map(|(n, _)| n).collect();
+                ctx.services.know(&cluster, &names);
+            }
+        }
         tokio::time::sleep(until_aligned(ctx.resync, SystemTime::now())).await;
         let changed = sweep(&ctx, &store).await;
-        Some((futures::stream::iter(changed), (ctx, store)))
+        Some((futures::stream::iter(changed), (ctx, store, false)))
     })
     .flatten()
 }
 
-/// One sweep: per cluster, the services ECS has and no deletion is under way for.
-async fn sweep(ctx: &Context, store: &Store<EcsService>) -> Vec<ObjectRef<EcsService>> {
+/// The ECS names of the EcsServices in `cluster` that never had an ECS service
+/// (their first reads are batched, see `ServiceObserver::observe_new`).
+fn never_created_in(ctx: &Context, cluster: &str) -> Vec<String> {
+    let Some(store) = ctx.service_store.get() else {
+        return vec![];
+    };
+    let cluster = svc::cluster_name(cluster);
+    let in_cluster = |s: &EcsService| {
+        let placement = &s.spec.placement;
+        let named = match (&placement.cluster, &placement.cluster_ref) {
+            (Some(name), _) => Some(name.clone()),
+            (None, Some(r)) => {
+                let ns = s.namespace().unwrap_or_default();
+                let found = ctx.clusters.cached(&ns, &r.name);
+                found.and_then(|c| c.status.as_ref()?.cluster_name.clone())
+            }
+            (None, None) => None,
+        };
+        named.is_some_and(|n| svc::cluster_name(&n) == cluster)
+    };
+    store
+        .state()
+        .iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .filter(|s| {
+            s.status
+                .as_ref()
+                .is_none_or(|st| st.arn.is_none() && st.last_create_time.is_none())
+        })
+        .filter(|s| in_cluster(s))
+        .map(|s| s.ecs_name())
+        .collect()
+}
+
+/// The EcsServices whose ECS service exists and is not being deleted, by cluster.
+fn by_cluster(store: &Store<EcsService>) -> BTreeMap<String, Vec<(String, ObjectRef<EcsService>)>> {
     let mut by_cluster: BTreeMap<String, Vec<(String, ObjectRef<EcsService>)>> = BTreeMap::new();
     for svc in store.state() {
         let status = svc.previous();
@@ -85,8 +127,13 @@ async fn sweep(ctx: &Context, store: &Store<EcsService>) -> Vec<ObjectRef<EcsSer
             by_cluster.entry(cluster).or_default().push(member);
         }
     }
+    by_cluster
+}
+
+/// One sweep: per cluster, the services ECS has and no deletion is under way for.
+async fn sweep(ctx: &Context, store: &Store<EcsService>) -> Vec<ObjectRef<EcsService>> {
     let mut wake = Vec::new();
-    for (cluster, members) in by_cluster {
+    for (cluster, members) in by_cluster(store) {
         let names: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
         match ctx.services.sweep(&ctx.ecs, &cluster, &names).await {
             Ok(changed) => {
@@ -208,12 +255,19 @@ impl EcsService {
         let previous = self.previous();
         let in_progress = previous.observed_generation != self.metadata.generation
             || is_condition_true(&previous.conditions, RECONCILING);
+        let name = self.ecs_name();
+        if previous.arn.is_none() && previous.last_create_time.is_none() {
+            let pending = || never_created_in(ctx, cluster);
+            return ctx
+                .services
+                .observe_new(&ctx.ecs, cluster, &name, pending)
+                .await;
+        }
         let max_age = if in_progress {
             crate::ecs::service::FRESH
         } else {
             ctx.services.window()
         };
-        let name = self.ecs_name();
         ctx.services
             .observe(&ctx.ecs, cluster, &name, max_age)
             .await
@@ -429,6 +483,7 @@ impl Managed for EcsService {
         ctx: &std::sync::Arc<Context>,
         _namespace: Option<&str>,
     ) -> Controller<Self> {
+        let _ = ctx.service_store.set(controller.store());
         let sweeps = sweeps(ctx.clone(), controller.store());
         refs::watch_references(controller, ctx).reconcile_on(sweeps)
     }

@@ -90,6 +90,11 @@ where
         rx
     }
 
+    /// The object `name` in `ns` as the store has it now (None before `start`).
+    pub fn cached(&self, ns: &str, name: &str) -> Option<Arc<K>> {
+        self.store.get(&ObjectRef::new(name).within(ns))
+    }
+
     /// The object `name` in `ns`: from the store once it has listed everything.
     pub async fn get(
         &self,

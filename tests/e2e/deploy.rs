@@ -253,6 +253,7 @@ async fn helm_chart_lints_renders_installs_and_its_rbac_suffices() {
             "metrics.serviceMonitor.enabled=false",
         ],
         vec!["--set", own_ns.as_str()],
+        vec!["--set", "selector=ecs.operator.dev/shard=a"],
     ] {
         // (helm template assumes an old Kubernetes unless told)
         let mut args = vec![
@@ -267,6 +268,13 @@ async fn helm_chart_lints_renders_installs_and_its_rbac_suffices() {
         args.extend(extra.iter().copied());
         let (ok, rendered) = run_helm(&args).await;
         assert!(ok, "{rendered}");
+        // A shard's release passes its selector (quoted: selectors hold spaces, commas).
+        let shard = rendered.contains(r#"- "--selector=ecs.operator.dev/shard=a""#);
+        assert_eq!(
+            shard,
+            extra.contains(&"selector=ecs.operator.dev/shard=a"),
+            "{rendered}"
+        );
         let (ok, out) = ctx
             .kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&rendered))
             .await;

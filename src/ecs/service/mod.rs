@@ -617,9 +617,11 @@ mod tests {
                 .is_none()
         );
         assert_eq!(echo.num_calls(), first_round);
-        // A round after the window: the first read refreshes all 26, 10 per call.
+        // After the window a reconcile's read is one call (itself and 9 stale
+        // peers); the resync round is the sweep's: all 26, 10 per call.
         let observer_later = ServiceObserver::new(Duration::ZERO);
-        for n in names.iter().chain(["gone".to_string()].iter()) {
+        let all: Vec<String> = names.iter().cloned().chain(["gone".to_string()]).collect();
+        for n in &all {
             observer_later.cached("c", n, Duration::ZERO);
         }
         let before = echo.num_calls();
@@ -627,7 +629,42 @@ mod tests {
             .observe(&ecs, "c", "s00", Duration::ZERO)
             .await
             .unwrap();
-        assert_eq!(echo.num_calls() - before, 3, "26 services, 10 per call");
+        assert_eq!(echo.num_calls() - before, 1, "one call per reconcile");
+        observer_later.sweep(&ecs, "c", &all).await.unwrap();
+        assert_eq!(echo.num_calls() - before, 4, "26 services, 10 per call");
+    }
+
+    // 1,000 EcsServices applied at once: their first reads ("does ECS have it?")
+    // share calls, and a "no" stays good until a write.
+    #[tokio::test]
+    async fn never_created_services_are_read_a_hundred_at_once() {
+        let echo = mock!(Client::describe_services)
+            .match_requests(|r| r.services().len() <= DESCRIBE_BATCH)
+            .then_compute_output(|r| {
+                let mut out = DescribeServicesOutput::builder();
+                for n in r.services() {
+                    out = out.failures(Failure::builder().arn(n).reason("MISSING").build());
+                }
+                out.build()
+            });
+        let client = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&echo]);
+        let (ecs, _) = ecs(client);
+        let observer = ServiceObserver::new(Duration::ZERO);
+        let names: Vec<String> = (0..250).map(|i| format!("new-{i:03}")).collect();
+        let pending = || names.clone();
+        for n in &names {
+            let seen = observer.observe_new(&ecs, "c", n, pending).await.unwrap();
+            assert!(seen.is_none());
+        }
+        // 250 services, 100 per miss (10 calls of 10): 3 misses.
+        assert_eq!(echo.num_calls(), 25);
+        // A write (CreateService) makes the next look real.
+        observer.invalidate("c", "new-000");
+        observer
+            .observe_new(&ecs, "c", "new-000", pending)
+            .await
+            .unwrap();
+        assert_eq!(echo.num_calls(), 26);
     }
 
     #[test]

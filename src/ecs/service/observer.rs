@@ -34,30 +34,37 @@ fn digest(obs: Option<&ObservedService>) -> u64 {
 }
 
 impl ClusterCache {
-    /// Peers to read along with `name`: every stale one (older than `window`), then
-    /// hot ones (oldest copy first, none read within `FRESH`) in the places the
-    /// last call of 10 has left, which cost nothing extra.
+    /// Peers to read along with `name` in the places its call of 10 has left, which
+    /// cost nothing extra: hot ones first (no copy at all, i.e. just written, then
+    /// the oldest copies; none read within `FRESH`, none ECS said it does not have),
+    /// then stale ones (older than `window`). A reconcile's read is one call: the
+    /// resync round is the sweep's.
     fn peers(&self, name: &str, window: Duration) -> Vec<String> {
         let age = |n: &String| self.seen.get(n).map(|(at, _)| at.elapsed());
+        let exists = |n: &String| !matches!(self.seen.get(n), Some((_, None)));
         let others = self.known.iter().filter(|n| n.as_str() != name);
-        let mut peers: Vec<String> = others
-            .clone()
-            .filter(|n| age(n).is_none_or(|a| a > window))
-            .cloned()
-            .collect();
-        let room = (DESCRIBE_BATCH - (peers.len() + 1) % DESCRIBE_BATCH) % DESCRIBE_BATCH;
-        // A hot service with no copy (just created or updated: its copy was
-        // invalidated) is the oldest of all.
         let mut hot: Vec<(Duration, &String)> = others
-            .filter(|n| self.hot.contains(*n) && !peers.contains(*n))
+            .clone()
+            .filter(|n| self.hot.contains(*n) && exists(n))
             .map(|n| (age(n).unwrap_or(Duration::MAX), n))
             .filter(|(a, _)| *a > FRESH)
             .collect();
         hot.sort_by_key(|(age, _)| std::cmp::Reverse(*age));
-        peers.extend(hot.into_iter().take(room).map(|(_, n)| n.clone()));
-        peers
+        let stale = others
+            .filter(|n| !self.hot.contains(*n))
+            .filter(|n| age(n).is_none_or(|a| a > window));
+        hot.into_iter()
+            .map(|(_, n)| n)
+            .chain(stale)
+            .take(DESCRIBE_BATCH - 1)
+            .cloned()
+            .collect()
     }
 }
+
+/// How many services one read for a never-created service covers: itself and
+/// other never-created services of its cluster (10 calls of 10).
+pub const NEW_SERVICES_READ: usize = 100;
 
 /// How old a copy may be for a reconcile that needs the service as it is now (a
 /// rollout, an update just sent): recent enough to judge progress, and old enough
@@ -152,6 +159,68 @@ impl ServiceObserver {
         Ok(result)
     }
 
+    /// The service `name` of an EcsService that never had one: whether ECS has it
+    /// (adoption, a name taken, a create whose status write was lost). ECS saying
+    /// "no such service" stays good until a write invalidates it, however old:
+    /// acting on a stale answer costs a CreateService that ECS refuses (the name is
+    /// taken: not idempotent), after which the copy is invalidated and read again.
+    /// A miss reads `name` and up to `NEW_SERVICES_READ` of `pending` (the cluster's
+    /// other never-created services) at once: 1,000 services applied together cost
+    /// 100 reads, not 1,000.
+    pub async fn observe_new(
+        &self,
+        ecs: &EcsApi,
+        cluster: &str,
+        name: &str,
+        pending: impl FnOnce() -> Vec<String>,
+    ) -> Result<Option<ObservedService>, Error> {
+        self.mark(cluster, name, false);
+        if let Some(hit) = self.cached_new(cluster, name, self.window) {
+            return Ok(hit);
+        }
+        let gate = self.gate(cluster);
+        let _turn = gate.lock().await;
+        if let Some(hit) = self.cached_new(cluster, name, self.window) {
+            return Ok(hit);
+        }
+        let unread: Vec<String> = {
+            let all = self.lock();
+            let seen = all.get(cluster_name(cluster)).map(|c| &c.seen);
+            pending()
+                .into_iter()
+                .filter(|n| n != name && seen.is_none_or(|s| !s.contains_key(n)))
+                .take(NEW_SERVICES_READ - 1)
+                .collect()
+        };
+        let mut wanted = vec![name.to_string()];
+        wanted.extend(unread);
+        self.know(cluster, &wanted);
+        let result = self
+            .read(ecs, cluster, &wanted)
+            .await?
+            .remove(name)
+            .flatten();
+        self.delivered(cluster, name, result.as_ref());
+        Ok(result)
+    }
+
+    /// A copy for `observe_new`: "not found" at any age, a service within `window`.
+    fn cached_new(
+        &self,
+        cluster: &str,
+        name: &str,
+        window: Duration,
+    ) -> Option<Option<ObservedService>> {
+        let mut all = self.lock();
+        let c = all.entry(cluster_name(cluster).to_string()).or_default();
+        c.known.insert(name.to_string());
+        match c.seen.get(name) {
+            Some((_, None)) => Some(None),
+            Some((at, Some(obs))) if at.elapsed() <= window => Some(Some(obs.clone())),
+            _ => None,
+        }
+    }
+
     /// Reads `names` (10 a call) into the cache; what ECS answered for each.
     /// The caller holds the cluster's fetch gate.
     async fn read(
@@ -234,6 +303,14 @@ impl ServiceObserver {
             .clone()
     }
 
+    /// Makes `names` peers of the cluster's reads before any of them asks: after a
+    /// restart, the first reconciles then read 10 a call instead of one each.
+    pub fn know(&self, cluster: &str, names: &[String]) {
+        let mut all = self.lock();
+        let c = all.entry(cluster_name(cluster).to_string()).or_default();
+        c.known.extend(names.iter().cloned());
+    }
+
     /// Notes whether `name` wants fresh copies now (see `ClusterCache::hot`).
     fn mark(&self, cluster: &str, name: &str, hot: bool) {
         let mut all = self.lock();
@@ -296,16 +373,19 @@ mod tests {
         for (name, secs) in read_ago {
             c.known.insert(name.to_string());
             let at = Instant::now() - Duration::from_secs(*secs);
-            c.seen.insert(name.to_string(), (at, None));
+            let copy = ObservedService {
+                name: name.to_string(),
+                ..Default::default()
+            };
+            c.seen.insert(name.to_string(), (at, Some(copy)));
         }
         c.hot = hot.iter().map(|h| h.to_string()).collect();
         c
     }
 
     #[test]
-    fn hot_peers_fill_the_free_places_oldest_first() {
+    fn a_read_fills_its_one_call_hot_peers_first() {
         let window = Duration::from_secs(30);
-        // 3 stale peers: with `me` that is 4 of 10 places; 6 are free for hot peers.
         let mut reads = vec![("me", 0), ("s1", 60), ("s2", 60), ("s3", 60)];
         let hot_names: Vec<String> = (0..9).map(|i| format!("h{i}")).collect();
         for (i, h) in hot_names.iter().enumerate() {
@@ -317,12 +397,24 @@ mod tests {
         hot.push("just-read");
         let c = cache(&reads, &hot);
         let peers = c.peers("me", window);
-        assert_eq!(&peers[..3], ["s1", "s2", "s3"]);
-        assert_eq!(&peers[3..], ["h8", "h7", "h6", "h5", "h4", "h3"]);
+        // 9 places: the hot ones, oldest first, then no room for the stale ones.
+        assert_eq!(
+            peers,
+            ["h8", "h7", "h6", "h5", "h4", "h3", "h2", "h1", "h0"]
+        );
+        let few = cache(&[("me", 0), ("s1", 60), ("h", 5)], &["h"]);
+        assert_eq!(few.peers("me", window), ["h", "s1"]);
         // Hot with no copy at all (its write invalidated it): first in line.
         let mut written = cache(&[("me", 0), ("old", 10)], &["old", "new"]);
         written.known.insert("new".into());
         assert_eq!(written.peers("me", window), ["new", "old"]);
+        // Hot, but ECS said it has no such service: not read along (not created yet).
+        let mut absent = cache(&[("me", 0)], &["gone"]);
+        absent.known.insert("gone".into());
+        absent
+            .seen
+            .insert("gone".into(), (Instant::now() - window, None));
+        assert!(absent.peers("me", window).is_empty());
         // Not hot (Ready, read recently): not read along.
         let cold = cache(&[("me", 0), ("a", 5), ("b", 5)], &[]);
         assert!(cold.peers("me", window).is_empty());
