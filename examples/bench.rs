@@ -2,13 +2,17 @@
 //!
 //! Brings up the test environment (kube-apiserver + etcd + ministack behind the strict
 //! layer, with real ECS page sizes: the `paging` rule is off), starts the release
-//! operator, applies one EcsCluster, one EcsTaskDefinition and N EcsServices
-//! (desiredCount 1) with one server-side apply each, and prints: time until all are
+//! operator, applies K EcsClusters, M EcsTaskDefinitions and N EcsServices spread over
+//! them (desiredCount 1) with one server-side apply each, and prints: time until all are
 //! Ready, ECS calls by operation while converging and during one resync at rest,
 //! reconciles by kind, operator CPU seconds and peak RSS, and the quota bound for N.
 //! A benchmark, not a test: it asserts nothing about time.
 //!
-//! Usage: bench [--services N] [--operator PATH] [--resync 60s] [-- extra operator args]
+//! Then it restarts the operator and prints how long the new process takes to its
+//! first reconcile and to have reconciled every service once, and what that costs.
+//!
+//! Usage: bench [--services N] [--clusters K] [--task-definitions M] [--operator PATH]
+//!              [--resync 60s] [-- extra operator args]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +31,10 @@ const FIELD_MANAGER: &str = "ecs-operator-bench";
 
 struct Args {
     services: usize,
+    /// Services are spread over this many EcsClusters (ECS allows 5,000 per cluster).
+    clusters: usize,
+    /// ... and this many EcsTaskDefinitions.
+    task_definitions: usize,
     operator: PathBuf,
     resync: Duration,
     extra: Vec<String>,
@@ -36,6 +44,8 @@ fn parse_args() -> Result<Args, String> {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let mut args = Args {
         services: 1000,
+        clusters: 1,
+        task_definitions: 1,
         operator: PathBuf::from(target).join("release/ecs-operator"),
         resync: Duration::from_secs(60),
         extra: vec![],
@@ -46,6 +56,14 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--services" => {
                 args.services = value()?.parse().map_err(|e| format!("--services: {e}"))?
+            }
+            "--clusters" => {
+                args.clusters = value()?.parse().map_err(|e| format!("--clusters: {e}"))?
+            }
+            "--task-definitions" => {
+                args.task_definitions = value()?
+                    .parse()
+                    .map_err(|e| format!("--task-definitions: {e}"))?
             }
             "--operator" => args.operator = PathBuf::from(value()?),
             "--resync" => {
@@ -58,6 +76,9 @@ fn parse_args() -> Result<Args, String> {
             }
             other => return Err(format!("unknown flag {other}")),
         }
+    }
+    if args.clusters == 0 || args.task_definitions == 0 {
+        return Err("--clusters and --task-definitions need at least 1".into());
     }
     Ok(args)
 }
@@ -227,35 +248,35 @@ async fn apply(client: &kube::Client, obj: serde_json::Value) -> Result<(), Stri
     .map_err(|e| format!("apply {kind} {name}: {e}"))
 }
 
-/// One EcsCluster, one EcsTaskDefinition, N EcsServices (applied 32 at a time).
-async fn apply_objects(client: &kube::Client, services: usize, run: &str) -> Result<(), String> {
-    let cluster = format!("bench-{run}");
-    let td = format!("bench-{run}");
-    apply(
-        client,
-        json!({"apiVersion": "ecs.operator.dev/v1alpha1", "kind": "EcsCluster",
-        "metadata": {"name": "bench"}, "spec": {"clusterName": cluster}}),
-    )
-    .await?;
-    apply(
-        client,
-        json!({"apiVersion": "ecs.operator.dev/v1alpha1", "kind": "EcsTaskDefinition",
-        "metadata": {"name": "bench"}, "spec": {"family": td, "containerDefinitions": [
+/// K EcsClusters, M EcsTaskDefinitions, N EcsServices over them (32 applies at a time).
+async fn apply_objects(client: &kube::Client, args: &Args, run: &str) -> Result<(), String> {
+    let mut objects = Vec::new();
+    for c in 0..args.clusters {
+        objects.push(
+            json!({"apiVersion": "ecs.operator.dev/v1alpha1", "kind": "EcsCluster",
+            "metadata": {"name": format!("bench-{c}")},
+            "spec": {"clusterName": format!("bench-{c}-{run}")}}),
+        );
+    }
+    for t in 0..args.task_definitions {
+        objects.push(json!({"apiVersion": "ecs.operator.dev/v1alpha1", "kind": "EcsTaskDefinition",
+            "metadata": {"name": format!("bench-{t}")}, "spec": {"family": format!("bench-{t}-{run}"),
+            "containerDefinitions": [
             {"name": "app", "image": "public.ecr.aws/nginx/nginx:latest", "memory": 128,
-             "environment": [{"name": "ECS_EMULATOR_RUN_SECONDS", "value": "86400"}]}]}}),
-    )
-    .await?;
-    let names: Vec<String> = (0..services).map(|i| format!("svc-{i:05}")).collect();
-    for chunk in names.chunks(32) {
-        let applies = chunk.iter().map(|name| {
-            apply(
-                client,
-                json!({"apiVersion": "ecs.operator.dev/v1alpha1", "kind": "EcsService",
-                "metadata": {"name": name}, "spec": {"serviceName": format!("{name}-{run}"),
-                "clusterRef": {"name": "bench"}, "taskDefinitionRef": {"name": "bench"},
-                "desiredCount": 1, "launchType": "EC2"}}),
-            )
-        });
+             "environment": [{"name": "ECS_EMULATOR_RUN_SECONDS", "value": "86400"}]}]}}));
+    }
+    for i in 0..args.services {
+        let name = format!("svc-{i:05}");
+        objects.push(
+            json!({"apiVersion": "ecs.operator.dev/v1alpha1", "kind": "EcsService",
+            "metadata": {"name": name}, "spec": {"serviceName": format!("{name}-{run}"),
+            "clusterRef": {"name": format!("bench-{}", i % args.clusters)},
+            "taskDefinitionRef": {"name": format!("bench-{}", i % args.task_definitions)},
+            "desiredCount": 1, "launchType": "EC2"}}),
+        );
+    }
+    for chunk in objects.chunks(32) {
+        let applies = chunk.iter().map(|obj| apply(client, obj.clone()));
         for result in futures::future::join_all(applies).await {
             result?;
         }
@@ -293,6 +314,164 @@ fn print_calls(title: &str, calls: &BTreeMap<String, f64>) {
     }
 }
 
+/// Metrics and /proc numbers at one moment.
+struct Sample {
+    at: Instant,
+    metrics: String,
+    cpu: f64,
+    rss: f64,
+}
+
+impl Sample {
+    async fn take(op: &Operator, pid: u32) -> Sample {
+        let metrics = op.metrics().await;
+        let (cpu, rss) = usage(pid);
+        Sample {
+            at: Instant::now(),
+            metrics,
+            cpu,
+            rss,
+        }
+    }
+
+    /// Counter `metric` summed by `label`, since `before`.
+    fn since(&self, before: &Sample, metric: &str, label: &str) -> BTreeMap<String, f64> {
+        minus(
+            &by_label(&self.metrics, metric, label),
+            &by_label(&before.metrics, metric, label),
+        )
+    }
+}
+
+const CALLS: &str = "ecs_operator_aws_requests_total";
+const RECONCILES: &str = "ecs_operator_reconcile_total";
+
+fn reads(calls: &BTreeMap<String, f64>) -> f64 {
+    calls
+        .iter()
+        .filter(|(k, _)| k.starts_with("Describe") || k.starts_with("List"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Applies everything and waits until all N are Ready: (samples at start and at Ready,
+/// Ready count, how long the applies took).
+async fn converge(
+    args: &Args,
+    client: &kube::Client,
+    op: &Operator,
+    pid: u32,
+) -> Result<(Sample, Sample, usize, Duration), String> {
+    let start = Sample::take(op, pid).await;
+    let run = format!("{:x}", std::process::id());
+    apply_objects(client, args, &run).await?;
+    let applied = start.at.elapsed();
+    let deadline = start.at + Duration::from_secs(4 * 3600);
+    // A LIST of 10,000 objects every second would load the apiserver more than the
+    // operator does.
+    let every = Duration::from_secs(args.services.div_ceil(1000).max(1) as u64);
+    let mut ready = 0;
+    while ready < args.services && Instant::now() < deadline {
+        tokio::time::sleep(every).await;
+        ready = ready_count(client).await;
+    }
+    Ok((start, Sample::take(op, pid).await, ready, applied))
+}
+
+fn print_converged(args: &Args, start: &Sample, done: &Sample, ready: usize, applied: Duration) {
+    let took = done.at.duration_since(start.at).as_secs_f64();
+    let bound = quota_bound(args.services);
+    let n = args.services.max(1) as f64;
+    println!(
+        "Ready: {ready}/{} in {took:.1} s (applies took {:.1} s)",
+        args.services,
+        applied.as_secs_f64()
+    );
+    println!(
+        "quota bound (CreateService: burst 50, then 5/s): {bound:.1} s; ratio {:.2}",
+        took / bound.max(1.0)
+    );
+    let calls = done.since(start, CALLS, "operation");
+    print_calls("ECS calls while converging", &calls);
+    println!(
+        "ECS reads per service while converging: {:.2}",
+        reads(&calls) / n
+    );
+    let reconciles = done.since(start, RECONCILES, "kind");
+    let per_service = reconciles.get("EcsService").copied().unwrap_or(0.0) / n;
+    println!("reconciles while converging (per service: {per_service:.2}):");
+    for (kind, count) in &reconciles {
+        println!("  {kind:<28} {count:>8.0}");
+    }
+    println!(
+        "operator CPU while converging: {:.1} s; peak RSS {:.0} MiB",
+        done.cpu - start.cpu,
+        done.rss
+    );
+}
+
+/// One resync interval at rest after Ready.
+async fn at_rest(args: &Args, op: &Operator, pid: u32, ready: &Sample) {
+    tokio::time::sleep(args.resync + Duration::from_secs(5)).await;
+    let rest = Sample::take(op, pid).await;
+    let secs = args.resync.as_secs() + 5;
+    let calls = rest.since(ready, CALLS, "operation");
+    print_calls(
+        &format!("ECS calls in one resync at rest ({secs} s)"),
+        &calls,
+    );
+    println!("ceil(N/10) = {}", args.services.div_ceil(10));
+    let reconciles: f64 = rest.since(ready, RECONCILES, "kind").values().sum();
+    println!(
+        "reconciles at rest: {reconciles:.0}; operator CPU at rest: {:.1} s; peak RSS {:.0} MiB",
+        rest.cpu - ready.cpu,
+        rest.rss
+    );
+}
+
+/// A new operator process over the converged objects: time to its first reconcile,
+/// and until every service has been reconciled once, and what that costs.
+async fn restart(
+    args: &Args,
+    env: &Environment,
+    endpoint: &str,
+    old: Operator,
+) -> Result<(), String> {
+    drop(old);
+    let begun = Instant::now();
+    let op = Operator::start(args, env, endpoint).await?;
+    let pid = op.pid().ok_or("operator exited")?;
+    let start = Sample::take(&op, pid).await;
+    let (mut first, mut all) = (None, None);
+    let deadline = begun + Duration::from_secs(3600);
+    while all.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let reconciles = by_label(&op.metrics().await, RECONCILES, "kind");
+        let services = reconciles.get("EcsService").copied().unwrap_or(0.0);
+        if first.is_none() && reconciles.values().sum::<f64>() > 0.0 {
+            first = Some(begun.elapsed());
+        }
+        if services >= args.services as f64 {
+            all = Some(begun.elapsed());
+        }
+    }
+    let done = Sample::take(&op, pid).await;
+    let secs = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64()));
+    println!(
+        "restart: first reconcile {} s after the process started; every service reconciled once after {} s",
+        secs(first),
+        secs(all)
+    );
+    let calls = done.since(&start, CALLS, "operation");
+    print_calls("ECS calls until then", &calls);
+    println!(
+        "operator CPU until then: {:.1} s; peak RSS {:.0} MiB",
+        done.cpu - start.cpu,
+        done.rss
+    );
+    Ok(())
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let env = Environment::start().await.map_err(|e| e.to_string())?;
     let ecs_endpoint = env
@@ -315,53 +494,9 @@ async fn run(args: Args) -> Result<(), String> {
     let _ = Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await;
-
-    let op = Operator::start(&args, &env, &ecs_endpoint).await?;
-    let pid = op.pid().ok_or("operator exited")?;
-    let start_metrics = op.metrics().await;
-    let run = format!("{:x}", std::process::id());
-    let started = Instant::now();
-    apply_objects(&client, args.services, &run).await?;
-    let applied = started.elapsed();
-    let deadline = started + Duration::from_secs(3600);
-    let mut ready = 0;
-    while ready < args.services && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        ready = ready_count(&client).await;
-    }
-    let converged = started.elapsed();
-    let at_ready = op.metrics().await;
-    let (cpu, rss) = usage(pid);
-
-    // At rest: one full resync interval after Ready.
-    tokio::time::sleep(args.resync + Duration::from_secs(5)).await;
-    let at_rest = op.metrics().await;
-    let (cpu_rest, rss_rest) = usage(pid);
-
-    let ops = "ecs_operator_aws_requests_total";
-    let converging_calls = minus(
-        &by_label(&at_ready, ops, "operation"),
-        &by_label(&start_metrics, ops, "operation"),
-    );
-    let rest_calls = minus(
-        &by_label(&at_rest, ops, "operation"),
-        &by_label(&at_ready, ops, "operation"),
-    );
-    let rec = "ecs_operator_reconcile_total";
-    let reconciles = minus(
-        &by_label(&at_ready, rec, "kind"),
-        &by_label(&start_metrics, rec, "kind"),
-    );
-    let bound = quota_bound(args.services);
-    let reads: f64 = converging_calls
-        .iter()
-        .filter(|(k, _)| k.starts_with("Describe") || k.starts_with("List"))
-        .map(|(_, v)| v)
-        .sum();
-
     println!(
-        "== ecs-operator bench: {} EcsServices, 1 cluster, 1 task definition",
-        args.services
+        "== ecs-operator bench: {} EcsServices, {} cluster(s), {} task definition(s)",
+        args.services, args.clusters, args.task_definitions
     );
     println!(
         "strict rules on (paging off: real page sizes): {}",
@@ -372,43 +507,12 @@ async fn run(args: Args) -> Result<(), String> {
         args.resync.as_secs(),
         args.extra.join(" ")
     );
-    println!(
-        "Ready: {ready}/{} in {:.1} s (applies took {:.1} s)",
-        args.services,
-        converged.as_secs_f64(),
-        applied.as_secs_f64()
-    );
-    println!(
-        "quota bound (CreateService: burst 50, then 5/s): {bound:.1} s; ratio {:.2}",
-        converged.as_secs_f64() / bound.max(1.0)
-    );
-    print_calls("ECS calls while converging", &converging_calls);
-    println!(
-        "ECS reads per service while converging: {:.2}",
-        reads / args.services.max(1) as f64
-    );
-    println!(
-        "reconciles while converging (per service: {:.2}):",
-        reconciles.get("EcsService").copied().unwrap_or(0.0) / args.services.max(1) as f64
-    );
-    for (kind, n) in &reconciles {
-        println!("  {kind:<28} {n:>8.0}");
-    }
-    println!("operator CPU while converging: {cpu:.1} s; peak RSS {rss:.0} MiB");
-    print_calls(
-        &format!(
-            "ECS calls in one resync at rest ({} s)",
-            args.resync.as_secs() + 5
-        ),
-        &rest_calls,
-    );
-    println!("ceil(N/10) = {}", args.services.div_ceil(10));
-    println!(
-        "operator CPU at rest: {:.1} s; peak RSS {rss_rest:.0} MiB",
-        cpu_rest - cpu
-    );
-    drop(op);
-    Ok(())
+    let op = Operator::start(&args, &env, &ecs_endpoint).await?;
+    let pid = op.pid().ok_or("operator exited")?;
+    let (start, ready, count, applied) = converge(&args, &client, &op, pid).await?;
+    print_converged(&args, &start, &ready, count, applied);
+    at_rest(&args, &op, pid, &ready).await;
+    restart(&args, &env, &ecs_endpoint, op).await
 }
 
 fn main() -> std::process::ExitCode {
