@@ -96,7 +96,10 @@ impl Operator {
             .map_err(|e| e.to_string())?
             .port();
         let metrics_addr = format!("127.0.0.1:{port}");
-        let log = env.run_dir.join("bench-operator.log");
+        // One log per process (the restart phase starts a second one).
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = env.run_dir.join(format!("bench-operator-{n}.log"));
         let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
         let resync = format!("{}s", args.resync.as_secs());
         let child = tokio::process::Command::new(&args.operator)

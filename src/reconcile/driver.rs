@@ -485,6 +485,9 @@ pub async fn run<K: Managed>(
     let (reader, writer) = reflector::store();
     let trigger = watcher(api, ctx.own_objects())
         .default_backoff()
+        // managedFields are most of a server-side-applied object and nothing here
+        // reads them: not keeping them halves the store (10,000 services).
+        .modify(|obj| obj.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(intent, PredicateConfig::default());

@@ -66,18 +66,31 @@ fn sweeps(
 ) -> impl futures::Stream<Item = ObjectRef<EcsService>> + Send + 'static {
     let start = (ctx, store, true);
     futures::stream::unfold(start, |(ctx, store, first)| async move {
-        if first && store.wait_until_ready().await.is_ok() {
-            // Every service is a peer from the start (a restart reads 10 a call).
-            for (cluster, members) in by_cluster(&store) {
-                let names: Vec<String> = members.into_iter().map(|(n, _)| n).collect();
-                ctx.services.know(&cluster, &names);
-            }
+        if first {
+            prime(&ctx, &store).await;
         }
         tokio::time::sleep(until_aligned(ctx.resync, SystemTime::now())).await;
         let changed = sweep(&ctx, &store).await;
         Some((futures::stream::iter(changed), (ctx, store, false)))
     })
     .flatten()
+}
+
+/// Makes every service a peer of the first reads after a start, so a restart over
+/// N services reads 10 a call. The store fills all at once when its first list is
+/// done, so the first object seen means the list is in. (Not `wait_until_ready`: its
+/// one-waker channel wakes only the last of several waiters, here the controller.)
+async fn prime(ctx: &Context, store: &Store<EcsService>) {
+    for _ in 0..600 {
+        if !store.is_empty() {
+            for (cluster, members) in by_cluster(store) {
+                let names: Vec<String> = members.into_iter().map(|(n, _)| n).collect();
+                ctx.services.know(&cluster, &names);
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The ECS names of the EcsServices in `cluster` that never had an ECS service

@@ -5,12 +5,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
 use futures::channel::mpsc;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::debug;
 
@@ -25,7 +25,9 @@ pub struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
     subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>>,
     /// What subscribers act on: only changes of this key are passed on.
     key: fn(&K) -> u64,
-    started: std::sync::atomic::AtomicBool,
+    /// Set by `start`: true once the first list is in the store. (Not the store's own
+    /// `wait_until_ready`: its one-waker channel wakes only the last of many waiters.)
+    listed: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl<K> Shared<K>
@@ -45,7 +47,7 @@ where
             writer: Mutex::new(Some(writer)),
             subscribers: Default::default(),
             key,
-            started: Default::default(),
+            listed: Default::default(),
         }
     }
 
@@ -58,9 +60,17 @@ where
         let api: Api<K> = scoped_api(client, namespace);
         let subscribers = self.subscribers.clone();
         let key = self.key;
+        let (listed, listed_rx) = tokio::sync::watch::channel(false);
+        let _ = self.listed.set(listed_rx);
         let changes = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
+            .modify(|obj| obj.managed_fields_mut().clear())
             .reflect(writer)
+            .inspect_ok(move |event| {
+                if matches!(event, watcher::Event::InitDone) {
+                    listed.send_replace(true);
+                }
+            })
             .applied_objects()
             .predicate_filter(move |o: &K| Some(key(o)), PredicateConfig::default());
         tokio::spawn(changes.for_each(move |change| {
@@ -76,8 +86,6 @@ where
                 }
             }
         }));
-        self.started
-            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The changes that matter (see `key`) from now on.
@@ -102,14 +110,15 @@ where
         ns: &str,
         name: &str,
     ) -> Result<Option<Arc<K>>, Error> {
-        if !self.started.load(std::sync::atomic::Ordering::Acquire) {
+        let Some(listed) = self.listed.get() else {
             let api: Api<K> = Api::namespaced(client.clone(), ns);
             return Ok(api.get_opt(name).await?.map(Arc::new));
-        }
-        self.store
-            .wait_until_ready()
+        };
+        listed
+            .clone()
+            .wait_for(|listed| *listed)
             .await
-            .map_err(|e| Error::Internal(format!("shared store: {e}")))?;
-        Ok(self.store.get(&ObjectRef::new(name).within(ns)))
+            .map_err(|_| Error::Internal("the shared watch stopped".into()))?;
+        Ok(self.cached(ns, name))
     }
 }

@@ -35,29 +35,38 @@ fn digest(obs: Option<&ObservedService>) -> u64 {
 
 impl ClusterCache {
     /// Peers to read along with `name` in the places its call of 10 has left, which
-    /// cost nothing extra: hot ones first (no copy at all, i.e. just written, then
-    /// the oldest copies; none read within `FRESH`, none ECS said it does not have),
-    /// then stale ones (older than `window`). A reconcile's read is one call: the
+    /// cost nothing extra, most useful first: services with no copy (just written:
+    /// a create or an update invalidated it; or known from a restart), then hot ones
+    /// (a rollout under way; copy older than `FRESH`), then stale ones (older than
+    /// `window`), oldest first. Never one ECS said it does not have: those not created
+    /// yet are read 100 at once by `observe_new`. A reconcile's read is one call: the
     /// resync round is the sweep's.
     fn peers(&self, name: &str, window: Duration) -> Vec<String> {
-        let age = |n: &String| self.seen.get(n).map(|(at, _)| at.elapsed());
-        let exists = |n: &String| !matches!(self.seen.get(n), Some((_, None)));
-        let others = self.known.iter().filter(|n| n.as_str() != name);
-        let mut hot: Vec<(Duration, &String)> = others
-            .clone()
-            .filter(|n| self.hot.contains(*n) && exists(n))
-            .map(|n| (age(n).unwrap_or(Duration::MAX), n))
-            .filter(|(a, _)| *a > FRESH)
+        let mut ranked: Vec<(u8, std::cmp::Reverse<Duration>, &String)> = self
+            .known
+            .iter()
+            .filter(|n| n.as_str() != name)
+            .filter_map(|n| match self.seen.get(n) {
+                None => Some((0, std::cmp::Reverse(Duration::MAX), n)),
+                Some((_, None)) => None,
+                Some((at, Some(_))) => {
+                    let age = at.elapsed();
+                    let tier = if self.hot.contains(n) && age > FRESH {
+                        1
+                    } else if age > window {
+                        2
+                    } else {
+                        return None;
+                    };
+                    Some((tier, std::cmp::Reverse(age), n))
+                }
+            })
             .collect();
-        hot.sort_by_key(|(age, _)| std::cmp::Reverse(*age));
-        let stale = others
-            .filter(|n| !self.hot.contains(*n))
-            .filter(|n| age(n).is_none_or(|a| a > window));
-        hot.into_iter()
-            .map(|(_, n)| n)
-            .chain(stale)
+        ranked.sort();
+        ranked
+            .into_iter()
             .take(DESCRIBE_BATCH - 1)
-            .cloned()
+            .map(|(_, _, n)| n.clone())
             .collect()
     }
 }
