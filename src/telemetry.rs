@@ -83,6 +83,9 @@ pub struct Metrics {
     pub reconcile_duration: HistogramFamily,
     pub aws_requests_total: Family<AwsLabels, Counter>,
     resources: Family<ResourceLabels, Gauge>,
+    /// Resync sweeps of EcsServices, and the services they found changed in ECS.
+    pub sweeps_total: Counter,
+    pub sweep_changed_total: Counter,
     /// Ready state per object, so the resources gauge counts each object once.
     readiness: Mutex<HashMap<(String, String), bool>>,
 }
@@ -101,6 +104,18 @@ impl Default for Metrics {
             Family::new_with_constructor(reconcile_histogram as fn() -> Histogram);
         let aws_requests_total = Family::<AwsLabels, Counter>::default();
         let resources = Family::<ResourceLabels, Gauge>::default();
+        let sweeps_total = Counter::default();
+        let sweep_changed_total = Counter::default();
+        registry.register(
+            "service_sweeps",
+            "Resync sweeps of EcsServices (one batched read of all of them)",
+            sweeps_total.clone(),
+        );
+        registry.register(
+            "service_sweep_changed",
+            "EcsServices a resync sweep found changed in ECS, and reconciled",
+            sweep_changed_total.clone(),
+        );
         registry.register(
             "reconcile",
             "Reconciles by kind and outcome",
@@ -127,6 +142,8 @@ impl Default for Metrics {
             reconcile_duration,
             aws_requests_total,
             resources,
+            sweeps_total,
+            sweep_changed_total,
             readiness: Mutex::new(HashMap::new()),
         }
     }

@@ -271,9 +271,9 @@ impl Managed for EcsCluster {
     const KIND: &'static str = "EcsCluster";
 
     /// Services coming and going change what the cluster reports (services, running
-    /// tasks): look again then, not only at the next resync. At most once per
-    /// `COUNTS_POLL` however many services move (1,000 services coming up cost one
-    /// DescribeClusters per 10 s, not one each); the counts poll catches the rest.
+    /// tasks): look again then, not only at the next resync. At most twice per
+    /// `COUNTS_POLL` however many services move (1,000 services coming up cost a
+    /// DescribeClusters per 10 s, not one each).
     fn watch_related(
         controller: kube::runtime::Controller<Self>,
         ctx: &std::sync::Arc<Context>,
@@ -281,19 +281,34 @@ impl Managed for EcsCluster {
     ) -> kube::runtime::Controller<Self> {
         let services: kube::Api<EcsService> = super::scoped_api(&ctx.kube, namespace);
         let throttle = super::refs::Throttle::new(cluster_plan::COUNTS_POLL);
-        controller.watches_stream(
-            super::refs::changes(services, what_a_cluster_reads_of_a_service),
-            move |s: EcsService| {
-                let ns = s.namespace();
-                let r = s.spec.placement.cluster_ref?;
-                let o = kube::runtime::reflector::ObjectRef::<EcsCluster>::new(&r.name);
-                let cluster = match ns {
-                    Some(ns) => o.within(&ns),
-                    None => o,
-                };
-                throttle.allow(&cluster.to_string()).then_some(cluster)
-            },
-        )
+        let (later, trailing) = futures::channel::mpsc::unbounded();
+        controller
+            .watches_stream(
+                super::refs::changes(services, what_a_cluster_reads_of_a_service),
+                move |s: EcsService| {
+                    let ns = s.namespace();
+                    let r = s.spec.placement.cluster_ref?;
+                    let o = kube::runtime::reflector::ObjectRef::<EcsCluster>::new(&r.name);
+                    let cluster = match ns {
+                        Some(ns) => o.within(&ns),
+                        None => o,
+                    };
+                    let now = std::time::Instant::now();
+                    match throttle.pass(&cluster.to_string(), now) {
+                        super::refs::Pass::Now => Some(cluster),
+                        super::refs::Pass::Later(after) => {
+                            let later = later.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(after).await;
+                                let _ = later.unbounded_send(cluster);
+                            });
+                            None
+                        }
+                        super::refs::Pass::Drop => None,
+                    }
+                },
+            )
+            .reconcile_on(trailing)
     }
 
     async fn apply(&self, ctx: &Context) -> Result<Outcome<EcsClusterStatus>, Error> {

@@ -4,6 +4,8 @@
 
 use kube::ResourceExt;
 use kube::api::Api;
+use std::time::{Duration, Instant};
+
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
@@ -88,30 +90,47 @@ where
         .predicate_filter(move |o: &K| Some(key(o)), PredicateConfig::default())
 }
 
-/// Lets a key through at most once per `every` (leading edge): the wakes of one
-/// object by a crowd of related ones. What it drops, the object's own poll catches.
+/// Lets the wakes of one object by a crowd of related ones through at most once per
+/// `every`: the first at once, and one more at the end of the window for everything
+/// that came during it (so the last change is never lost).
 pub struct Throttle {
-    every: std::time::Duration,
-    last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    every: Duration,
+    /// key -> (when the last pass was or the trailing one will be, trailing pending).
+    state: std::sync::Mutex<std::collections::HashMap<String, (Instant, bool)>>,
+}
+
+/// What to do with one wake.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pass {
+    Now,
+    /// Once, after this long (the end of the window).
+    Later(Duration),
+    /// A trailing pass is already due.
+    Drop,
 }
 
 impl Throttle {
-    pub fn new(every: std::time::Duration) -> Self {
+    pub fn new(every: Duration) -> Self {
         Throttle {
             every,
-            last: Default::default(),
+            state: Default::default(),
         }
     }
 
-    /// Whether `key` may pass now (and if so, the window starts again).
-    pub fn allow(&self, key: &str) -> bool {
-        let now = std::time::Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        match last.get(key) {
-            Some(at) if now.duration_since(*at) < self.every => false,
+    pub fn pass(&self, key: &str, now: Instant) -> Pass {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match state.get(key).copied() {
+            Some((last, trailing)) if now < last + self.every => {
+                if trailing && now < last {
+                    return Pass::Drop;
+                }
+                let at = last + self.every;
+                state.insert(key.to_string(), (at, true));
+                Pass::Later(at - now)
+            }
             _ => {
-                last.insert(key.to_string(), now);
-                true
+                state.insert(key.to_string(), (now, false));
+                Pass::Now
             }
         }
     }
@@ -263,16 +282,27 @@ pub async fn task_definition_of<K: References>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
-    fn a_throttle_lets_each_key_through_once_per_window() {
-        let throttle = Throttle::new(Duration::from_millis(50));
-        assert!(throttle.allow("ns/a"));
-        assert!(!throttle.allow("ns/a"));
+    fn a_throttle_passes_the_first_at_once_and_the_rest_once_at_the_window_end() {
+        let throttle = Throttle::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        assert_eq!(throttle.pass("ns/a", at(0)), Pass::Now);
+        // During the window: one trailing pass at its end, the rest dropped.
+        assert_eq!(
+            throttle.pass("ns/a", at(3)),
+            Pass::Later(Duration::from_secs(7))
+        );
+        assert_eq!(throttle.pass("ns/a", at(5)), Pass::Drop);
         // Another object has its own window.
-        assert!(throttle.allow("ns/b"));
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(throttle.allow("ns/a"));
+        assert_eq!(throttle.pass("ns/b", at(5)), Pass::Now);
+        // After the trailing pass (at 10), a new change waits for the end of its window.
+        assert_eq!(
+            throttle.pass("ns/a", at(12)),
+            Pass::Later(Duration::from_secs(8))
+        );
+        // Quiet for a whole window: at once again.
+        assert_eq!(throttle.pass("ns/a", at(31)), Pass::Now);
     }
 }

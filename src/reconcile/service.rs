@@ -164,6 +164,8 @@ async fn sweep(ctx: &Context, store: &Store<EcsService>) -> Vec<ObjectRef<EcsSer
         }
     }
     debug!(woken = wake.len(), "resync sweep");
+    ctx.metrics.sweeps_total.inc();
+    ctx.metrics.sweep_changed_total.inc_by(wake.len() as u64);
     wake
 }
 

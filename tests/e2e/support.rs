@@ -191,6 +191,15 @@ impl Operator {
         })
     }
 
+    /// Resync sweeps of EcsServices so far.
+    pub async fn sweeps(&self) -> u64 {
+        sum_metric(
+            &self.metrics().await,
+            "ecs_operator_service_sweeps_total",
+            |_| true,
+        )
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -206,7 +215,8 @@ pub fn sum_metric(text: &str, name: &str, filter: impl Fn(&str) -> bool) -> u64 
         .filter_map(|l| {
             let (series, value) = l.rsplit_once(' ')?;
             let labels = series.strip_prefix(name)?;
-            if !labels.starts_with('{') || !filter(labels) {
+            // A counter without labels has none to filter on.
+            if !(labels.is_empty() || labels.starts_with('{')) || !filter(labels) {
                 return None;
             }
             value.parse::<f64>().ok().map(|v| v as u64)
