@@ -12,7 +12,7 @@
 //! first reconcile and to have reconciled every service once, and what that costs.
 //!
 //! Usage: bench [--services N] [--clusters K] [--task-definitions M] [--operator PATH]
-//!              [--resync 60s] [-- extra operator args]
+//!              [--resync 5m (the operator default)] [-- extra operator args]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,7 +47,7 @@ fn parse_args() -> Result<Args, String> {
         clusters: 1,
         task_definitions: 1,
         operator: PathBuf::from(target).join("release/ecs-operator"),
-        resync: Duration::from_secs(60),
+        resync: Duration::from_secs(300),
         extra: vec![],
     };
     let mut it = std::env::args().skip(1);

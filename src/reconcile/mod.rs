@@ -73,9 +73,9 @@ impl Context {
         namespace: Option<String>,
     ) -> Self {
         let events = EventWriter::new(kube.clone(), FIELD_MANAGER, std::env::var("POD_NAME").ok());
-        // Copies older than half the resync interval are re-read (capped so the
-        // status stays reasonably fresh with long intervals).
-        let window = (resync / 2).min(Duration::from_secs(60));
+        // A reconcile with nothing under way takes any copy the last resync sweep made
+        // (the sweep wakes the services whose copy changed).
+        let window = resync + Duration::from_secs(5);
         Context {
             kube,
             ecs,

@@ -50,10 +50,11 @@ pub fn poll_aligned(every: Duration, now: SystemTime) -> Duration {
     half + until_aligned(every, now + half)
 }
 
-/// When a steady service is reconciled without a change in ECS: on a boundary
-/// shared by all of them (so they share their reads), `SWEPT_SAFETY` resyncs away.
+/// When a steady service is reconciled without a change in ECS: `SWEPT_SAFETY`
+/// resyncs away, from its own last reconcile (spread out, not all at once). It reads
+/// nothing: the sweep keeps every copy at most one interval old.
 fn safety_net(resync: Duration) -> Duration {
-    until_aligned(resync * super::driver::SWEPT_SAFETY, SystemTime::now())
+    resync * super::driver::SWEPT_SAFETY
 }
 
 /// Every resync boundary: one batched read of the ECS services of all EcsServices
@@ -148,7 +149,13 @@ async fn sweep(ctx: &Context, store: &Store<EcsService>) -> Vec<ObjectRef<EcsSer
     let mut wake = Vec::new();
     for (cluster, members) in by_cluster(store) {
         let names: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
-        match ctx.services.sweep(&ctx.ecs, &cluster, &names).await {
+        // Copies younger than half an interval are from the services' own reads.
+        let older_than = ctx.resync / 2;
+        match ctx
+            .services
+            .sweep(&ctx.ecs, &cluster, &names, older_than)
+            .await
+        {
             Ok(changed) => {
                 let changed: BTreeSet<String> = changed.into_iter().collect();
                 wake.extend(

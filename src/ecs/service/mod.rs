@@ -630,7 +630,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(echo.num_calls() - before, 1, "one call per reconcile");
-        observer_later.sweep(&ecs, "c", &all).await.unwrap();
+        observer_later
+            .sweep(&ecs, "c", &all, Duration::ZERO)
+            .await
+            .unwrap();
         assert_eq!(echo.num_calls() - before, 4, "26 services, 10 per call");
     }
 
@@ -702,8 +705,17 @@ mod tests {
             assert!(copy.unwrap().is_some());
         }
         let names = vec!["a".to_string(), "b".to_string()];
-        assert!(observer.sweep(&ecs, "c", &names).await.unwrap().is_empty());
-        let changed = observer.sweep(&ecs, "c", &names).await.unwrap();
+        assert!(
+            observer
+                .sweep(&ecs, "c", &names, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let changed = observer
+            .sweep(&ecs, "c", &names, Duration::ZERO)
+            .await
+            .unwrap();
         assert_eq!(changed, vec!["b".to_string()]);
         // Each sweep is one DescribeServices call for both.
         assert_eq!(rules.iter().map(|r| r.num_calls()).sum::<usize>(), 4);

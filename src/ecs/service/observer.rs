@@ -23,6 +23,8 @@ struct ClusterCache {
     hot: BTreeSet<String>,
     /// name -> digest of the copy its last reconcile was given (see `sweep`).
     delivered: HashMap<String, u64>,
+    /// name -> when the operator last wrote to it (its copy was invalidated then).
+    written: HashMap<String, Instant>,
 }
 
 /// A digest of a copy, to tell whether ECS changed since a reconcile saw it.
@@ -35,8 +37,9 @@ fn digest(obs: Option<&ObservedService>) -> u64 {
 
 impl ClusterCache {
     /// Peers to read along with `name` in the places its call of 10 has left, which
-    /// cost nothing extra, most useful first: services with no copy (just written:
-    /// a create or an update invalidated it; or known from a restart), then hot ones
+    /// cost nothing extra, most useful first: services with no copy (written: a
+    /// create or an update invalidated it, longest ago first; or known from a
+    /// restart), then hot ones
     /// (a rollout under way; copy older than `FRESH`), then stale ones (older than
     /// `window`), oldest first. Never one ECS said it does not have: those not created
     /// yet are read 100 at once by `observe_new`. A reconcile's read is one call: the
@@ -47,7 +50,14 @@ impl ClusterCache {
             .iter()
             .filter(|n| n.as_str() != name)
             .filter_map(|n| match self.seen.get(n) {
-                None => Some((0, std::cmp::Reverse(Duration::MAX), n)),
+                // Written longest ago first: its next look is the soonest.
+                None => {
+                    let since = self
+                        .written
+                        .get(n)
+                        .map_or(Duration::ZERO, |at| at.elapsed());
+                    Some((0, std::cmp::Reverse(since), n))
+                }
                 Some((_, None)) => None,
                 Some((at, Some(_))) => {
                     let age = at.elapsed();
@@ -275,18 +285,29 @@ impl ServiceObserver {
         c.delivered.insert(name.to_string(), digest(obs));
     }
 
-    /// Reads every one of `names` (10 a call) and returns those whose copy differs
-    /// from the one their last reconcile was given: the services a resync has to
-    /// reconcile. The rest cost one read in ten and no reconcile.
+    /// Reads each of `names` whose copy is older than `older_than` (10 a call; the
+    /// others were read by their own reconciles a moment ago) and returns those whose
+    /// copy differs from the one their last reconcile was given: the services a
+    /// resync has to reconcile. The rest cost a tenth of a read and no reconcile.
     pub async fn sweep(
         &self,
         ecs: &EcsApi,
         cluster: &str,
         names: &[String],
+        older_than: Duration,
     ) -> Result<Vec<String>, Error> {
         let gate = self.gate(cluster);
         let _turn = gate.lock().await;
-        let read = self.read(ecs, cluster, names).await?;
+        let due: Vec<String> = {
+            let all = self.lock();
+            let seen = all.get(cluster_name(cluster)).map(|c| &c.seen);
+            let fresh = |n: &String| {
+                seen.and_then(|s| s.get(n))
+                    .is_some_and(|(at, _)| at.elapsed() <= older_than)
+            };
+            names.iter().filter(|n| !fresh(n)).cloned().collect()
+        };
+        let read = self.read(ecs, cluster, &due).await?;
         let all = self.lock();
         let Some(c) = all.get(cluster_name(cluster)) else {
             return Ok(vec![]);
@@ -336,6 +357,7 @@ impl ServiceObserver {
         let mut all = self.lock();
         let c = all.entry(cluster_name(cluster).to_string()).or_default();
         c.seen.remove(name);
+        c.written.insert(name.to_string(), Instant::now());
         *c.epoch.entry(name.to_string()).or_insert(0) += 1;
     }
 
@@ -369,6 +391,7 @@ impl ServiceObserver {
             c.epoch.remove(name);
             c.hot.remove(name);
             c.delivered.remove(name);
+            c.written.remove(name);
         }
     }
 }
