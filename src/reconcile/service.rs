@@ -360,6 +360,7 @@ impl EcsService {
         );
         let message = format!("created ECS service {name} in cluster {cluster} with {short}");
         let poll = poll_aligned(service_plan::ROLLOUT_POLL, SystemTime::now());
+        ctx.services.expect(cluster, name, poll);
         Ok(Outcome::new(status, health)
             .requeue(poll)
             .note(Note::normal(Reason::Created, "CreateService", message)))
@@ -447,7 +448,11 @@ impl EcsService {
         }
         let outcome = Outcome::new(status, health).notes(notes);
         Ok(match requeue {
-            Some(every) => outcome.requeue(poll_aligned(every, SystemTime::now())),
+            Some(every) => {
+                let poll = poll_aligned(every, SystemTime::now());
+                ctx.services.expect(&target.cluster, &name, poll);
+                outcome.requeue(poll)
+            }
             // Nothing under way: the sweep looks at every resync; this is its safety net.
             None => outcome.requeue(safety_net(ctx.resync)).swept(),
         })

@@ -23,8 +23,9 @@ struct ClusterCache {
     hot: BTreeSet<String>,
     /// name -> digest of the copy its last reconcile was given (see `sweep`).
     delivered: HashMap<String, u64>,
-    /// name -> when the operator last wrote to it (its copy was invalidated then).
-    written: HashMap<String, Instant>,
+    /// name -> when its reconcile will next look (a poll after a create or update):
+    /// a peer read is worth a place only if it serves that look.
+    due: HashMap<String, Instant>,
 }
 
 /// A digest of a copy, to tell whether ECS changed since a reconcile saw it.
@@ -37,38 +38,41 @@ fn digest(obs: Option<&ObservedService>) -> u64 {
 
 impl ClusterCache {
     /// Peers to read along with `name` in the places its call of 10 has left, which
-    /// cost nothing extra, most useful first: services with no copy (written: a
-    /// create or an update invalidated it, longest ago first; or known from a
-    /// restart), then hot ones
-    /// (a rollout under way; copy older than `FRESH`), then stale ones (older than
-    /// `window`), oldest first. Never one ECS said it does not have: those not created
-    /// yet are read 100 at once by `observe_new`. A reconcile's read is one call: the
+    /// cost nothing extra, most useful first: services whose poll is due within
+    /// `FRESH` (soonest first; a copy read now serves it), services with no copy
+    /// (known from a restart), hot ones with a copy older than `FRESH`, then stale
+    /// ones (older than `window`), oldest first. Never one due later (its copy would
+    /// be too old by then) nor one ECS said it does not have (those not created yet
+    /// are read 100 at once by `observe_new`). A reconcile's read is one call: the
     /// resync round is the sweep's.
     fn peers(&self, name: &str, window: Duration) -> Vec<String> {
-        let mut ranked: Vec<(u8, std::cmp::Reverse<Duration>, &String)> = self
+        let now = Instant::now();
+        let mut ranked: Vec<(u8, i128, &String)> = self
             .known
             .iter()
             .filter(|n| n.as_str() != name)
-            .filter_map(|n| match self.seen.get(n) {
-                // Written longest ago first: its next look is the soonest.
-                None => {
-                    let since = self
-                        .written
-                        .get(n)
-                        .map_or(Duration::ZERO, |at| at.elapsed());
-                    Some((0, std::cmp::Reverse(since), n))
+            .filter_map(|n| {
+                let copy = self.seen.get(n);
+                if matches!(copy, Some((_, None))) {
+                    return None;
                 }
-                Some((_, None)) => None,
-                Some((at, Some(_))) => {
-                    let age = at.elapsed();
-                    let tier = if self.hot.contains(n) && age > FRESH {
-                        1
-                    } else if age > window {
-                        2
-                    } else {
+                let age = copy.map(|(at, _)| now.duration_since(*at));
+                if age.is_some_and(|a| a <= FRESH) {
+                    return None;
+                }
+                let millis = |d: Duration| i128::try_from(d.as_millis()).unwrap_or(i128::MAX);
+                if let Some(due) = self.due.get(n) {
+                    if *due > now + FRESH {
                         return None;
-                    };
-                    Some((tier, std::cmp::Reverse(age), n))
+                    }
+                    let overdue = now.saturating_duration_since(*due);
+                    return Some((0, -millis(overdue), n));
+                }
+                match age {
+                    None => Some((1, 0, n)),
+                    Some(a) if self.hot.contains(n) => Some((2, -millis(a), n)),
+                    Some(a) if a > window => Some((3, -millis(a), n)),
+                    Some(_) => None,
                 }
             })
             .collect();
@@ -250,6 +254,7 @@ impl ServiceObserver {
     ) -> Result<HashMap<String, Option<ObservedService>>, Error> {
         let key = cluster_name(cluster).to_string();
         let mut out = HashMap::new();
+        tracing::debug!(cluster = %key, services = names.len(), "reading services");
         for chunk in names.chunks(DESCRIBE_BATCH) {
             // Age counts from the request, not the answer.
             let sent = Instant::now();
@@ -341,10 +346,19 @@ impl ServiceObserver {
         c.known.extend(names.iter().cloned());
     }
 
+    /// Notes that the reconcile of `name` will look again `after` from now.
+    pub fn expect(&self, cluster: &str, name: &str, after: Duration) {
+        let mut all = self.lock();
+        let c = all.entry(cluster_name(cluster).to_string()).or_default();
+        c.due.insert(name.to_string(), Instant::now() + after);
+    }
+
     /// Notes whether `name` wants fresh copies now (see `ClusterCache::hot`).
     fn mark(&self, cluster: &str, name: &str, hot: bool) {
         let mut all = self.lock();
         let c = all.entry(cluster_name(cluster).to_string()).or_default();
+        // It looks now: any expectation is met.
+        c.due.remove(name);
         if hot {
             c.hot.insert(name.to_string());
         } else {
@@ -357,7 +371,6 @@ impl ServiceObserver {
         let mut all = self.lock();
         let c = all.entry(cluster_name(cluster).to_string()).or_default();
         c.seen.remove(name);
-        c.written.insert(name.to_string(), Instant::now());
         *c.epoch.entry(name.to_string()).or_insert(0) += 1;
     }
 
@@ -391,7 +404,7 @@ impl ServiceObserver {
             c.epoch.remove(name);
             c.hot.remove(name);
             c.delivered.remove(name);
-            c.written.remove(name);
+            c.due.remove(name);
         }
     }
 }
@@ -436,10 +449,23 @@ mod tests {
         );
         let few = cache(&[("me", 0), ("s1", 60), ("h", 5)], &["h"]);
         assert_eq!(few.peers("me", window), ["h", "s1"]);
-        // Hot with no copy at all (its write invalidated it): first in line.
-        let mut written = cache(&[("me", 0), ("old", 10)], &["old", "new"]);
-        written.known.insert("new".into());
-        assert_eq!(written.peers("me", window), ["new", "old"]);
+        // Due for a poll now: first in line, whatever its copy; due later: not read
+        // now (the copy would be too old by then).
+        let mut polls = cache(
+            &[("me", 0), ("old", 10), ("soon", 10), ("later", 10)],
+            &["old"],
+        );
+        polls
+            .due
+            .insert("soon".into(), Instant::now() + Duration::from_millis(500));
+        polls
+            .due
+            .insert("later".into(), Instant::now() + Duration::from_secs(5));
+        assert_eq!(polls.peers("me", window), ["soon", "old"]);
+        // No copy at all (known from a restart): before the hot ones.
+        let mut restart = cache(&[("me", 0), ("old", 10)], &["old"]);
+        restart.known.insert("new".into());
+        assert_eq!(restart.peers("me", window), ["new", "old"]);
         // Hot, but ECS said it has no such service: not read along (not created yet).
         let mut absent = cache(&[("me", 0)], &["gone"]);
         absent.known.insert("gone".into());
