@@ -133,10 +133,23 @@ impl ServiceObserver {
         name: &str,
         max_age: Duration,
     ) -> Option<Option<ObservedService>> {
+        self.copy(cluster, name, max_age, false)
+    }
+
+    /// The copy of `name` if read within `max_age` (with `absent_ok`, also ECS's
+    /// "no such service" at any age); `name` becomes a known peer either way.
+    fn copy(
+        &self,
+        cluster: &str,
+        name: &str,
+        max_age: Duration,
+        absent_ok: bool,
+    ) -> Option<Option<ObservedService>> {
         let mut all = self.lock();
         let c = all.entry(cluster_name(cluster).to_string()).or_default();
         c.known.insert(name.to_string());
         match c.seen.get(name) {
+            Some((_, None)) if absent_ok => Some(None),
             Some((at, obs)) if at.elapsed() <= max_age => Some(obs.clone()),
             _ => None,
         }
@@ -198,12 +211,12 @@ impl ServiceObserver {
         pending: impl FnOnce() -> Vec<String>,
     ) -> Result<Option<ObservedService>, Error> {
         self.mark(cluster, name, false);
-        if let Some(hit) = self.cached_new(cluster, name, self.window) {
+        if let Some(hit) = self.copy(cluster, name, self.window, true) {
             return Ok(hit);
         }
         let gate = self.gate(cluster);
         let _turn = gate.lock().await;
-        if let Some(hit) = self.cached_new(cluster, name, self.window) {
+        if let Some(hit) = self.copy(cluster, name, self.window, true) {
             return Ok(hit);
         }
         let unread: Vec<String> = {
@@ -225,23 +238,6 @@ impl ServiceObserver {
             .flatten();
         self.delivered(cluster, name, result.as_ref());
         Ok(result)
-    }
-
-    /// A copy for `observe_new`: "not found" at any age, a service within `window`.
-    fn cached_new(
-        &self,
-        cluster: &str,
-        name: &str,
-        window: Duration,
-    ) -> Option<Option<ObservedService>> {
-        let mut all = self.lock();
-        let c = all.entry(cluster_name(cluster).to_string()).or_default();
-        c.known.insert(name.to_string());
-        match c.seen.get(name) {
-            Some((_, None)) => Some(None),
-            Some((at, Some(obs))) if at.elapsed() <= window => Some(Some(obs.clone())),
-            _ => None,
-        }
     }
 
     /// Reads `names` (10 a call) into the cache; what ECS answered for each.
