@@ -303,10 +303,16 @@ async fn ready_count(client: &kube::Client) -> usize {
         .count()
 }
 
-/// Seconds the quota needs for N CreateService calls: a burst of 50, then 5 per second.
-fn quota_bound(services: usize) -> f64 {
-    let rate = ecs_operator::ecs::limiter::default_rate(ecs_operator::ecs::Category::ServiceModify);
-    (services as f64 - rate.burst).max(0.0) / rate.per_second
+/// Seconds the quota needs at the least: N CreateService calls (a burst of 50, then 5
+/// per second) and, in parallel, M RegisterTaskDefinition calls (20, then 1 per second).
+fn quota_bound(services: usize, task_definitions: usize) -> f64 {
+    use ecs_operator::ecs::{Category, limiter::default_rate};
+    let bound = |n: usize, category| {
+        let rate = default_rate(category);
+        (n as f64 - rate.burst).max(0.0) / rate.per_second
+    };
+    bound(services, Category::ServiceModify)
+        .max(bound(task_definitions, Category::TaskDefinitionModify))
 }
 
 fn print_calls(title: &str, calls: &BTreeMap<String, f64>) {
@@ -383,7 +389,7 @@ async fn converge(
 
 fn print_converged(args: &Args, start: &Sample, done: &Sample, ready: usize, applied: Duration) {
     let took = done.at.duration_since(start.at).as_secs_f64();
-    let bound = quota_bound(args.services);
+    let bound = quota_bound(args.services, args.task_definitions);
     let n = args.services.max(1) as f64;
     println!(
         "Ready: {ready}/{} in {took:.1} s (applies took {:.1} s)",
@@ -391,7 +397,7 @@ fn print_converged(args: &Args, start: &Sample, done: &Sample, ready: usize, app
         applied.as_secs_f64()
     );
     println!(
-        "quota bound (CreateService: burst 50, then 5/s): {bound:.1} s; ratio {:.2}",
+        "quota bound (CreateService: burst 50, then 5/s; RegisterTaskDefinition: 20, then 1/s): {bound:.1} s; ratio {:.2}",
         took / bound.max(1.0)
     );
     let calls = done.since(start, CALLS, "operation");

@@ -180,7 +180,7 @@ impl EcsTask {
         self.outcome(
             status,
             Health::progressing(Reason::WaitingForReference, message),
-            Some(Duration::from_secs(30)),
+            Some(super::service::REFERENCE_POLL),
             vec![],
         )
     }
