@@ -184,15 +184,7 @@ impl ServiceObserver {
                 .map(|c| c.peers(name, self.window))
                 .unwrap_or_default()
         };
-        let mut wanted = vec![name.to_string()];
-        wanted.extend(peers);
-        let result = self
-            .read(ecs, cluster, &wanted)
-            .await?
-            .remove(name)
-            .flatten();
-        self.delivered(cluster, name, result.as_ref());
-        Ok(result)
+        self.read_for(ecs, cluster, name, peers).await
     }
 
     /// The service `name` of an EcsService that never had one: whether ECS has it
@@ -228,9 +220,20 @@ impl ServiceObserver {
                 .take(NEW_SERVICES_READ - 1)
                 .collect()
         };
+        self.know(cluster, &unread);
+        self.read_for(ecs, cluster, name, unread).await
+    }
+
+    /// Reads `name` with `others` along; what a reconcile of `name` is given.
+    async fn read_for(
+        &self,
+        ecs: &EcsApi,
+        cluster: &str,
+        name: &str,
+        others: Vec<String>,
+    ) -> Result<Option<ObservedService>, Error> {
         let mut wanted = vec![name.to_string()];
-        wanted.extend(unread);
-        self.know(cluster, &wanted);
+        wanted.extend(others);
         let result = self
             .read(ecs, cluster, &wanted)
             .await?
