@@ -111,10 +111,6 @@ pub trait Managed:
 {
     const KIND: &'static str;
 
-    /// Reconcile requests for one object closer together than this are merged
-    /// (trailing edge: the object is reconciled once they stop). Zero: none.
-    const DEBOUNCE: Duration = Duration::ZERO;
-
     /// Bring ECS in line with the spec and describe the result.
     fn apply(
         &self,
@@ -491,11 +487,8 @@ pub async fn run<K: Managed>(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(intent, PredicateConfig::default());
-    let controller = Controller::for_stream(trigger, reader).with_config(
-        ControllerConfig::default()
-            .concurrency(concurrency)
-            .debounce(K::DEBOUNCE),
-    );
+    let controller = Controller::for_stream(trigger, reader)
+        .with_config(ControllerConfig::default().concurrency(concurrency));
     K::watch_related(controller, &ctx, namespace)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<K>, error_policy::<K>, ctx)

@@ -96,6 +96,11 @@ async fn prime(ctx: &Context, store: &Store<EcsService>) {
     }
 }
 
+/// Whether this EcsService never had an ECS service (no ARN seen, no create sent).
+fn never_created(status: &EcsServiceStatus) -> bool {
+    status.arn.is_none() && status.last_create_time.is_none()
+}
+
 /// The ECS names of the EcsServices in `cluster` that never had an ECS service
 /// (their first reads are batched, see `ServiceObserver::observe_new`).
 fn never_created_in(ctx: &Context, cluster: &str) -> Vec<String> {
@@ -120,11 +125,7 @@ fn never_created_in(ctx: &Context, cluster: &str) -> Vec<String> {
         .state()
         .iter()
         .filter(|s| s.metadata.deletion_timestamp.is_none())
-        .filter(|s| {
-            s.status
-                .as_ref()
-                .is_none_or(|st| st.arn.is_none() && st.last_create_time.is_none())
-        })
+        .filter(|s| s.status.as_ref().is_none_or(never_created))
         .filter(|s| in_cluster(s))
         .map(|s| s.ecs_name())
         .collect()
@@ -280,7 +281,7 @@ impl EcsService {
         let in_progress = previous.observed_generation != self.metadata.generation
             || is_condition_true(&previous.conditions, RECONCILING);
         let name = self.ecs_name();
-        if previous.arn.is_none() && previous.last_create_time.is_none() {
+        if never_created(&previous) {
             let pending = || never_created_in(ctx, cluster);
             return ctx
                 .services
