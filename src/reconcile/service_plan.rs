@@ -17,14 +17,13 @@ use crate::api::service::{
     ServiceEvent,
 };
 use crate::ecs::service::{ObservedService, ServiceState, ServiceUpdate};
+use crate::ecs::service::{ROLLBACK_EVENTS, STATUS_EVENTS};
 use crate::ecs::task_definition::{same_task_definition, td_short};
 
 /// How soon a service is looked at again while a rollout runs.
 pub const ROLLOUT_POLL: Duration = Duration::from_secs(5);
 /// How soon a service is looked at again while a same-name service drains.
 pub const DRAIN_POLL: Duration = Duration::from_secs(10);
-/// ECS service events kept in status.
-pub const STATUS_EVENTS: usize = 5;
 
 /// Everything the plan needs besides the observed service.
 #[derive(Debug, Clone)]
@@ -255,7 +254,11 @@ pub fn rolled_back(obs: &ObservedService, desired_td: &str) -> bool {
         .primary()
         .and_then(|p| p.rollout_state_reason.as_deref())
         .is_some_and(said_so);
-    let events_say = obs.events.iter().take(3).any(|e| said_so(&e.message));
+    let events_say = obs
+        .events
+        .iter()
+        .take(ROLLBACK_EVENTS)
+        .any(|e| said_so(&e.message));
     failed_desired || primary_says || events_say
 }
 

@@ -1,5 +1,7 @@
 //! Conversions between the SDK's service shapes and the operator's.
 
+use std::collections::BTreeSet;
+
 use aws_sdk_ecs::types::{
     AssignPublicIp as SdkAssignPublicIp, AwsVpcConfiguration as SdkAwsVpc,
     DeploymentAlarms as SdkAlarms, DeploymentCircuitBreaker as SdkBreaker,
@@ -9,7 +11,7 @@ use aws_sdk_ecs::types::{
     PropagateTags as SdkPropagateTags, Service, ServiceRegistry as SdkRegistry,
 };
 
-use super::{ObservedService, ServiceState, ServiceUpdate};
+use super::{ObservedService, ROLLBACK_EVENTS, STATUS_EVENTS, ServiceState, ServiceUpdate};
 use crate::api::common::CapacityProviderStrategyItem;
 use crate::api::common::{AssignPublicIp, AwsVpcConfiguration};
 use crate::api::service::{
@@ -240,10 +242,20 @@ fn deployments_from_sdk(s: &Service) -> Vec<DeploymentStatus> {
         .collect()
 }
 
+/// The events later read: the newest `ROLLBACK_EVENTS`, and the first of each
+/// message until `STATUS_EVENTS` messages are known. Real ECS returns up to 100
+/// events per service and the observer keeps a copy of every service it read, so
+/// keeping them all would cost ~25 KiB per service (250 MiB at 10,000).
 fn events_from_sdk(s: &Service) -> Vec<ServiceEvent> {
+    let mut messages = BTreeSet::new();
     s.events()
         .iter()
-        .map(|e| ServiceEvent {
+        .enumerate()
+        .filter(|(newest, e)| {
+            let first = messages.insert(e.message().unwrap_or_default());
+            *newest < ROLLBACK_EVENTS || (first && messages.len() <= STATUS_EVENTS)
+        })
+        .map(|(_, e)| ServiceEvent {
             created_at: rfc3339(e.created_at()),
             message: e.message().unwrap_or_default().to_string(),
         })
@@ -397,3 +409,50 @@ macro_rules! with_settings {
     }};
 }
 pub(crate) use with_settings;
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ecs::types::{Service, ServiceEvent as SdkEvent};
+
+    use super::*;
+
+    fn service_with(messages: &[&str]) -> Service {
+        let mut service = Service::builder();
+        for message in messages {
+            service = service.events(SdkEvent::builder().message(*message).build());
+        }
+        service.build()
+    }
+
+    #[test]
+    fn keeps_only_the_events_status_and_rollback_read() {
+        // ECS's usual shape: the steady-state message repeated, a few others between.
+        let mut messages = vec!["steady"; 100];
+        for (at, message) in [
+            (1, "a"),
+            (2, "steady"),
+            (40, "b"),
+            (41, "c"),
+            (60, "d"),
+            (70, "e"),
+        ] {
+            messages[at] = message;
+        }
+        let kept = events_from_sdk(&service_with(&messages));
+        let texts = |events: &[ServiceEvent]| -> Vec<String> {
+            events.iter().map(|e| e.message.clone()).collect()
+        };
+        // The newest three as they are, then the first of each new message up to five.
+        assert_eq!(texts(&kept), ["steady", "a", "steady", "b", "c", "d"]);
+        // Status shows what it would have shown from all 100.
+        let shown = crate::reconcile::service_plan::status_events(&kept);
+        assert_eq!(texts(&shown), ["steady", "a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn keeps_a_short_list_whole() {
+        let kept = events_from_sdk(&service_with(&["x", "x", "x", "x"]));
+        assert_eq!(kept.len(), 3);
+        assert!(events_from_sdk(&service_with(&[])).is_empty());
+    }
+}

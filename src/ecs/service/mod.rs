@@ -29,6 +29,10 @@ use crate::error::Error;
 
 /// DescribeServices takes at most 10 services per call.
 pub const DESCRIBE_BATCH: usize = 10;
+/// The newest events the rollback check reads (ECS writes "rolling back" there).
+pub const ROLLBACK_EVENTS: usize = 3;
+/// Distinct ECS event messages shown in status.
+pub const STATUS_EVENTS: usize = 5;
 
 super::ecs_state! {
     /// A service's status (DescribeServices).
@@ -69,7 +73,8 @@ pub struct ObservedService {
     pub tags: BTreeMap<String, String>,
     /// PRIMARY first, as ECS lists them.
     pub deployments: Vec<DeploymentStatus>,
-    /// Newest first, as ECS lists them.
+    /// Newest first, as ECS lists them; only the ones status and the rollback
+    /// check read (see `convert::events_from_sdk`).
     pub events: Vec<ServiceEvent>,
     /// CODE_DEPLOY / EXTERNAL services: their task sets, PRIMARY first.
     pub task_sets: Vec<TaskSetStatus>,
