@@ -10,6 +10,7 @@ use std::sync::Arc;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+use crate::api::capacity_provider::EcsCapacityProvider;
 use crate::api::cluster::EcsCluster;
 use crate::api::scheduled_task::EcsScheduledTask;
 use crate::api::service::EcsService;
@@ -72,6 +73,7 @@ pub fn all() -> Vec<Kind> {
         Kind::of::<EcsService>(),
         Kind::of::<EcsTask>(),
         Kind::of::<EcsScheduledTask>(),
+        Kind::of::<EcsCapacityProvider>(),
     ]
 }
 

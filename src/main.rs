@@ -67,7 +67,7 @@ struct RunArgs {
     metrics_addr: SocketAddr,
 
     /// Objects of one kind reconciled at the same time.
-    #[arg(long, env = "ECS_OPERATOR_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, env = "ECS_OPERATOR_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,
 
     /// Run only while holding a Lease, so several replicas can run and one reconciles
@@ -267,7 +267,8 @@ async fn connect_ecs(
             burst: (r.burst * fraction).max(1.0),
         }
     });
-    let ecs = ecs::EcsApi::new(ecs::client(&sdk), limiter, metrics);
+    let ecs = ecs::EcsApi::new(ecs::client(&sdk), limiter, metrics)
+        .with_autoscaling(ecs::autoscaling_client(&sdk));
     let region = sdk.region().map(|r| r.as_ref()).unwrap_or("<none>");
     let endpoint = sdk.endpoint_url().unwrap_or("<default>");
     let probe = ecs.client.list_clusters().max_results(1).send();

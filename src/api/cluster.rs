@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{CapacityProviderStrategyItem, Condition, DeletionPolicy};
+use super::common::{CapacityProviderStrategyItem, Condition, DeletionPolicy, LocalRef};
 
 /// An Amazon ECS cluster managed by ecs-operator.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -34,6 +34,12 @@ use super::common::{CapacityProviderStrategyItem, Condition, DeletionPolicy};
         json_path = ".status.runningTasksCount"
     ),
     printcolumn(
+        name = "Instances",
+        type_ = "integer",
+        json_path = ".status.registeredContainerInstancesCount",
+        priority = 1
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
@@ -52,7 +58,7 @@ use super::common::{CapacityProviderStrategyItem, Condition, DeletionPolicy};
 )]
 #[x_kube(validation = Rule::new("has(self.clusterName) == has(oldSelf.clusterName) && (!has(self.clusterName) || self.clusterName == oldSelf.clusterName)").message("clusterName is immutable: create a new EcsCluster to use another ECS cluster name"))]
 #[x_kube(validation = Rule::new("!has(self.defaultCapacityProviderStrategy) || self.defaultCapacityProviderStrategy.filter(s, has(s.base) && s.base > 0).size() <= 1").message("defaultCapacityProviderStrategy: only one provider may set a base greater than 0"))]
-#[x_kube(validation = Rule::new("!has(self.defaultCapacityProviderStrategy) || !has(self.capacityProviders) || self.defaultCapacityProviderStrategy.all(s, s.capacityProvider in self.capacityProviders)").message("defaultCapacityProviderStrategy may only name providers listed in capacityProviders"))]
+#[x_kube(validation = Rule::new("!has(self.defaultCapacityProviderStrategy) || (!has(self.capacityProviders) && !has(self.capacityProviderRefs)) || self.defaultCapacityProviderStrategy.all(s, (has(self.capacityProviders) && s.capacityProvider in self.capacityProviders) || (has(self.capacityProviderRefs) && self.capacityProviderRefs.exists(r, r.name == s.capacityProvider)))").message("defaultCapacityProviderStrategy may only name providers listed in capacityProviders (or capacityProviderRefs)"))]
 #[serde(rename_all = "camelCase")]
 pub struct EcsClusterSpec {
     /// Name of the ECS cluster. Defaults to metadata.name. Immutable.
@@ -66,6 +72,14 @@ pub struct EcsClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 20))]
     pub capacity_providers: Option<Vec<String>>,
+
+    /// EcsCapacityProviders of this namespace the cluster uses, besides the names in
+    /// capacityProviders. The cluster waits (WaitingForReference) until each is Ready and
+    /// follows it; with any set, the cluster's providers are exactly capacityProviders
+    /// plus these. defaultCapacityProviderStrategy may name them by metadata.name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub capacity_provider_refs: Vec<LocalRef>,
 
     /// Strategy used for services and tasks that set neither a launch type nor a strategy.
     /// Set together with capacityProviders (ECS replaces both at once).
@@ -236,10 +250,35 @@ pub struct EcsClusterStatus {
     /// Capacity providers ECS reports for the cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capacity_providers: Vec<String>,
+    /// The EC2 container instances registered with the cluster (absent without any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_instances: Option<ContainerInstances>,
     /// Tag keys from spec.tags the operator has applied, so that a key removed from the
     /// spec is removed from ECS while tags set by others are left alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed_tag_keys: Vec<String>,
+}
+
+/// What the cluster's EC2 container instances add up to.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerInstances {
+    /// Instances by ECS status: ACTIVE, DRAINING, REGISTERING, DEREGISTERING,
+    /// REGISTRATION_FAILED.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_status: BTreeMap<String, i32>,
+    /// Instances whose ECS agent is connected.
+    pub agent_connected: i32,
+    /// Instances whose ECS agent is not connected: ECS places no new tasks there.
+    pub agent_disconnected: i32,
+    /// CPU units left for tasks over all instances (1024 per vCPU).
+    pub remaining_cpu: i64,
+    /// MiB of memory left for tasks over all instances.
+    pub remaining_memory_mib: i64,
+    /// CPU units the instances registered.
+    pub registered_cpu: i64,
+    /// MiB of memory the instances registered.
+    pub registered_memory_mib: i64,
 }
 
 impl EcsCluster {

@@ -1,5 +1,6 @@
 //! The custom resources users write: one file per kind plus shared types.
 
+pub mod capacity_provider;
 pub mod cluster;
 pub mod common;
 pub mod reason;
@@ -18,6 +19,7 @@ crate::kind_status!(
     service::EcsServiceStatus,
     task::EcsTaskStatus,
     scheduled_task::EcsScheduledTaskStatus,
+    capacity_provider::EcsCapacityProviderStatus,
 );
 
 pub const GROUP: &str = "ecs.operator.dev";

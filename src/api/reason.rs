@@ -87,6 +87,10 @@ reasons! {
     Stopped,
     ServicesRemain,
     ClusterNotEmpty,
+    /// A capacity provider to delete is still listed by a cluster.
+    InUse,
+    /// A cluster to delete still has registered container instances.
+    InstancesRemain,
     PruneFailed,
 
     // From errors (see `Error::reason`).
@@ -176,6 +180,8 @@ mod tests {
             Reason::EcsRejected,
             Reason::ServicesRemain,
             Reason::ClusterNotEmpty,
+            Reason::InUse,
+            Reason::InstancesRemain,
             Reason::PruneFailed,
         ];
         for r in stalled {

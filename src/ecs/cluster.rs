@@ -11,8 +11,8 @@ use aws_sdk_ecs::types::{
 
 use super::{Category, EcsApi, tags_from_sdk};
 use crate::api::cluster::{
-    ContainerInsights, ExecuteCommandConfiguration, ExecuteCommandLogConfiguration,
-    ExecuteCommandLogging,
+    ContainerInsights, ContainerInstances, ExecuteCommandConfiguration,
+    ExecuteCommandLogConfiguration, ExecuteCommandLogging,
 };
 use crate::api::common::CapacityProviderStrategyItem;
 use crate::error::Error;
@@ -193,4 +193,120 @@ pub async fn describe_one(ecs: &EcsApi, name: &str) -> Result<Option<ObservedClu
         .await?
         .into_iter()
         .find(|c| (c.name == name || c.arn == name) && !c.is_gone()))
+}
+
+/// A resource (CPU, MEMORY) of an instance, summed: ECS gives both as integers.
+fn resource(resources: &[aws_sdk_ecs::types::Resource], name: &str) -> i64 {
+    resources
+        .iter()
+        .filter(|r| r.name() == Some(name))
+        .map(|r| i64::from(r.integer_value()))
+        .sum()
+}
+
+/// Adds up what DescribeContainerInstances reports.
+pub fn summarise(instances: &[aws_sdk_ecs::types::ContainerInstance]) -> ContainerInstances {
+    let mut summary = ContainerInstances::default();
+    for instance in instances {
+        let status = instance.status().unwrap_or("UNKNOWN").to_string();
+        *summary.by_status.entry(status).or_insert(0) += 1;
+        if instance.agent_connected() {
+            summary.agent_connected += 1;
+        } else {
+            summary.agent_disconnected += 1;
+        }
+        summary.remaining_cpu += resource(instance.remaining_resources(), "CPU");
+        summary.remaining_memory_mib += resource(instance.remaining_resources(), "MEMORY");
+        summary.registered_cpu += resource(instance.registered_resources(), "CPU");
+        summary.registered_memory_mib += resource(instance.registered_resources(), "MEMORY");
+    }
+    summary
+}
+
+/// The cluster's container instances (all but INACTIVE), summed up: one
+/// ListContainerInstances page and one DescribeContainerInstances per 100 (the
+/// maximum of both).
+pub async fn container_instances(ecs: &EcsApi, cluster: &str) -> Result<ContainerInstances, Error> {
+    let mut arns = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = ecs
+            .call(
+                "ListContainerInstances",
+                Category::Read,
+                ecs.client
+                    .list_container_instances()
+                    .cluster(cluster)
+                    .max_results(100)
+                    .set_next_token(token.take())
+                    .send(),
+            )
+            .await?;
+        arns.extend(page.container_instance_arns().iter().cloned());
+        match page.next_token() {
+            Some(next) if !next.is_empty() => token = Some(next.to_string()),
+            _ => break,
+        }
+    }
+    let mut described = Vec::with_capacity(arns.len());
+    for chunk in arns.chunks(100) {
+        let resp = ecs
+            .call(
+                "DescribeContainerInstances",
+                Category::Read,
+                ecs.client
+                    .describe_container_instances()
+                    .cluster(cluster)
+                    .set_container_instances(Some(chunk.to_vec()))
+                    .send(),
+            )
+            .await?;
+        described.extend(resp.container_instances().iter().cloned());
+    }
+    Ok(summarise(&described))
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ecs::types::{ContainerInstance, Resource};
+
+    use super::*;
+
+    fn instance(status: &str, connected: bool, cpu_left: i32) -> ContainerInstance {
+        let cpu = |v| Resource::builder().name("CPU").integer_value(v).build();
+        let memory = |v| Resource::builder().name("MEMORY").integer_value(v).build();
+        ContainerInstance::builder()
+            .status(status)
+            .agent_connected(connected)
+            .registered_resources(cpu(2048))
+            .registered_resources(memory(4000))
+            .remaining_resources(cpu(cpu_left))
+            .remaining_resources(memory(1000))
+            .build()
+    }
+
+    #[test]
+    fn container_instances_add_up_by_status_agent_and_resources() {
+        let summary = summarise(&[
+            instance("ACTIVE", true, 1024),
+            instance("ACTIVE", false, 2048),
+            instance("DRAINING", true, 0),
+        ]);
+        assert_eq!(
+            summary.by_status,
+            [("ACTIVE".to_string(), 2), ("DRAINING".to_string(), 1)].into()
+        );
+        assert_eq!(
+            (summary.agent_connected, summary.agent_disconnected),
+            (2, 1)
+        );
+        assert_eq!(
+            (summary.remaining_cpu, summary.registered_cpu),
+            (3072, 6144)
+        );
+        assert_eq!(
+            (summary.remaining_memory_mib, summary.registered_memory_mib),
+            (3000, 12000)
+        );
+    }
 }

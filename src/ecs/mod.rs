@@ -2,6 +2,7 @@
 //! Every ECS call the operator makes goes through here (later: batching,
 //! rate limiting and call metrics).
 
+pub mod capacity_provider;
 pub mod cluster;
 pub mod limiter;
 pub mod service;
@@ -27,6 +28,9 @@ pub use limiter::{Category, Limiter};
 #[derive(Debug, Clone)]
 pub struct EcsApi {
     pub client: aws_sdk_ecs::Client,
+    /// EC2 Auto Scaling, for what EcsCapacityProvider reads of its group (same
+    /// limiter and metrics as ECS).
+    autoscaling: Option<aws_sdk_autoscaling::Client>,
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
 }
@@ -35,9 +39,22 @@ impl EcsApi {
     pub fn new(client: aws_sdk_ecs::Client, limiter: Limiter, metrics: Arc<Metrics>) -> Self {
         EcsApi {
             client,
+            autoscaling: None,
             limiter: Arc::new(limiter),
             metrics,
         }
+    }
+
+    pub fn with_autoscaling(mut self, client: aws_sdk_autoscaling::Client) -> Self {
+        self.autoscaling = Some(client);
+        self
+    }
+
+    /// The EC2 Auto Scaling client (`with_autoscaling`).
+    pub fn autoscaling(&self) -> Result<&aws_sdk_autoscaling::Client, Error> {
+        self.autoscaling
+            .as_ref()
+            .ok_or_else(|| Error::Internal("no EC2 Auto Scaling client configured".into()))
     }
 
     /// Runs one request (`send` is lazy: nothing goes out before the limiter allows it).
@@ -188,14 +205,19 @@ pub(crate) fn rfc3339(t: Option<&aws_sdk_ecs::primitives::DateTime>) -> Option<S
 }
 
 /// Loads region, credentials and endpoint through the standard AWS chain
-/// (env, profile, IRSA / EKS Pod Identity, IMDS). `AWS_ENDPOINT_URL` or
-/// `AWS_ENDPOINT_URL_ECS` redirect calls, e.g. to a local ECS emulator.
+/// (env, profile, IRSA / EKS Pod Identity, IMDS). `AWS_ENDPOINT_URL` redirects
+/// every client, `AWS_ENDPOINT_URL_ECS` / `AWS_ENDPOINT_URL_AUTO_SCALING` one each,
+/// e.g. to a local emulator.
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
 }
 
 pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_ecs::Client {
     aws_sdk_ecs::Client::new(sdk)
+}
+
+pub fn autoscaling_client(sdk: &aws_config::SdkConfig) -> aws_sdk_autoscaling::Client {
+    aws_sdk_autoscaling::Client::new(sdk)
 }
 
 /// AWS error codes that say "try again later". `ThrottlingException` is not
@@ -341,6 +363,51 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `AWS_ENDPOINT_URL_AUTO_SCALING` sends EC2 Auto Scaling calls to its own
+    /// endpoint, ahead of the generic `AWS_ENDPOINT_URL` (which points nowhere here).
+    #[tokio::test]
+    async fn the_auto_scaling_endpoint_override_is_read() {
+        use aws_types::os_shim_internal::{Env, Fs};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let env = Env::from_slice(&[
+            ("AWS_ENDPOINT_URL_AUTO_SCALING", url.as_str()),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ]);
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .env(env)
+            .fs(Fs::from_slice(&[]))
+            .load()
+            .await;
+        let served = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await?;
+            let mut request = vec![0u8; 16 * 1024];
+            let n = conn.read(&mut request).await?;
+            let body = "<DescribeAutoScalingGroupsResponse><DescribeAutoScalingGroupsResult>\
+                        <AutoScalingGroups/></DescribeAutoScalingGroupsResult>\
+                        </DescribeAutoScalingGroupsResponse>";
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(reply.as_bytes()).await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&request[..n]).into_owned())
+        });
+        let answer = autoscaling_client(&sdk)
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names("pool")
+            .send()
+            .await;
+        let request = served.await.unwrap().unwrap();
+        assert!(request.starts_with("POST / HTTP/1.1"), "{request}");
+        assert!(answer.unwrap().auto_scaling_groups().is_empty());
+    }
 
     #[test]
     fn throttling_and_server_errors_retry() {

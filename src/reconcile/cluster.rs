@@ -5,11 +5,12 @@ use kube::ResourceExt;
 use super::cluster_plan::{self, Action, Cleanup, Desired, Plan};
 use super::owned::{self, Adoption, Claimant};
 use super::{Context, Managed, Note, Outcome, key_of};
-use crate::api::cluster::{EcsCluster, EcsClusterStatus};
+use crate::api::cluster::{EcsCluster, EcsClusterSpec, EcsClusterStatus};
 use crate::api::common::{Health, READY, Reason, is_condition_true, ownership_tags};
 use crate::api::service::EcsService;
 use crate::ecs::cluster::{
-    ObservedCluster, container_insights_setting, describe_one, exec_to_sdk, service_connect_to_sdk,
+    ObservedCluster, container_insights_setting, container_instances, describe_one, exec_to_sdk,
+    service_connect_to_sdk,
 };
 use crate::ecs::{Category, EcsApi, set_tags, strategy_to_sdk, tags_to_sdk};
 use crate::error::Error;
@@ -246,12 +247,120 @@ async fn delete(ecs: &EcsApi, name: &str) -> Result<Vec<Note>, Error> {
             message,
             ..
         }) if code.starts_with("ClusterContains") => Err(Error::DeleteBlocked {
-            reason: Reason::ClusterNotEmpty,
+            reason: if code == "ClusterContainsContainerInstancesException" {
+                Reason::InstancesRemain
+            } else {
+                Reason::ClusterNotEmpty
+            },
             message: format!("ECS refused to delete cluster {name}: {message}"),
         }),
         Err(e) if crate::ecs::is_not_found(&e) => Ok(vec![]),
         Err(e) => Err(e),
     }
+}
+
+/// What to do about the container instances that keep a cluster from being deleted,
+/// naming the Auto Scaling groups behind its capacity providers (as the
+/// EcsCapacityProviders of the namespace report them).
+fn instances_advice(ctx: &Context, ns: &str, obs: Option<&ObservedCluster>) -> String {
+    let listed = obs
+        .map(|o| o.capacity_providers.as_slice())
+        .unwrap_or_default();
+    let mut groups: Vec<String> = ctx
+        .capacity_providers
+        .all_in(ns)
+        .iter()
+        .filter_map(|p| {
+            let status = p.status.as_ref()?;
+            let provider = status
+                .name
+                .as_deref()
+                .filter(|n| listed.iter().any(|l| l == n))?;
+            let arn = status.auto_scaling_group_arn.as_deref()?;
+            let group = crate::ecs::capacity_provider::group_name_of_arn(arn)?;
+            Some(format!("{group} (capacity provider {provider})"))
+        })
+        .collect();
+    groups.sort_unstable();
+    let scale = if groups.is_empty() {
+        "their Auto Scaling group".to_string()
+    } else {
+        format!("Auto Scaling group {}", groups.join(", "))
+    };
+    format!("Scale {scale} to 0 or deregister the instances; the deletion then completes by itself")
+}
+
+/// The status with the container-instance summary, read only for a cluster that has
+/// instances (Fargate-only clusters cost no call).
+async fn with_instances(
+    ecs: &EcsApi,
+    mut status: EcsClusterStatus,
+    obs: Option<&ObservedCluster>,
+) -> Result<EcsClusterStatus, Error> {
+    if let Some(o) = obs.filter(|o| o.registered_container_instances > 0) {
+        status.container_instances = Some(container_instances(ecs, &o.name).await?);
+    }
+    Ok(status)
+}
+
+/// The spec with capacityProviderRefs resolved: their ECS names added to
+/// capacityProviders, and strategy items that name a ref by metadata.name renamed to
+/// its ECS name. `Err(health)` while a referenced provider is missing or not Ready.
+async fn with_providers_resolved(
+    ctx: &Context,
+    ns: &str,
+    spec: &EcsClusterSpec,
+) -> Result<Result<EcsClusterSpec, Health>, Error> {
+    let mut resolved = spec.clone();
+    if spec.capacity_provider_refs.is_empty() {
+        return Ok(Ok(resolved));
+    }
+    let mut names = spec.capacity_providers.clone().unwrap_or_default();
+    for r in &spec.capacity_provider_refs {
+        let provider = ctx.capacity_providers.get(&ctx.kube, ns, &r.name).await?;
+        let Some(ecs_name) = provider.as_deref().and_then(super::refs::provider_if_ready) else {
+            let deleting = provider.is_some_and(|p| p.metadata.deletion_timestamp.is_some());
+            let message = if deleting {
+                format!(
+                    "EcsCapacityProvider {} is being deleted: remove it from capacityProviderRefs",
+                    r.name
+                )
+            } else {
+                format!("waiting for EcsCapacityProvider {} to be Ready", r.name)
+            };
+            return Ok(Err(Health::progressing(
+                Reason::WaitingForReference,
+                message,
+            )));
+        };
+        if !names.iter().any(|n| n == ecs_name) {
+            names.push(ecs_name.to_string());
+        }
+        let strategy = resolved
+            .default_capacity_provider_strategy
+            .iter_mut()
+            .flatten();
+        for item in strategy.filter(|i| i.capacity_provider == r.name) {
+            item.capacity_provider = ecs_name.to_string();
+        }
+    }
+    resolved.capacity_providers = Some(names);
+    Ok(Ok(resolved))
+}
+
+/// The EcsClusters of `store` whose capacityProviderRefs name `provider`.
+fn referring_clusters(
+    store: &kube::runtime::reflector::Store<EcsCluster>,
+    provider: &crate::api::capacity_provider::EcsCapacityProvider,
+) -> Vec<kube::runtime::reflector::ObjectRef<EcsCluster>> {
+    let name = provider.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == provider.namespace())
+        .filter(|c| c.spec.capacity_provider_refs.iter().any(|r| r.name == name))
+        .map(|c| kube::runtime::reflector::ObjectRef::from(c.as_ref()))
+        .collect()
 }
 
 /// The changes of an EcsService that change what its cluster reports: its ECS service
@@ -282,7 +391,11 @@ impl Managed for EcsCluster {
         let services: kube::Api<EcsService> = super::scoped_api(&ctx.kube, namespace);
         let throttle = super::refs::Throttle::new(cluster_plan::COUNTS_POLL);
         let (later, trailing) = futures::channel::mpsc::unbounded();
+        let store = controller.store();
         controller
+            .watches_shared_stream(ctx.capacity_providers.subscribe(), move |provider| {
+                referring_clusters(&store, &provider)
+            })
             .watches_stream(
                 super::refs::changes(services, what_a_cluster_reads_of_a_service),
                 move |s: EcsService| {
@@ -317,6 +430,13 @@ impl Managed for EcsCluster {
         let ecs_name = self.ecs_name();
         let previous = self.status.clone().unwrap_or_default();
         let observed = describe_one(&ctx.ecs, &ecs_name).await?;
+        let spec = match with_providers_resolved(ctx, &ns, &self.spec).await? {
+            Ok(spec) => spec,
+            Err(waiting) => {
+                let status = status_of(&ecs_name, observed.as_ref(), previous.managed_tag_keys);
+                return Ok(Outcome::new(status, waiting));
+            }
+        };
         let living =
             owned::living_for::<Self>(ctx, observed.as_ref().map(|o| &o.tags), &me.uid).await?;
         let mut tags = self.spec.tags.clone();
@@ -324,7 +444,7 @@ impl Managed for EcsCluster {
         let desired = Desired {
             name: ecs_name.clone(),
             me: &me,
-            spec: &self.spec,
+            spec: &spec,
             tags,
             managed_tag_keys: &previous.managed_tag_keys,
             living: living.as_ref(),
@@ -355,7 +475,8 @@ impl Managed for EcsCluster {
         }
         if actions.is_empty() {
             let obs = observed.as_ref();
-            let status = status_of(&ecs_name, obs, managed_keys);
+            let status =
+                with_instances(&ctx.ecs, status_of(&ecs_name, obs, managed_keys), obs).await?;
             let poll = cluster_plan::counts_poll(&previous, &status);
             return Ok(Outcome::new(status, health_of(&ecs_name, obs)).requeue_opt(poll));
         }
@@ -366,11 +487,9 @@ impl Managed for EcsCluster {
         let drift = previous.observed_generation == self.metadata.generation;
         let notes = change_notes(&ecs_name, &actions, &changed, adopt, drift);
         let after = describe_one(&ctx.ecs, &ecs_name).await?;
-        Ok(Outcome::new(
-            status_of(&ecs_name, after.as_ref(), managed_keys),
-            health_of(&ecs_name, after.as_ref()),
-        )
-        .notes(notes))
+        let status = status_of(&ecs_name, after.as_ref(), managed_keys);
+        let status = with_instances(&ctx.ecs, status, after.as_ref()).await?;
+        Ok(Outcome::new(status, health_of(&ecs_name, after.as_ref())).notes(notes))
     }
 
     async fn cleanup(&self, ctx: &Context) -> Result<Vec<Note>, Error> {
@@ -400,7 +519,20 @@ impl Managed for EcsCluster {
                 let message = blocking_services(&ctx.ecs, &ecs_name, message).await;
                 Err(Error::DeleteBlocked { reason, message })
             }
-            Cleanup::Delete => delete(&ctx.ecs, &ecs_name).await,
+            Cleanup::Delete => match delete(&ctx.ecs, &ecs_name).await {
+                Err(Error::DeleteBlocked {
+                    reason: Reason::InstancesRemain,
+                    message,
+                }) => {
+                    let ns = self.namespace().unwrap_or_default();
+                    let advice = instances_advice(ctx, &ns, observed.as_ref());
+                    Err(Error::DeleteBlocked {
+                        reason: Reason::InstancesRemain,
+                        message: format!("{message} {advice}"),
+                    })
+                }
+                other => other,
+            },
         }
     }
 }

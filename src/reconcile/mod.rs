@@ -2,6 +2,8 @@
 //! same way (`owned`), and one module per kind (I/O in `<kind>`, the pure plan in
 //! `<kind>_plan`).
 
+pub mod capacity_provider;
+pub mod capacity_provider_plan;
 pub mod cluster;
 pub mod cluster_plan;
 pub mod driver;
@@ -61,6 +63,8 @@ pub struct Context {
     /// from these stores, and referrers are woken from them.
     pub clusters: shared::Shared<crate::api::cluster::EcsCluster>,
     pub task_definitions: shared::Shared<crate::api::task_definition::EcsTaskDefinition>,
+    /// The one watch of EcsCapacityProviders, for EcsCluster.spec.capacityProviderRefs.
+    pub capacity_providers: shared::Shared<crate::api::capacity_provider::EcsCapacityProvider>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -89,6 +93,7 @@ impl Context {
             service_store: Default::default(),
             clusters: shared::Shared::new(refs::what_referrers_read_of_cluster),
             task_definitions: shared::Shared::new(refs::what_referrers_read_of_td),
+            capacity_providers: shared::Shared::new(refs::what_referrers_read_of_provider),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -118,6 +123,7 @@ impl Context {
         let namespace = self.namespace.as_deref();
         self.clusters.start(&self.kube, namespace);
         self.task_definitions.start(&self.kube, namespace);
+        self.capacity_providers.start(&self.kube, namespace);
     }
 
     fn record_failure(&self, key: &str) -> u32 {

@@ -11,6 +11,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 
 use super::{Context, Managed};
+use crate::api::capacity_provider::EcsCapacityProvider;
 use crate::api::cluster::EcsCluster;
 use crate::api::common::{LocalRef, Placement, READY, is_condition_true};
 use crate::api::task_definition::EcsTaskDefinition;
@@ -144,13 +145,37 @@ pub fn fingerprint(value: impl std::hash::Hash) -> u64 {
     hasher.finish()
 }
 
-/// What resolving a clusterRef reads (see `resolve_cluster`): the ECS name and ARN.
+/// What resolving a clusterRef reads (see `resolve_cluster`): the ECS name and ARN;
+/// and the capacity providers the cluster lists, which EcsCapacityProviders follow.
 pub fn what_referrers_read_of_cluster(cluster: &EcsCluster) -> u64 {
     let status = cluster.status.as_ref();
     fingerprint((
         status.and_then(|s| s.cluster_name.as_ref()),
         status.and_then(|s| s.arn.as_ref()),
+        // EcsCapacityProviders follow the clusters that list them.
+        &cluster.spec.capacity_providers,
+        cluster
+            .spec
+            .capacity_provider_refs
+            .iter()
+            .map(|r| &r.name)
+            .collect::<Vec<_>>(),
+        status.map(|s| &s.capacity_providers),
     ))
+}
+
+/// What resolving a capacityProviderRef reads (see `cluster::resolve_providers`): the
+/// provider's ECS name and whether it is Ready for its current spec.
+pub fn what_referrers_read_of_provider(provider: &EcsCapacityProvider) -> u64 {
+    fingerprint(provider_if_ready(provider))
+}
+
+/// The ECS name of a provider that is Ready for its current spec.
+pub fn provider_if_ready(provider: &EcsCapacityProvider) -> Option<&str> {
+    let status = provider.status.as_ref()?;
+    let ready = is_condition_true(&status.conditions, READY)
+        && status.observed_generation == provider.metadata.generation;
+    ready.then_some(status.name.as_deref()).flatten()
 }
 
 /// What resolving a taskDefinitionRef reads (see `resolve_task_definition`): the latest

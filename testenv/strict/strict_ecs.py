@@ -48,6 +48,9 @@ RULES: dict[str, str] = {
     "tag-limits": "at most 50 tags, key <= 128, value <= 256, no aws: key prefix",
     "delete-task-definitions-inactive-only": "DeleteTaskDefinitions deletes INACTIVE revisions only",
     "capacity-provider-in-use": "PutClusterCapacityProviders cannot drop a provider a service uses",
+    "capacity-provider-delete-in-use": "DeleteCapacityProvider of a provider a cluster lists answers DELETE_FAILED",
+    "capacity-provider-defaults": "CreateCapacityProvider fills in ECS's defaults for what the request omits",
+    "container-instances": "container instances register, list and describe; DeleteCluster refuses while any is active",
     "task-lifecycle": "RunTask tasks run for ECS_EMULATOR_RUN_SECONDS and then exit",
     "run-task-idempotency": "RunTask repeated with the same clientToken returns the first call's tasks",
 }
@@ -109,6 +112,21 @@ RULE_SOURCES: dict[str, list[str]] = {
         "https://github.com/pahud/cdk-fargate-patterns/issues/71",
         "https://github.com/aws/aws-cdk/issues/15366",
     ],
+    "capacity-provider-delete-in-use": [
+        "https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DeleteCapacityProvider.html",
+        "https://github.com/hashicorp/terraform-provider-aws/pull/48156",
+        "https://github.com/ekristen/aws-nuke/pull/542",
+    ],
+    "capacity-provider-defaults": [
+        "https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ManagedScaling.html",
+        "https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_AutoScalingGroupProvider.html",
+    ],
+    "container-instances": [
+        "https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RegisterContainerInstance.html",
+        "https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DescribeContainerInstances.html",
+        "https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DeleteCluster.html",
+        "https://github.com/gruntwork-io/cloud-nuke/pull/1131",
+    ],
     "task-lifecycle": [
         "https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-lifecycle-explanation.html",
         "https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_StopTask.html",
@@ -162,6 +180,17 @@ MSG_FORCE = ("When switching from launch type to capacity provider strategy on a
              "or making a change to a capacity provider strategy on a service that is already using one, "
              "you must force a new deployment.")  # confirmed: pipecd#6385, ecspresso#481, ecs_deploy#74
 MSG_CP_IN_USE = "The specified capacity provider is in use and cannot be removed."  # confirmed: cdk-fargate-patterns#71
+# confirmed: terraform-provider-aws#48156, aws-nuke#542 (an answer with updateStatus DELETE_FAILED, not an error)
+MSG_CP_DELETE_IN_USE = ("The capacity provider cannot be deleted because it is associated with cluster: {cluster}. "
+                        "Remove the capacity provider from the cluster and try again.")
+# API_ManagedScaling.html / API_AutoScalingGroupProvider.html: what ECS reports for fields a request omits.
+CP_MANAGED_SCALING_DEFAULTS = {"status": "DISABLED", "targetCapacity": 100, "minimumScalingStepSize": 1,
+                               "maximumScalingStepSize": 10000, "instanceWarmupPeriod": 300}
+# confirmed: cloud-nuke#1131, aws-scalable-big-blue-button-example#79
+MSG_CLUSTER_HAS_INSTANCES = "The Cluster cannot be deleted while Container Instances are active or draining."
+MSG_INSTANCES_EMPTY = "Container Instances cannot be empty."  # NOT confirmed (moto's wording)
+MSG_INSTANCES_MAX = "containerInstances can have at most 100 items."  # NOT confirmed: by analogy
+CP_PROVIDER_DEFAULTS = {"managedTerminationProtection": "DISABLED", "managedDraining": "ENABLED"}
 MSG_SERVICES_MAX = "service names can have at most 10 items."  # confirmed: ecs-autoscale#32, empire#468
 MSG_TASKS_MAX = "taskIds can have at most 100 items."  # confirmed: sleeper#555, empire#647
 MSG_TASKS_EMPTY = "Tasks cannot be empty."  # confirmed: copilot-cli#3551
@@ -440,6 +469,8 @@ class State:
         self.task_definitions: dict[str, dict[str, Any]] = {}
         # run-task-idempotency: clientToken -> (when, the first call's answer).
         self.run_tokens: dict[str, tuple[float, dict[str, Any]]] = {}
+        # container-instances: cluster name -> instance ARN -> the instance as ECS describes it.
+        self.instances: dict[str, dict[str, dict[str, Any]]] = {}
 
     def draw(self, kind: str, low: float, high: float) -> float:
         """A delay from the seeded RNG; recorded so a run can be compared and replayed."""
@@ -454,6 +485,7 @@ class State:
             self.services.clear()
             self.task_definitions.clear()
             self.run_tokens.clear()
+            self.instances.clear()
             if reseed:
                 self.rng = random.Random(self.seed)
                 self.draws.clear()
@@ -691,7 +723,13 @@ class StrictEcs:
             "TagResource": self.tag_resource,
             "CreateCluster": self.with_tag_check,
             "RegisterTaskDefinition": self.with_tag_check,
-            "CreateCapacityProvider": self.with_tag_check,
+            "CreateCapacityProvider": self.create_capacity_provider,
+            "DeleteCapacityProvider": self.delete_capacity_provider,
+            "RegisterContainerInstance": self.register_container_instance,
+            "DeregisterContainerInstance": self.deregister_container_instance,
+            "ListContainerInstances": self.list_container_instances,
+            "DescribeContainerInstances": self.describe_container_instances,
+            "DeleteCluster": self.delete_cluster,
         }
 
     def on(self, rule: str) -> bool:
@@ -1048,6 +1086,118 @@ class StrictEcs:
         # describe-batch-limits: API_DescribeClusters.html ("A list of up to 100 cluster names"); message not confirmed.
         if self.on("describe-batch-limits") and isinstance(refs, list) and len(refs) > 100:
             return self.reject("describe-batch-limits", call.op, "InvalidParameterException", MSG_CLUSTERS_MAX)
+        reply = self.forward(call)
+        with self.state.lock:
+            registered = {name: sum(1 for i in found.values() if i["status"] != "INACTIVE")
+                          for name, found in self.state.instances.items()}
+        if not self.on("container-instances") or not registered or reply.status != 200:
+            return reply
+        data = reply.json() or {}
+        for cluster in data.get("clusters") or []:
+            if cluster.get("clusterName") in registered:
+                cluster["registeredContainerInstancesCount"] = registered[cluster["clusterName"]]
+        return json_reply(data, reply)
+
+    # ---- container-instances: the EC2 side ministack does not have --------------------
+    # API_RegisterContainerInstance.html, API_DescribeContainerInstances.html, API_DeleteCluster.html.
+    # ministack answers List/Describe with nothing and has no RegisterContainerInstance; the
+    # layer keeps the instances itself (an EC2 instance's agent would register them).
+
+    def register_container_instance(self, call: Call) -> Reply:
+        if not self.on("container-instances"):
+            return self.forward(call)
+        cluster = cluster_name(call.body.get("cluster"))
+        data = self.upstream_json("DescribeClusters", {"clusters": [cluster]}, call.auth) or {}
+        found = [c for c in data.get("clusters") or [] if c.get("status") == "ACTIVE"]
+        if not found:
+            return self.reject("container-instances", call.op, "ClusterNotFoundException", "Cluster not found.")
+        try:
+            identity = json.loads(call.body.get("instanceIdentityDocument") or "{}")
+        except ValueError:
+            identity = {}
+        resources = call.body.get("totalResources") or [
+            {"name": "CPU", "type": "INTEGER", "integerValue": 2048},
+            {"name": "MEMORY", "type": "INTEGER", "integerValue": 3800}]
+        prefix = str(found[0]["clusterArn"]).split(":cluster/", 1)[0]
+        arn = f"{prefix}:container-instance/{cluster}/{uuid.uuid4().hex}"
+        instance = {"containerInstanceArn": arn, "ec2InstanceId": identity.get("instanceId", "i-" + uuid.uuid4().hex[:17]),
+                    "status": "ACTIVE", "agentConnected": True, "registeredResources": resources,
+                    "remainingResources": [dict(r) for r in resources], "runningTasksCount": 0,
+                    "pendingTasksCount": 0, "registeredAt": time.time(), "attributes": call.body.get("attributes") or []}
+        if call.body.get("capacityProviderName"):
+            instance["capacityProviderName"] = call.body["capacityProviderName"]
+        with self.state.lock:
+            self.state.instances.setdefault(cluster, {})[arn] = instance
+        self.log("container-instances", f"{cluster}: registered {arn}")
+        return json_reply({"containerInstance": instance})
+
+    def find_instance(self, cluster: str, ref: str) -> Optional[dict[str, Any]]:
+        with self.state.lock:
+            found = self.state.instances.get(cluster, {})
+            return next((i for arn, i in found.items() if arn == ref or arn.rsplit("/", 1)[-1] == ref), None)
+
+    def deregister_container_instance(self, call: Call) -> Reply:
+        if not self.on("container-instances"):
+            return self.forward(call)
+        cluster = cluster_name(call.body.get("cluster"))
+        instance = self.find_instance(cluster, str(call.body.get("containerInstance") or ""))
+        if instance is None:
+            return self.reject("container-instances", call.op, "InvalidParameterException",
+                               "The referenced container instance was not found.")
+        with self.state.lock:
+            instance["status"] = "INACTIVE"
+            instance["agentConnected"] = False
+        self.log("container-instances", f"{cluster}: deregistered {instance['containerInstanceArn']}")
+        return json_reply({"containerInstance": instance})
+
+    def list_container_instances(self, call: Call) -> Reply:
+        if not self.on("container-instances"):
+            return self.list_op(call)
+        cluster = cluster_name(call.body.get("cluster"))
+        wanted = call.body.get("status")
+        with self.state.lock:
+            # Without a status filter ECS lists every instance that is not INACTIVE.
+            arns = [arn for arn, i in self.state.instances.get(cluster, {}).items()
+                    if (i["status"] == wanted if wanted else i["status"] != "INACTIVE")]
+        size = min(int(call.body.get("maxResults") or 100), 100, self.config.page_size if self.on("paging") else 100)
+        try:
+            start = int(call.body.get("nextToken") or 0)
+        except ValueError:
+            return self.reject("container-instances", call.op, "InvalidParameterException", MSG_BAD_TOKEN)
+        page: dict[str, Any] = {"containerInstanceArns": arns[start:start + size]}
+        if start + size < len(arns):
+            page["nextToken"] = str(start + size)
+        return json_reply(page)
+
+    def describe_container_instances(self, call: Call) -> Reply:
+        if not self.on("container-instances"):
+            return self.forward(call)
+        refs = call.body.get("containerInstances") or []
+        if not refs:
+            return self.reject("container-instances", call.op, "ClientException", MSG_INSTANCES_EMPTY)
+        if len(refs) > 100:
+            return self.reject("container-instances", call.op, "InvalidParameterException", MSG_INSTANCES_MAX)
+        cluster = cluster_name(call.body.get("cluster"))
+        found, failures = [], []
+        for ref in refs:
+            instance = self.find_instance(cluster, str(ref))
+            if instance is None:
+                failures.append({"arn": str(ref), "reason": "MISSING"})
+            else:
+                found.append(dict(instance))
+        return json_reply({"containerInstances": found, "failures": failures})
+
+    def delete_cluster(self, call: Call) -> Reply:
+        # container-instances: API_DeleteCluster.html ("You can't delete a cluster that has registered
+        # container instances"); wording confirmed by cloud-nuke#1131. ministack deletes it.
+        if self.on("container-instances"):
+            cluster = cluster_name(call.body.get("cluster"))
+            with self.state.lock:
+                active = [arn for arn, i in self.state.instances.get(cluster, {}).items()
+                          if i["status"] in ("ACTIVE", "DRAINING")]
+            if active:
+                return self.reject("container-instances", call.op, "ClusterContainsContainerInstancesException",
+                                   MSG_CLUSTER_HAS_INSTANCES)
         return self.forward(call)
 
     def delete_task_definitions(self, call: Call) -> Reply:
@@ -1120,6 +1270,69 @@ class StrictEcs:
 
     def with_tag_check(self, call: Call) -> Reply:
         return self.create_tags_error(call) or self.forward(call)
+
+    def create_capacity_provider(self, call: Call) -> Reply:
+        error = self.create_tags_error(call)
+        if error:
+            return error
+        # capacity-provider-defaults: API_ManagedScaling.html, API_AutoScalingGroupProvider.html.
+        # ECS reports every managedScaling field and both switches, defaulted; ministack
+        # keeps only what was sent (and drops managedDraining), which hides false diffs.
+        group = call.body.get("autoScalingGroupProvider")
+        if not self.on("capacity-provider-defaults") or not isinstance(group, dict):
+            return self.forward(call)
+        filled = {**CP_PROVIDER_DEFAULTS, **group,
+                  "managedScaling": {**CP_MANAGED_SCALING_DEFAULTS, **(group.get("managedScaling") or {})}}
+        reply = self.forward(call, {**call.body, "autoScalingGroupProvider": filled})
+        data = reply.json()
+        provider = (data or {}).get("capacityProvider")
+        if reply.status != 200 or not isinstance(provider, dict):
+            return reply
+        # ministack drops managedDraining at create: put it back into its record and the answer.
+        self.upstream_json("UpdateCapacityProvider", {"name": provider.get("name"), "autoScalingGroupProvider": {
+            "managedScaling": filled["managedScaling"], "managedDraining": filled["managedDraining"]}}, call.auth)
+        provider["autoScalingGroupProvider"] = {**(provider.get("autoScalingGroupProvider") or {}),
+                                                "managedDraining": filled["managedDraining"]}
+        self.log("capacity-provider-defaults", f"{provider.get('name')}: defaults filled in")
+        return json_reply(data, reply)
+
+    def delete_capacity_provider(self, call: Call) -> Reply:
+        # capacity-provider-delete-in-use: API_DeleteCapacityProvider.html ("Only capacity providers
+        # that aren't associated with a cluster can be deleted"); real ECS answers 200 with
+        # updateStatus DELETE_FAILED (terraform-provider-aws#48156, aws-nuke#542). ministack deletes.
+        if not self.on("capacity-provider-delete-in-use"):
+            return self.forward(call)
+        ref = str(call.body.get("capacityProvider") or "")
+        name = ref.rsplit("/", 1)[-1]
+        users = self.clusters_listing(name, call.auth)
+        if not users:
+            return self.forward(call)
+        data = self.upstream_json("DescribeCapacityProviders", {"capacityProviders": [name], "include": ["TAGS"]},
+                                  call.auth) or {}
+        found = [p for p in data.get("capacityProviders") or [] if p.get("name") == name]
+        if not found:
+            return self.forward(call)
+        provider = {**found[0], "status": "ACTIVE", "updateStatus": "DELETE_FAILED",
+                    "updateStatusReason": MSG_CP_DELETE_IN_USE.format(cluster=users[0])}
+        self.log("capacity-provider-delete-in-use", f"{name} is listed by {users}: DELETE_FAILED")
+        return json_reply({"capacityProvider": provider})
+
+    def clusters_listing(self, provider: str, auth: dict[str, str]) -> list[str]:
+        """Names of the ACTIVE clusters whose capacityProviders include `provider`."""
+        arns: list[str] = []
+        body: dict[str, Any] = {}
+        for _ in range(UPSTREAM_PAGE_LIMIT):
+            data = self.upstream_json("ListClusters", body, auth) or {}
+            arns.extend(data.get("clusterArns") or [])
+            if not data.get("nextToken"):
+                break
+            body["nextToken"] = data["nextToken"]
+        names: list[str] = []
+        for i in range(0, len(arns), 100):
+            data = self.upstream_json("DescribeClusters", {"clusters": arns[i:i + 100]}, auth) or {}
+            names += [str(c.get("clusterName")) for c in data.get("clusters") or []
+                      if c.get("status") == "ACTIVE" and provider in (c.get("capacityProviders") or [])]
+        return sorted(names)
 
     def tag_resource(self, call: Call) -> Reply:
         # tag-limits: API_TagResource.html (existing tags count; a known key is replaced).

@@ -521,6 +521,63 @@ class StrictEcsTest(unittest.TestCase):
         self.direct.put_cluster_capacity_providers(cluster=raw, capacityProviders=["FARGATE"],
                                                    defaultCapacityProviderStrategy=[])  # ministack: fine
 
+    def test_capacity_provider_defaults_and_delete_in_use(self) -> None:
+        group = "arn:aws:autoscaling:us-east-1:000000000000:autoScalingGroup:u:autoScalingGroupName/g"
+        name = f"cp{uid()}"
+        made = self.ecs.create_capacity_provider(name=name, autoScalingGroupProvider={
+            "autoScalingGroupArn": group, "managedScaling": {"status": "ENABLED", "targetCapacity": 80}})
+        asg = made["capacityProvider"]["autoScalingGroupProvider"]
+        self.assertEqual(asg["managedScaling"], {"status": "ENABLED", "targetCapacity": 80, "minimumScalingStepSize": 1,
+                                                 "maximumScalingStepSize": 10000, "instanceWarmupPeriod": 300})
+        self.assertEqual((asg["managedTerminationProtection"], asg["managedDraining"]), ("DISABLED", "ENABLED"))
+        seen = self.ecs.describe_capacity_providers(capacityProviders=[name])["capacityProviders"][0]
+        self.assertEqual(seen["autoScalingGroupProvider"]["managedDraining"], "ENABLED")
+        self.assertEqual(seen["autoScalingGroupProvider"]["managedScaling"]["instanceWarmupPeriod"], 300)
+        cluster = self.cluster("cpdel")
+        self.ecs.put_cluster_capacity_providers(cluster=cluster, capacityProviders=[name],
+                                                defaultCapacityProviderStrategy=[])
+        answer = self.ecs.delete_capacity_provider(capacityProvider=name)["capacityProvider"]
+        self.assertEqual((answer["status"], answer["updateStatus"]), ("ACTIVE", "DELETE_FAILED"))
+        self.assertEqual(answer["updateStatusReason"], strict_ecs.MSG_CP_DELETE_IN_USE.format(cluster=cluster))
+        self.assertEqual(len(self.ecs.describe_capacity_providers(capacityProviders=[name])["capacityProviders"]), 1)
+        self.ecs.put_cluster_capacity_providers(cluster=cluster, capacityProviders=[],
+                                                defaultCapacityProviderStrategy=[])
+        gone = self.ecs.delete_capacity_provider(capacityProvider=name)["capacityProvider"]
+        self.assertEqual(gone["status"], "INACTIVE")
+        # ministack alone deletes a provider a cluster lists, and keeps only what was sent.
+        raw = f"cp{uid()}"
+        kept = self.direct.create_capacity_provider(name=raw, autoScalingGroupProvider={
+            "autoScalingGroupArn": group + "2", "managedScaling": {"status": "ENABLED"}})
+        self.assertNotIn("managedDraining", kept["capacityProvider"]["autoScalingGroupProvider"])
+        self.direct.put_cluster_capacity_providers(cluster=cluster, capacityProviders=[raw],
+                                                   defaultCapacityProviderStrategy=[])
+        self.assertEqual(self.direct.delete_capacity_provider(capacityProvider=raw)["capacityProvider"]["status"],
+                         "INACTIVE")
+
+    def test_container_instances(self) -> None:
+        cluster = self.cluster("ci")
+        arns = [self.ecs.register_container_instance(
+            cluster=cluster, instanceIdentityDocument=json.dumps({"instanceId": f"i-{n}"}),
+            totalResources=[{"name": "CPU", "type": "INTEGER", "integerValue": 1024},
+                            {"name": "MEMORY", "type": "INTEGER", "integerValue": 2000}],
+        )["containerInstance"]["containerInstanceArn"] for n in range(3)]
+        listed = self.ecs.list_container_instances(cluster=cluster)["containerInstanceArns"]
+        self.assertEqual(sorted(listed + self.ecs.list_container_instances(
+            cluster=cluster, nextToken="2")["containerInstanceArns"]), sorted(arns))  # paging: 2 a page
+        described = self.ecs.describe_container_instances(cluster=cluster, containerInstances=arns[:1] + ["nope"])
+        self.assertEqual(described["containerInstances"][0]["ec2InstanceId"], "i-0")
+        self.assertEqual(described["failures"], [{"arn": "nope", "reason": "MISSING"}])
+        self.assertEqual(self.ecs.describe_clusters(clusters=[cluster])["clusters"][0]
+                         ["registeredContainerInstancesCount"], 3)
+        self.assert_error("ClusterContainsContainerInstancesException", strict_ecs.MSG_CLUSTER_HAS_INSTANCES,
+                          self.ecs.delete_cluster, cluster=cluster)
+        for arn in arns:
+            self.ecs.deregister_container_instance(cluster=cluster, containerInstance=arn, force=True)
+        self.assertEqual(self.ecs.list_container_instances(cluster=cluster)["containerInstanceArns"], [])
+        self.ecs.delete_cluster(cluster=cluster)
+        # ministack alone: nothing to list, and no RegisterContainerInstance.
+        self.assertEqual(self.direct.list_container_instances(cluster=cluster)["containerInstanceArns"], [])
+
     def test_task_lifecycle_essential_exit(self) -> None:
         cluster = self.cluster("life")
         td = self.task_def(container("main", ECS_EMULATOR_RUN_SECONDS="4", ECS_EMULATOR_EXIT_CODE="3"),

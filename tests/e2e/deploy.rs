@@ -71,6 +71,12 @@ async fn kustomize_default_builds_and_the_server_accepts_it() {
         .kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&built))
         .await;
     assert!(ok, "samples refused: {out}");
+    // The sample left out of the kustomization (it needs an Auto Scaling group).
+    let gpu = std::fs::read_to_string(samples.join("gpu-capacity.yaml")).unwrap();
+    let (ok, out) = ctx
+        .kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&gpu))
+        .await;
+    assert!(ok, "gpu-capacity.yaml refused: {out}");
 }
 
 /// `kubectl auth can-i` as the ServiceAccount: what it needs, yes; anything else, no.
