@@ -67,7 +67,7 @@ struct RunArgs {
     metrics_addr: SocketAddr,
 
     /// Objects of one kind reconciled at the same time.
-    #[arg(long, env = "ECS_OPERATOR_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, env = "ECS_OPERATOR_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,
 
     /// Run only while holding a Lease, so several replicas can run and one reconciles

@@ -259,6 +259,98 @@ async fn delete(ecs: &EcsApi, name: &str) -> Result<Vec<Note>, Error> {
     }
 }
 
+/// Most services a refused PutClusterCapacityProviders names, and most
+/// DescribeServices calls spent finding them.
+const USERS_NAMED: usize = 5;
+const USERS_READS: usize = 50;
+
+/// The services of `cluster` whose strategy uses one of `providers`, for the message
+/// of a refused PutClusterCapacityProviders (best effort: a failed read names none).
+async fn services_using(ecs: &EcsApi, cluster: &str, providers: &[&String]) -> Vec<String> {
+    let arns = crate::ecs::service::list(ecs, cluster)
+        .await
+        .unwrap_or_default();
+    let names: Vec<String> = arns
+        .iter()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+        .collect();
+    let mut users = Vec::new();
+    let batches = names.chunks(crate::ecs::service::DESCRIBE_BATCH);
+    for batch in batches.take(USERS_READS) {
+        let Ok(found) = crate::ecs::service::describe(ecs, cluster, batch).await else {
+            break;
+        };
+        users.extend(
+            found
+                .into_values()
+                .filter(|s| {
+                    let strategy = &s.capacity_provider_strategy;
+                    strategy
+                        .iter()
+                        .any(|i| providers.contains(&&i.capacity_provider))
+                })
+                .map(|s| s.name),
+        );
+        if users.len() >= USERS_NAMED {
+            break;
+        }
+    }
+    users.sort_unstable();
+    users.truncate(USERS_NAMED);
+    users
+}
+
+/// ECS refuses to drop a capacity provider that a service's strategy uses
+/// (`ResourceInUseException: The specified capacity provider is in use and cannot be
+/// removed.`) without saying which: the message gains the services.
+async fn name_the_users(
+    ecs: &EcsApi,
+    observed: Option<&ObservedCluster>,
+    action: &Action,
+    err: Error,
+) -> Error {
+    let (
+        Error::Ecs {
+            code: Some(code),
+            operation,
+            message,
+            class,
+        },
+        Action::PutCapacityProviders { providers, .. },
+        Some(obs),
+    ) = (&err, action, observed)
+    else {
+        return err;
+    };
+    if code != "ResourceInUseException" {
+        return err;
+    }
+    let dropped: Vec<&String> = obs
+        .capacity_providers
+        .iter()
+        .filter(|p| !providers.contains(p))
+        .collect();
+    let users = services_using(ecs, &obs.name, &dropped).await;
+    let dropped = dropped
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let who = if users.is_empty() {
+        format!("a service of cluster {} uses {dropped}", obs.name)
+    } else {
+        format!("services using {dropped}: {}", users.join(", "))
+    };
+    Error::Ecs {
+        operation,
+        code: Some(code.clone()),
+        message: format!(
+            "{message} ({who}); move them to another capacity provider strategy first"
+        ),
+        class: *class,
+    }
+}
+
 /// What to do about the container instances that keep a cluster from being deleted,
 /// naming the Auto Scaling groups behind its capacity providers (as the
 /// EcsCapacityProviders of the namespace report them).
@@ -482,7 +574,9 @@ impl Managed for EcsCluster {
         }
         let arn = observed.as_ref().map(|o| o.arn.clone());
         for action in &actions {
-            act(&ctx.ecs, &ecs_name, arn.as_deref(), action).await?;
+            if let Err(e) = act(&ctx.ecs, &ecs_name, arn.as_deref(), action).await {
+                return Err(name_the_users(&ctx.ecs, observed.as_ref(), action, e).await);
+            }
         }
         let drift = previous.observed_generation == self.metadata.generation;
         let notes = change_notes(&ecs_name, &actions, &changed, adopt, drift);

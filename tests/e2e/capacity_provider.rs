@@ -530,3 +530,78 @@ async fn teardown_waits_for_instances_then_completes_in_order() {
     );
     op.stop().await;
 }
+
+#[tokio::test]
+async fn dropping_a_provider_a_service_uses_names_the_service() {
+    let ctx = TestContext::new("capacity-in-use").await;
+    let op = ctx.start_operator(&[]).await;
+    let cluster = ctx.name("spot");
+    let yaml = |providers: &str| {
+        format!(
+            "apiVersion: ecs.operator.dev/v1alpha1\nkind: EcsCluster\nmetadata:\n  name: {cluster}\n\
+             spec:\n  capacityProviders: {providers}\n  defaultCapacityProviderStrategy: []\n"
+        )
+    };
+    ctx.apply(&yaml("[FARGATE, FARGATE_SPOT]")).await;
+    wait_for(&ctx, &cluster, 60, "both providers", |c: &EcsCluster| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.capacity_providers.len() == 2)
+    })
+    .await;
+    let td = ctx
+        .ecs
+        .register_task_definition()
+        .family(ctx.name("spot"))
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("app")
+                .image("busybox:1")
+                .memory(64)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .unwrap()
+        .to_string();
+    let service = ctx.name("on-spot");
+    ctx.ecs
+        .create_service()
+        .cluster(&cluster)
+        .service_name(&service)
+        .task_definition(td)
+        .desired_count(0)
+        .capacity_provider_strategy(
+            aws_sdk_ecs::types::CapacityProviderStrategyItem::builder()
+                .capacity_provider("FARGATE_SPOT")
+                .weight(1)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ctx.apply(&yaml("[FARGATE]")).await;
+    let refused = wait_for(
+        &ctx,
+        &cluster,
+        60,
+        "Stalled naming the service",
+        |c: &EcsCluster| {
+            c.status.as_ref().is_some_and(|s| {
+                stalled(&s.conditions, "EcsRejected").is_some_and(|m| m.contains(&service))
+            })
+        },
+    )
+    .await;
+    let message = stalled(&refused.status.unwrap().conditions, "EcsRejected").unwrap();
+    assert!(
+        message.contains("The specified capacity provider is in use"),
+        "{message}"
+    );
+    assert!(message.contains("services using FARGATE_SPOT"), "{message}");
+    op.stop().await;
+}
