@@ -289,12 +289,12 @@ impl Managed for EcsCapacityProvider {
                 } => (actions, changed, adopt),
             };
         let what = format!("ECS capacity provider {name}");
-        let fingerprint = (!actions.is_empty()).then(|| format!("{actions:?}"));
-        if let Err(health) = ctx
-            .updates
-            .check(&key_of(self), fingerprint, &what, &changed)
-        {
-            let note = owned::not_applied_note(&health, "UpdateCapacityProvider");
+        let key = key_of(self);
+        let checked =
+            ctx.updates
+                .check_actions(&key, &actions, &what, &changed, "UpdateCapacityProvider");
+        if let Err(stopped) = checked {
+            let (health, note) = *stopped;
             let status = report(observed.as_ref(), managed_keys);
             return Ok(Outcome::new(status, health).note(note));
         }

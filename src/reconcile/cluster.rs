@@ -556,12 +556,12 @@ impl Managed for EcsCluster {
             } => (actions, changed, adopt),
         };
         let what = format!("ECS cluster {ecs_name}");
-        let fingerprint = (!actions.is_empty()).then(|| format!("{actions:?}"));
-        if let Err(health) = ctx
+        let key = key_of(self);
+        let checked = ctx
             .updates
-            .check(&key_of(self), fingerprint, &what, &changed)
-        {
-            let note = owned::not_applied_note(&health, "UpdateCluster");
+            .check_actions(&key, &actions, &what, &changed, "UpdateCluster");
+        if let Err(stopped) = checked {
+            let (health, note) = *stopped;
             let status = status_of(&ecs_name, observed.as_ref(), managed_keys);
             return Ok(Outcome::new(status, health).note(note));
         }

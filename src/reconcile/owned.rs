@@ -307,6 +307,24 @@ impl UpdateGuard {
         ))
     }
 
+    /// `check` for a pass that plans `actions` (none: nothing to write). Err: the
+    /// Stalled health and the Warning Event for `action`, the ECS call it stopped.
+    pub fn check_actions<A: std::fmt::Debug>(
+        &self,
+        key: &str,
+        actions: &[A],
+        what: &str,
+        changed: &[String],
+        action: &'static str,
+    ) -> Result<(), Box<(Health, Note)>> {
+        let fingerprint = (!actions.is_empty()).then(|| format!("{actions:?}"));
+        self.check(key, fingerprint, what, changed)
+            .map_err(|health| {
+                let note = not_applied_note(&health, action);
+                Box::new((health, note))
+            })
+    }
+
     /// Forget an object (it is gone).
     pub fn forget(&self, key: &str) {
         self.updates

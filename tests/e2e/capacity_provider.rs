@@ -7,6 +7,7 @@ use aws_sdk_ecs::types::CapacityProviderField;
 use ecs_operator::api::capacity_provider::EcsCapacityProvider;
 use ecs_operator::api::cluster::EcsCluster;
 use ecs_operator::api::common::{UID_TAG, is_condition_true};
+use ecs_operator::api::service::EcsService;
 use ecs_operator::ecs::tags_from_sdk;
 use kube::api::{Api, DeleteParams};
 
@@ -411,9 +412,16 @@ async fn teardown_waits_for_instances_then_completes_in_order() {
     let group_arn = make_group(&group, 2).await;
     let provider = ctx.name("ec2");
     let cluster = ctx.name("batch");
+    let app = ctx.name("job");
     ctx.apply(&format!(
         "{}---\napiVersion: ecs.operator.dev/v1alpha1\nkind: EcsCluster\nmetadata:\n  name: {cluster}\n\
-         spec:\n  capacityProviderRefs: [{{name: {provider}}}]\n",
+         spec:\n  capacityProviderRefs: [{{name: {provider}}}]\n---\n\
+         apiVersion: ecs.operator.dev/v1alpha1\nkind: EcsTaskDefinition\nmetadata:\n  name: {app}\n\
+         spec:\n  requiresCompatibilities: [EC2]\n  containerDefinitions:\n    - name: app\n      \
+         image: busybox:1\n      memory: 64\n---\n\
+         apiVersion: ecs.operator.dev/v1alpha1\nkind: EcsService\nmetadata:\n  name: {app}\n\
+         spec:\n  clusterRef: {{name: {cluster}}}\n  taskDefinitionRef: {{name: {app}}}\n  \
+         desiredCount: 1\n  capacityProviderStrategy: [{{capacityProvider: {provider}, weight: 1}}]\n",
         manifest(&provider, &format!("  autoScalingGroupArn: {group_arn}\n"))
     ))
     .await;
@@ -426,6 +434,18 @@ async fn teardown_waits_for_instances_then_completes_in_order() {
             c.status
                 .as_ref()
                 .is_some_and(|s| s.capacity_providers.contains(&provider))
+        },
+    )
+    .await;
+    wait_for(
+        &ctx,
+        &app,
+        90,
+        "the service runs on the provider",
+        |s: &EcsService| {
+            s.status
+                .as_ref()
+                .is_some_and(|s| is_condition_true(&s.conditions, "Ready"))
         },
     )
     .await;
@@ -462,17 +482,11 @@ async fn teardown_waits_for_instances_then_completes_in_order() {
         (2, 0)
     );
 
-    // Delete both, as a namespace teardown would: each waits, naming what holds it up.
+    // Delete everything, as a namespace teardown would: the service goes; the cluster and
+    // the provider wait, each naming what holds it up.
+    let all = "ecsservice,ecstaskdefinition,ecscluster,ecscapacityprovider";
     let (ok, out) = ctx
-        .kubectl(
-            &[
-                "delete",
-                "ecscluster,ecscapacityprovider",
-                "--all",
-                "--wait=false",
-            ],
-            None,
-        )
+        .kubectl(&["delete", all, "--all", "--wait=false"], None)
         .await;
     assert!(ok, "{out}");
     let held = wait_for(
@@ -518,10 +532,12 @@ async fn teardown_waits_for_instances_then_completes_in_order() {
     }
     let clusters = Api::<EcsCluster>::namespaced(ctx.kube.clone(), &ctx.namespace);
     let providers = Api::<EcsCapacityProvider>::namespaced(ctx.kube.clone(), &ctx.namespace);
-    eventually(120, "cluster and provider deleted", || async {
+    let services = Api::<EcsService>::namespaced(ctx.kube.clone(), &ctx.namespace);
+    eventually(120, "service, cluster and provider deleted", || async {
+        let service_gone = services.get_opt(&app).await.unwrap().is_none();
         let cluster_gone = clusters.get_opt(&cluster).await.unwrap().is_none();
         let provider_gone = providers.get_opt(&provider).await.unwrap().is_none();
-        (cluster_gone && provider_gone).then_some(())
+        (service_gone && cluster_gone && provider_gone).then_some(())
     })
     .await;
     assert!(
