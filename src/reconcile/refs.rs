@@ -164,7 +164,7 @@ pub fn what_referrers_read_of_cluster(cluster: &EcsCluster) -> u64 {
     ))
 }
 
-/// What resolving a capacityProviderRef reads (see `cluster::resolve_providers`): the
+/// What resolving a capacityProviderRef reads (see `cluster::with_providers_resolved`): the
 /// provider's ECS name and whether it is Ready for its current spec.
 pub fn what_referrers_read_of_provider(provider: &EcsCapacityProvider) -> u64 {
     fingerprint(provider_if_ready(provider))
