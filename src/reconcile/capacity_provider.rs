@@ -156,18 +156,10 @@ fn change_notes(
         )];
     }
     if let Some(how) = adopt {
-        let mut note = owned::adopted_note(&what, how, EcsCapacityProvider::KIND);
-        note.message = format!("{}; changed: {}", note.message, changed.join(", "));
-        return vec![note];
+        let kind = EcsCapacityProvider::KIND;
+        return vec![owned::adopted_changes_note(&what, how, kind, changed)];
     }
-    let (reason, verb) = if drift {
-        (
-            Reason::DriftCorrected,
-            "had drifted from the spec; corrected",
-        )
-    } else {
-        (Reason::Updated, "updated")
-    };
+    let (reason, verb) = owned::update_wording(drift);
     let action = match actions.first() {
         Some(Action::Update(_)) => "UpdateCapacityProvider",
         _ => "TagResource",

@@ -184,18 +184,14 @@ fn change_notes(
     }
     if let Some(how) = adopt {
         let what = format!("ECS cluster {name}");
-        let mut note = owned::adopted_note(&what, how, EcsCluster::KIND);
-        note.message = format!("{}; changed: {}", note.message, changed.join(", "));
-        return vec![note];
+        return vec![owned::adopted_changes_note(
+            &what,
+            how,
+            EcsCluster::KIND,
+            changed,
+        )];
     }
-    let (reason, verb) = if drift {
-        (
-            Reason::DriftCorrected,
-            "had drifted from the spec; corrected",
-        )
-    } else {
-        (Reason::Updated, "updated")
-    };
+    let (reason, verb) = owned::update_wording(drift);
     group_by_action(changed)
         .into_iter()
         .map(|(action, fields)| {

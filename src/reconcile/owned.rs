@@ -339,6 +339,26 @@ pub fn not_applied_note(health: &Health, action: &'static str) -> Note {
     Note::warning(Reason::UpdateNotApplied, action, health.message())
 }
 
+/// The Event for taking over an object: Adopted, naming the fields the pass changed.
+pub fn adopted_changes_note(what: &str, how: Adoption, kind: &str, changed: &[String]) -> Note {
+    let mut note = adopted_note(what, how, kind);
+    note.message = format!("{}; changed: {}", note.message, changed.join(", "));
+    note
+}
+
+/// How an update Event reads: DriftCorrected when the spec is the one already applied
+/// (someone changed ECS), Updated when the spec changed.
+pub fn update_wording(drift: bool) -> (Reason, &'static str) {
+    if drift {
+        (
+            Reason::DriftCorrected,
+            "had drifted from the spec; corrected",
+        )
+    } else {
+        (Reason::Updated, "updated")
+    }
+}
+
 /// The ownership table every kind's plan is tested against.
 #[cfg(test)]
 pub(crate) mod table {
