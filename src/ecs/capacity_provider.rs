@@ -160,7 +160,9 @@ pub struct ProviderUpdateRequest {
     pub managed_draining: Option<Toggle>,
 }
 
-pub async fn create(ecs: &EcsApi, new: &NewProvider) -> Result<ObservedProvider, Error> {
+/// CreateCapacityProvider. Its answer is not read: the caller reads the provider back
+/// after its tag writes too.
+pub async fn create(ecs: &EcsApi, new: &NewProvider) -> Result<(), Error> {
     let group = AutoScalingGroupProvider::builder()
         .auto_scaling_group_arn(&new.auto_scaling_group_arn)
         .set_managed_scaling(new.managed_scaling.as_ref().map(managed_scaling_to_sdk))
@@ -180,21 +182,16 @@ pub async fn create(ecs: &EcsApi, new: &NewProvider) -> Result<ObservedProvider,
         .name(&new.name)
         .auto_scaling_group_provider(group)
         .set_tags(Some(tags_to_sdk(&new.tags)));
-    let resp = ecs
-        .call(
-            "CreateCapacityProvider",
-            Category::ClusterModify,
-            req.send(),
-        )
-        .await?;
-    provider_of("CreateCapacityProvider", resp.capacity_provider())
+    ecs.call(
+        "CreateCapacityProvider",
+        Category::ClusterModify,
+        req.send(),
+    )
+    .await?;
+    Ok(())
 }
 
-pub async fn update(
-    ecs: &EcsApi,
-    name: &str,
-    change: &ProviderUpdateRequest,
-) -> Result<ObservedProvider, Error> {
+pub async fn update(ecs: &EcsApi, name: &str, change: &ProviderUpdateRequest) -> Result<(), Error> {
     let group = AutoScalingGroupProviderUpdate::builder()
         .set_managed_scaling(change.managed_scaling.as_ref().map(managed_scaling_to_sdk))
         .set_managed_termination_protection(
@@ -213,14 +210,13 @@ pub async fn update(
         .update_capacity_provider()
         .name(name)
         .auto_scaling_group_provider(group);
-    let resp = ecs
-        .call(
-            "UpdateCapacityProvider",
-            Category::ClusterModify,
-            req.send(),
-        )
-        .await?;
-    provider_of("UpdateCapacityProvider", resp.capacity_provider())
+    ecs.call(
+        "UpdateCapacityProvider",
+        Category::ClusterModify,
+        req.send(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// DeleteCapacityProvider. ECS answers a provider that a cluster still lists with
@@ -243,15 +239,6 @@ pub async fn delete(ecs: &EcsApi, name: &str) -> Result<Option<ObservedProvider>
         Err(e) if super::is_not_found(&e) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-fn provider_of(
-    operation: &str,
-    provider: Option<&CapacityProvider>,
-) -> Result<ObservedProvider, Error> {
-    provider
-        .map(from_sdk)
-        .ok_or_else(|| Error::Internal(format!("{operation} answered without a capacity provider")))
 }
 
 fn group_from_sdk(g: &AutoScalingGroup) -> ObservedGroup {

@@ -113,8 +113,8 @@ async fn act(
     action: &Action,
 ) -> Result<(), Error> {
     match action {
-        Action::Create(new) => create(ecs, new).await.map(drop),
-        Action::Update(change) => update(ecs, name, change).await.map(drop),
+        Action::Create(new) => create(ecs, new).await,
+        Action::Update(change) => update(ecs, name, change).await,
         Action::Tag(tags) => set_tags(ecs, arn, tags, &[]).await,
         Action::Untag(keys) => set_tags(ecs, arn, &Default::default(), keys).await,
     }
