@@ -2,7 +2,7 @@
 #
 # Caches live outside the clone so fresh clones (and CI) reuse them:
 #   $(ECS_OPERATOR_CACHE)/target    cargo build output
-#   $(ECS_OPERATOR_CACHE)/venv      ministack + microburst
+#   $(ECS_OPERATOR_CACHE)/venv      ministack + microburst + moto
 #   $(ECS_OPERATOR_CACHE)/envtest   kube-apiserver + etcd built from the Kubernetes Go modules
 
 SHELL := bash
@@ -69,9 +69,9 @@ test: tools lint docker-lint ## Everything CI runs: lint, unit + e2e tests, drif
 	@$(MAKE) --no-print-directory bench N=20 BENCH_ARGS="--resync 10s"
 
 .PHONY: strict-test
-strict-test: venv ## Test the strict ECS layer (testenv/strict) against a real ministack
-	@echo "== strict ECS layer: its own tests against ministack"
-	cd testenv/strict && $(VENV)/bin/python -m unittest test_strict_ecs.py
+strict-test: venv ## Test the strict ECS layer and the Application Auto Scaling launcher (testenv/strict) against a real ministack
+	@echo "== strict ECS layer and Application Auto Scaling (moto) rules: their own tests against ministack"
+	cd testenv/strict && $(VENV)/bin/python -m unittest test_strict_ecs.py test_aas.py
 
 .PHONY: crds
 # The generated CRDs, and the copies kustomize and Helm need inside their own trees.
@@ -120,11 +120,11 @@ run-check: ## make run until the samples are Ready, then stop (what CI checks of
 	@ECS_OPERATOR_RUN_UNTIL_READY=1 CARGO="$(CARGO)" hack/run.sh
 
 .PHONY: run
-run: tools ## Run the operator locally: real apiserver + ECS endpoint, CRDs, samples (Ctrl-C stops)
+run: tools ## Run the operator locally: real apiserver + ECS and Auto Scaling endpoints, CRDs, samples (Ctrl-C stops)
 	@CARGO="$(CARGO)" hack/run.sh
 
 .PHONY: env-up
-env-up: tools ## Start kube-apiserver + etcd + ECS endpoint in the background; prints exports
+env-up: tools ## Start kube-apiserver + etcd + ECS and Auto Scaling endpoints in the background; prints exports
 	@$(CARGO) build --quiet --locked -p testenv
 	@$(CARGO_TARGET_DIR)/debug/testenv up --detach
 

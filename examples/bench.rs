@@ -112,7 +112,11 @@ impl Operator {
             ])
             .args(["--resync-interval", &resync])
             .args(&args.extra)
-            .envs(testenv::operator_env(&env.kubeconfig, ecs_endpoint))
+            .envs(testenv::operator_env(
+                &env.kubeconfig,
+                ecs_endpoint,
+                &env.aas_endpoint,
+            ))
             // BENCH_OPERATOR_LOG: the operator's RUST_LOG, to see why it reconciles.
             .env(
                 "RUST_LOG",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the operator's main job on this machine. Starts (or reuses, after
-# `make env-up`) a real kube-apiserver + etcd and the ECS endpoint on loopback,
+# `make env-up`) a real kube-apiserver + etcd, the ECS endpoint and the Application
+# Auto Scaling endpoint (moto, testenv/strict/aas.py) on loopback,
 # installs the CRDs, runs the operator, applies config/samples and says how to
 # watch them. Ctrl-C stops what it started.
 #
@@ -44,13 +45,20 @@ trap 'exit 130' INT TERM
 if exports=$("$TESTENV" env 2>/dev/null); then
   say "reusing the environment started by make env-up"
 else
-  say "starting kube-apiserver + etcd + ECS endpoint on 127.0.0.1"
+  say "starting kube-apiserver + etcd + ECS and Application Auto Scaling endpoints on 127.0.0.1"
   # Set first: an interrupted start still gets cleaned up (down is harmless).
   started_env=1
   exports=$(ECS_OPERATOR_RUN=1 "$TESTENV" up --detach)
 fi
 eval "$exports"
 export KUBECONFIG AWS_ENDPOINT_URL AWS_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+# Application Auto Scaling calls go to moto (set by the exports unless the ECS endpoint is external).
+if [[ -n ${AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING:-} ]]; then
+  export AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING
+  aas_hint=" AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING=$AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING"
+else
+  aas_hint=
+fi
 
 kubectl() { command kubectl "$@" 2> >(grep -v '^WARNING: version difference' >&2); }
 
@@ -78,11 +86,12 @@ cat >&2 <<MSG
 
   The samples are being reconciled. In another terminal:
 
-    export KUBECONFIG=$KUBECONFIG AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=$AWS_REGION AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+    export KUBECONFIG=$KUBECONFIG AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=$AWS_REGION AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test$aas_hint
     kubectl -n $NS get ecs -o wide
     kubectl -n $NS get ecsservices -w
     kubectl -n $NS describe ecsservice web
     aws ecs list-services --cluster shop    # the ECS side (any AWS CLI / SDK)
+    aws application-autoscaling describe-scalable-targets --service-namespace ecs
 
   Ctrl-C stops the operator$([[ $started_env == 1 ]] && echo " and the environment").
 

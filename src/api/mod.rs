@@ -6,6 +6,7 @@ pub mod common;
 pub mod reason;
 pub mod scheduled_task;
 pub mod service;
+pub mod service_scaling;
 pub mod task;
 pub mod task_definition;
 

@@ -122,6 +122,8 @@ reasons! {
     TooManyMissedSlots,
     ReconcileFailed,
     DeleteBlocked,
+    /// spec.desiredCount is not applied: a scaler owns the task count.
+    CountOwnedElsewhere,
 }
 
 impl std::fmt::Display for Reason {

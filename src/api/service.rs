@@ -37,6 +37,12 @@ use super::common::{Condition, DeletionPolicy, Placement};
     ),
     printcolumn(name = "Rollout", type_ = "string", json_path = ".status.rolloutState"),
     printcolumn(
+        name = "Count By",
+        type_ = "string",
+        json_path = ".status.countOwner",
+        priority = 1
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
@@ -65,6 +71,7 @@ use super::common::{Condition, DeletionPolicy, Placement};
 #[x_kube(validation = Rule::new("(has(self.schedulingStrategy) ? self.schedulingStrategy : 'REPLICA') == (has(oldSelf.schedulingStrategy) ? oldSelf.schedulingStrategy : 'REPLICA')").message("schedulingStrategy is immutable: ECS cannot switch a service between REPLICA and DAEMON; create a new EcsService"))]
 #[x_kube(validation = Rule::new("(has(self.deploymentController) ? self.deploymentController.type : 'ECS') == (has(oldSelf.deploymentController) ? oldSelf.deploymentController.type : 'ECS')").message("deploymentController.type is immutable: create a new EcsService to change the deployment controller"))]
 #[x_kube(validation = Rule::new("has(oldSelf.launchType) ? (has(self.launchType) ? self.launchType == oldSelf.launchType : has(self.capacityProviderStrategy)) : !has(self.launchType)").message("launchType cannot be added or changed after creation. A service can move from a launchType to a capacityProviderStrategy (the operator forces the new deployment ECS requires), but not back: UpdateService cannot name a launch type. Create a new EcsService to go back to a launchType"))]
+#[x_kube(validation = Rule::new("!has(self.autoScaling) || !has(self.schedulingStrategy) || self.schedulingStrategy != 'DAEMON'").message("a DAEMON service runs one task per container instance and cannot use autoScaling"))]
 #[serde(rename_all = "camelCase")]
 pub struct EcsServiceSpec {
     /// Name of the ECS service. Defaults to metadata.name. Immutable.
@@ -77,11 +84,21 @@ pub struct EcsServiceSpec {
     pub placement: Placement,
 
     /// Number of tasks to keep running. Omitted: the operator never changes ECS's
-    /// desiredCount (new services start with 1), so Application Auto Scaling or anything
-    /// else can own it. `kubectl scale` sets this field.
+    /// desiredCount (new services start with 1). `kubectl scale` sets this field.
+    /// With autoScaling set, only the count a new service starts with (clamped into
+    /// [minCapacity, maxCapacity]; omitted: minCapacity): from then on the scaler
+    /// owns the count and a changed desiredCount is reported, not applied. While a
+    /// scalable target registered outside this resource exists, the operator never
+    /// writes desiredCount either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 5000))]
     pub desired_count: Option<i32>,
+
+    /// Application Auto Scaling of the task count: a scalable target with minCapacity /
+    /// maxCapacity, target-tracking policies and scheduled actions, kept exactly as
+    /// here. Removing it deregisters the target (its policies and actions go with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scaling: Option<super::service_scaling::AutoScaling>,
 
     /// Load balancer target groups the tasks register with. Omitted: left as ECS has
     /// them; an empty list removes them all.
@@ -422,6 +439,13 @@ pub struct EcsServiceStatus {
     /// spec is removed from ECS while tags set by others are left alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed_tag_keys: Vec<String>,
+    /// Who sets desiredCount: Spec, AutoScaling, External (a scalable target made
+    /// outside this resource) or Ecs (nobody: ECS keeps its count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_owner: Option<super::service_scaling::CountOwner>,
+    /// The service's Application Auto Scaling target, policies and scheduled actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scaling: Option<super::service_scaling::AutoScalingStatus>,
 }
 
 /// One task set of a CODE_DEPLOY or EXTERNAL service.

@@ -24,16 +24,19 @@ pub enum Category {
     RunTask,
     /// TagResource, UntagResource.
     Tagging,
+    /// Application Auto Scaling (its own account quotas, not ECS's).
+    AutoScaling,
 }
 
 impl Category {
-    pub const ALL: [Category; 6] = [
+    pub const ALL: [Category; 7] = [
         Category::Read,
         Category::ServiceModify,
         Category::TaskDefinitionModify,
         Category::ClusterModify,
         Category::RunTask,
         Category::Tagging,
+        Category::AutoScaling,
     ];
 }
 
@@ -53,6 +56,9 @@ pub fn default_rate(c: Category) -> Rate {
         Category::ClusterModify => (1.0, 20.0),
         Category::RunTask => (40.0, 40.0),
         Category::Tagging => (5.0, 50.0),
+        // Application Auto Scaling publishes no per-action rates; a steady 10/s (burst
+        // 40) stays well under its shared account throttle.
+        Category::AutoScaling => (10.0, 40.0),
     };
     Rate { per_second, burst }
 }

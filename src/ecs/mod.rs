@@ -5,6 +5,7 @@
 pub mod capacity_provider;
 pub mod cluster;
 pub mod limiter;
+pub mod scaling;
 pub mod service;
 pub mod task;
 pub mod task_definition;
@@ -31,6 +32,9 @@ pub struct EcsApi {
     /// EC2 Auto Scaling, for what EcsCapacityProvider reads of its group (same
     /// limiter and metrics as ECS).
     autoscaling: Option<aws_sdk_autoscaling::Client>,
+    /// Application Auto Scaling, for EcsService.spec.autoScaling (same limiter and
+    /// metrics; `scaling`).
+    scaling: Option<aws_sdk_applicationautoscaling::Client>,
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
 }
@@ -40,6 +44,7 @@ impl EcsApi {
         EcsApi {
             client,
             autoscaling: None,
+            scaling: None,
             limiter: Arc::new(limiter),
             metrics,
         }
@@ -47,6 +52,11 @@ impl EcsApi {
 
     pub fn with_autoscaling(mut self, client: aws_sdk_autoscaling::Client) -> Self {
         self.autoscaling = Some(client);
+        self
+    }
+
+    pub fn with_scaling(mut self, client: aws_sdk_applicationautoscaling::Client) -> Self {
+        self.scaling = Some(client);
         self
     }
 
@@ -206,8 +216,8 @@ pub(crate) fn rfc3339(t: Option<&aws_sdk_ecs::primitives::DateTime>) -> Option<S
 
 /// Loads region, credentials and endpoint through the standard AWS chain
 /// (env, profile, IRSA / EKS Pod Identity, IMDS). `AWS_ENDPOINT_URL` redirects
-/// every client, `AWS_ENDPOINT_URL_ECS` / `AWS_ENDPOINT_URL_AUTO_SCALING` one each,
-/// e.g. to a local emulator.
+/// every client, `AWS_ENDPOINT_URL_ECS` / `AWS_ENDPOINT_URL_AUTO_SCALING` /
+/// `AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING` one each, e.g. to a local emulator.
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
 }
@@ -218,6 +228,10 @@ pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_ecs::Client {
 
 pub fn autoscaling_client(sdk: &aws_config::SdkConfig) -> aws_sdk_autoscaling::Client {
     aws_sdk_autoscaling::Client::new(sdk)
+}
+
+pub fn scaling_client(sdk: &aws_config::SdkConfig) -> aws_sdk_applicationautoscaling::Client {
+    aws_sdk_applicationautoscaling::Client::new(sdk)
 }
 
 /// AWS error codes that say "try again later". `ThrottlingException` is not
@@ -407,6 +421,53 @@ mod tests {
         let request = served.await.unwrap().unwrap();
         assert!(request.starts_with("POST / HTTP/1.1"), "{request}");
         assert!(answer.unwrap().auto_scaling_groups().is_empty());
+    }
+
+    /// `AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING` sends Application Auto Scaling
+    /// calls to their own endpoint, ahead of the generic `AWS_ENDPOINT_URL`.
+    #[tokio::test]
+    async fn the_application_auto_scaling_endpoint_override_is_read() {
+        use aws_types::os_shim_internal::{Env, Fs};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let env = Env::from_slice(&[
+            ("AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING", url.as_str()),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ]);
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .env(env)
+            .fs(Fs::from_slice(&[]))
+            .load()
+            .await;
+        let served = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await?;
+            let mut request = vec![0u8; 16 * 1024];
+            let n = conn.read(&mut request).await?;
+            let body = r#"{"ScalableTargets":[]}"#;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(reply.as_bytes()).await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&request[..n]).into_owned())
+        });
+        let answer = scaling_client(&sdk)
+            .describe_scalable_targets()
+            .service_namespace(aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs)
+            .send()
+            .await;
+        let request = served.await.unwrap().unwrap();
+        assert!(request.starts_with("POST / HTTP/1.1"), "{request}");
+        assert!(
+            request.contains("AnyScaleFrontendService.DescribeScalableTargets"),
+            "{request}"
+        );
+        assert!(answer.unwrap().scalable_targets().is_empty());
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod schedule_plan;
 pub mod scheduled_task;
 pub mod service;
 pub mod service_plan;
+mod service_scaling;
+pub mod service_scaling_plan;
 pub mod shared;
 pub mod task;
 pub mod task_definition;
@@ -65,6 +67,8 @@ pub struct Context {
     pub task_definitions: shared::Shared<crate::api::task_definition::EcsTaskDefinition>,
     /// The one watch of EcsCapacityProviders, for EcsCluster.spec.capacityProviderRefs.
     pub capacity_providers: shared::Shared<crate::api::capacity_provider::EcsCapacityProvider>,
+    /// Copies of the services' Application Auto Scaling targets (batched reads).
+    pub scaling_targets: crate::ecs::scaling::TargetCache,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -94,6 +98,7 @@ impl Context {
             clusters: shared::Shared::new(refs::what_referrers_read_of_cluster),
             task_definitions: shared::Shared::new(refs::what_referrers_read_of_td),
             capacity_providers: shared::Shared::new(refs::what_referrers_read_of_provider),
+            scaling_targets: Default::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }

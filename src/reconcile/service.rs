@@ -16,9 +16,10 @@ use kube::runtime::controller::Controller;
 use super::owned::{self, Claimant, Release};
 use super::refs::{self, Resolved};
 use super::service_plan::{self, Cleanup, Converge, Desired, Plan};
+use super::service_scaling_plan;
 use super::{Context, Managed, Note, Outcome, key_of};
 use crate::api::common::{Health, RECONCILING, Reason, STALLED, is_condition_true, ownership_tags};
-use crate::api::service::{EcsService, EcsServiceStatus};
+use crate::api::service::{EcsService, EcsServiceSpec, EcsServiceStatus};
 use crate::ecs::service::{self as svc, ObservedService, ServiceUpdate};
 use crate::ecs::set_tags;
 use crate::ecs::task_definition::td_short;
@@ -228,6 +229,11 @@ fn change_notes(
     notes
 }
 
+/// Whether the plan writes ECS's desiredCount.
+fn writes_count(plan: &Plan) -> bool {
+    matches!(plan, Plan::Converge(c) if c.update.desired_count.is_some())
+}
+
 impl refs::References for EcsService {
     fn placement(&self) -> &crate::api::common::Placement {
         &self.spec.placement
@@ -298,6 +304,9 @@ impl EcsService {
             .await
     }
 
+    /// `spec` is this resource's spec as ECS should see it
+    /// (`service_scaling_plan::spec_for_ecs`).
+    #[allow(clippy::too_many_arguments)]
     fn desired<'a>(
         &'a self,
         me: &'a Claimant,
@@ -305,6 +314,7 @@ impl EcsService {
         name: &'a str,
         target: &'a Target,
         living: Option<&'a BTreeSet<String>>,
+        spec: &'a EcsServiceSpec,
     ) -> Desired<'a> {
         let ns = self.namespace().unwrap_or_default();
         let mut tags = self.spec.tags.clone();
@@ -312,7 +322,7 @@ impl EcsService {
         Desired {
             name,
             me,
-            spec: &self.spec,
+            spec,
             task_definition: &target.task_definition,
             tags,
             managed_tag_keys: &previous.managed_tag_keys,
@@ -346,7 +356,7 @@ impl EcsService {
             cluster,
             name,
             td,
-            &self.spec,
+            desired.spec,
             &desired.tags,
             &token,
         )
@@ -355,7 +365,8 @@ impl EcsService {
         let created = created.map_err(|e| service_plan::classify_create_error(name, e))?;
         let observed = service_plan::observed_status(previous, cluster, Some(&created));
         let now = super::now().0.to_string();
-        let status = service_plan::created_status(observed, &self.spec, td, &now);
+        let mut status = service_plan::created_status(observed, desired.spec, td, &now);
+        status.count_owner = Some(service_scaling_plan::count_owner(&self.spec, false));
         let short = td_short(td);
         let health = Health::progressing(
             Reason::Created,
@@ -407,6 +418,7 @@ impl EcsService {
         obs: ObservedService,
         converge: Converge,
         aligned: Duration,
+        external: bool,
     ) -> Result<Outcome<EcsServiceStatus>, Error> {
         let name = self.ecs_name();
         let what = format!("ECS service {name}");
@@ -435,8 +447,21 @@ impl EcsService {
             notes.extend(self.write(ctx, &target.cluster, &obs, &converge).await?);
         }
         let td = &target.task_definition;
-        let status = service_plan::converged_status(observed, &self.spec, td, &obs, &converge);
-        let (health, requeue) = service_plan::converge_health(&name, td, &obs, &converge);
+        let mut status = service_plan::converged_status(observed, &self.spec, td, &obs, &converge);
+        let (mut health, mut requeue) = service_plan::converge_health(&name, td, &obs, &converge);
+        let scaled = self.scale(ctx, &target.cluster).await?;
+        let external = external || scaled.external;
+        status.count_owner = Some(service_scaling_plan::count_owner(&self.spec, external));
+        status.auto_scaling = scaled.status;
+        notes.extend(scaled.notes);
+        notes.extend(self.count_note(obs.desired_count, external));
+        if let Some((scaling_health, poll)) = scaled.health {
+            health = scaling_health;
+            requeue = Some(poll);
+        }
+        if let Some(poll) = scaled.poll {
+            requeue = Some(requeue.map_or(poll, |r| r.min(poll)));
+        }
         let already_reported = self
             .previous()
             .conditions
@@ -456,6 +481,9 @@ impl EcsService {
                 ctx.services.expect(&target.cluster, &name, poll);
                 outcome.requeue(poll)
             }
+            // Application Auto Scaling is not in the sweep: an autoscaled service looks
+            // at its target, policies and actions at every resync boundary.
+            None if self.scaler_holds_count() => outcome.requeue(aligned),
             // Nothing under way: the sweep looks at every resync; this is its safety net.
             None => outcome.requeue(safety_net(ctx.resync)).swept(),
         })
@@ -529,10 +557,25 @@ impl Managed for EcsService {
             owned::living_for::<Self>(ctx, observed.as_ref().map(|o| &o.tags), &me.uid).await?;
         let previous = self.previous();
         let name = self.ecs_name();
-        let desired = self.desired(&me, &previous, &name, &target, living.as_ref());
+        let held = self.scaler_holds_count();
+        let mut spec = service_scaling_plan::spec_for_ecs(&self.spec, observed.is_none(), held);
+        let plan_for = |spec: &EcsServiceSpec| {
+            let desired = self.desired(&me, &previous, &name, &target, living.as_ref(), spec);
+            service_plan::plan(&desired, observed.as_ref())
+        };
+        let mut plan = plan_for(&spec);
+        // A desiredCount write waits for a look at Application Auto Scaling: a target
+        // registered elsewhere owns the count.
+        let mut external = false;
+        if !held && writes_count(&plan) && self.external_target(ctx, &target.cluster).await {
+            external = true;
+            spec = service_scaling_plan::spec_for_ecs(&self.spec, false, true);
+            plan = plan_for(&spec);
+        }
+        let desired = self.desired(&me, &previous, &name, &target, living.as_ref(), &spec);
         let aligned = until_aligned(ctx.resync, SystemTime::now());
         let unobserved = || service_plan::observed_status(self.previous(), &target.cluster, None);
-        match (service_plan::plan(&desired, observed.as_ref()), observed) {
+        match (plan, observed) {
             (Plan::Refuse(health), _) => {
                 // The Event says what the condition says (NotOwned, ImmutableField,
                 // DeployedElsewhere).
@@ -545,7 +588,10 @@ impl Managed for EcsService {
                 Ok(Outcome::new(unobserved(), health).requeue(service_plan::DRAIN_POLL))
             }
             (Plan::Create, _) => self.create(ctx, &desired, &target).await,
-            (Plan::Converge(c), Some(obs)) => self.converge(ctx, &target, obs, *c, aligned).await,
+            (Plan::Converge(c), Some(obs)) => {
+                self.converge(ctx, &target, obs, *c, aligned, external)
+                    .await
+            }
             (Plan::Converge(_), None) => {
                 Err(Error::Internal("converge planned without a service".into()))
             }
@@ -602,7 +648,12 @@ impl Managed for EcsService {
                 reason: Reason::Draining,
                 message: format!("ECS service {name} is DRAINING; waiting until it is INACTIVE"),
             }),
-            Cleanup::Delete { scale_down } => self.delete(ctx, &cluster, scale_down).await,
+            Cleanup::Delete { scale_down } => {
+                // The target first: a scaler left registered would scale the draining
+                // service back up.
+                self.deregister_for_delete(ctx, &cluster).await?;
+                self.delete(ctx, &cluster, scale_down).await
+            }
         }
     }
 }

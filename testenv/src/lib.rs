@@ -1,15 +1,18 @@
 //! A real test environment on loopback: kube-apiserver + etcd (built from the
-//! official Kubernetes Go modules by `hack/envtest/build.sh`) and an ECS API
-//! endpoint (ministack).
+//! official Kubernetes Go modules by `hack/envtest/build.sh`), an ECS API
+//! endpoint (ministack) and an Application Auto Scaling endpoint (moto, see [`aas`]).
 //!
 //! Sources, in order of preference:
 //! - Kubernetes: `ECS_OPERATOR_TEST_KUBECONFIG` (an existing cluster, e.g. kind),
 //!   else binaries from `KUBEBUILDER_ASSETS`, else the ones `build.sh` builds.
 //! - ECS: `ECS_OPERATOR_TEST_ECS_ENDPOINT` (an endpoint already running), else
 //!   `ministack` from `$MINISTACK`, the Makefile's venv, or `PATH`.
+//! - Application Auto Scaling: `ECS_OPERATOR_TEST_AAS_ENDPOINT` (an endpoint already
+//!   running), else `testenv/strict/aas.py` when we started the ECS endpoint, else none.
 //!
 //! Everything this starts dies with the process that started it (see [`process`]).
 
+pub mod aas;
 pub mod pki;
 pub mod process;
 pub mod strict;
@@ -99,6 +102,10 @@ pub struct Environment {
     /// Seed of the strict layer's random delays (`ECS_STRICT_SEED` replays it);
     /// None when the layer is off.
     pub strict_seed: Option<u64>,
+    /// The Application Auto Scaling endpoint (moto behind `testenv/strict/aas.py`,
+    /// checking services against [`Environment::ecs_direct_endpoint`]). Empty when
+    /// the ECS endpoint is external and `ECS_OPERATOR_TEST_AAS_ENDPOINT` names none.
+    pub aas_endpoint: String,
     /// Extra strict proxies with some rules off, by their sorted rule list.
     strict_variants: std::sync::Mutex<Vec<(String, String, Child)>>,
     pub ecs_source: EcsSource,
@@ -278,6 +285,7 @@ impl Environment {
             ecs_endpoint: String::new(),
             ecs_direct_endpoint: String::new(),
             strict_seed: None,
+            aas_endpoint: String::new(),
             strict_variants: std::sync::Mutex::new(Vec::new()),
             ecs_source: EcsSource::External,
             run_dir,
@@ -287,6 +295,7 @@ impl Environment {
         // On error, `env` is dropped here and stops whatever already started.
         env.start_ecs().await?;
         env.start_strict().await?;
+        env.start_aas().await?;
         env.start_kube().await?;
         Ok(env)
     }
@@ -303,6 +312,30 @@ impl Environment {
         self.children.push(("strict-ecs".into(), child));
         self.ecs_endpoint = url;
         self.strict_seed = Some(seed);
+        Ok(())
+    }
+
+    /// Starts the Application Auto Scaling endpoint next to the ECS endpoint we
+    /// started; an external ECS endpoint gets one only from `ECS_OPERATOR_TEST_AAS_ENDPOINT`.
+    async fn start_aas(&mut self) -> Result<(), Error> {
+        if let Some(ep) = env_nonempty(aas::ENV_AAS_ENDPOINT) {
+            self.aas_endpoint = ep.trim_end_matches('/').to_string();
+            return Ok(());
+        }
+        if self.ecs_source != EcsSource::Started {
+            return Ok(());
+        }
+        let port = free_port()?;
+        let (cmd, log_path) = aas::command(&self.run_dir, &self.ecs_direct_endpoint, port)?;
+        let child = process::spawn(cmd, &self.run_dir)
+            .map_err(|e| Error::io("start", &aas::script(), e))?;
+        self.children.push(("aas".into(), child));
+        let addr = format!("127.0.0.1:{port}");
+        self.wait_ready("aas", &log_path, Duration::from_secs(60), || {
+            http_get_ok(&addr, aas::HEALTH_PATH)
+        })
+        .await?;
+        self.aas_endpoint = format!("http://{addr}");
         Ok(())
     }
 
@@ -548,7 +581,7 @@ impl Environment {
     pub fn exports(&self) -> String {
         let kc = self.kubeconfig.display();
         let ep = &self.ecs_endpoint;
-        format!(
+        let mut out = format!(
             "export KUBECONFIG={kc}\n\
              export AWS_ENDPOINT_URL={ep}\n\
              export AWS_REGION={REGION}\n\
@@ -557,7 +590,17 @@ impl Environment {
              export {ENV_KUBECONFIG}={kc}\n\
              export {ENV_ECS_ENDPOINT}={direct}\n",
             direct = self.ecs_direct_endpoint
-        )
+        );
+        if !self.aas_endpoint.is_empty() {
+            let url = &self.aas_endpoint;
+            out.push_str(&format!(
+                "export {sdk}={url}\n\
+                 export {reuse}={url}\n",
+                sdk = aas::ENV_SDK_ENDPOINT,
+                reuse = aas::ENV_AAS_ENDPOINT
+            ));
+        }
+        out
     }
 
     /// Stops what this environment started and removes its run directory.
@@ -579,18 +622,27 @@ impl Drop for Environment {
     }
 }
 
-/// True if `GET path` on `addr` answers 200 (plain HTTP on loopback).
 /// What an operator process needs to reach a test environment: the kubeconfig, the
-/// ECS `endpoint` and static test credentials (never a real AWS account).
-pub fn operator_env(kubeconfig: &Path, endpoint: &str) -> Vec<(&'static str, std::ffi::OsString)> {
-    vec![
+/// ECS `endpoint`, the Application Auto Scaling endpoint `aas_endpoint` (as
+/// `AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING`; left out when empty) and static test
+/// credentials (never a real AWS account).
+pub fn operator_env(
+    kubeconfig: &Path,
+    endpoint: &str,
+    aas_endpoint: &str,
+) -> Vec<(&'static str, std::ffi::OsString)> {
+    let mut vars = vec![
         ("KUBECONFIG", kubeconfig.into()),
         ("AWS_ENDPOINT_URL", endpoint.into()),
         ("AWS_REGION", REGION.into()),
         ("AWS_ACCESS_KEY_ID", "test".into()),
         ("AWS_SECRET_ACCESS_KEY", "test".into()),
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
-    ]
+    ];
+    if !aas_endpoint.is_empty() {
+        vars.push((aas::ENV_SDK_ENDPOINT, aas_endpoint.into()));
+    }
+    vars
 }
 
 /// The body of a 200 answer to `GET path` on `addr` (None: no such answer in 2 s).
@@ -611,6 +663,7 @@ pub async fn http_get_body(addr: &str, path: &str) -> Option<String> {
         .flatten()
 }
 
+/// True if `GET path` on `addr` answers 200 (plain HTTP on loopback).
 pub async fn http_get_ok(addr: &str, path: &str) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use testenv::{Environment, cache_dir, process};
 
 const USAGE: &str = "usage: testenv up [--detach] | down | env
-  up         start kube-apiserver + etcd + the ECS endpoint; print shell exports; Ctrl-C stops
+  up         start kube-apiserver + etcd + the ECS and Application Auto Scaling endpoints;
+             print shell exports; Ctrl-C stops
   up --detach  the same, in the background (make env-up); stop it with `testenv down`
   down       stop a detached environment
   env        print the exports of the running detached environment";
@@ -68,10 +69,17 @@ fn up_foreground() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let aas = if env.aas_endpoint.is_empty() {
+            "none"
+        } else {
+            env.aas_endpoint.as_str()
+        };
         eprintln!(
-            "testenv: kube-apiserver {} and ECS endpoint {} ready in {:.1}s",
+            "testenv: kube-apiserver {}, ECS endpoint {} and Application Auto Scaling endpoint {} \
+             ready in {:.1}s",
             env.server_version,
             env.ecs_endpoint,
+            aas,
             started.elapsed().as_secs_f64()
         );
         let exports = env.exports();

@@ -33,7 +33,8 @@ pub fn enabled() -> bool {
     )
 }
 
-fn python() -> PathBuf {
+/// The venv's python (it has the strict layer's and the launchers' packages), else `python3`.
+pub(crate) fn python() -> PathBuf {
     let venv = cache_dir().join("venv/bin/python3");
     if venv.is_file() {
         venv

@@ -2,6 +2,7 @@
 //! etcd built from the official Kubernetes modules and an ECS API endpoint,
 //! all on 127.0.0.1 (see `support` and the `testenv` crate).
 
+mod autoscaling;
 mod capacity_provider;
 mod cluster;
 mod deploy;

@@ -315,7 +315,11 @@ fn operator_command(kubeconfig: &std::path::Path, endpoint: &str) -> tokio::proc
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", std::env::temp_dir())
-        .envs(testenv::operator_env(kubeconfig, endpoint))
+        .envs(testenv::operator_env(
+            kubeconfig,
+            endpoint,
+            &env().aas_endpoint,
+        ))
         .env("RUST_LOG", "info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

@@ -34,13 +34,14 @@ pub fn env() -> &'static Environment {
             // log should say what the tests ran against.
             let _ = writeln!(
                 std::io::stderr(),
-                "e2e environment: kube-apiserver {} ({:?}), ECS endpoint {} ({:?}) behind the strict layer {} (replay with ECS_STRICT_SEED={})",
+                "e2e environment: kube-apiserver {} ({:?}), ECS endpoint {} ({:?}) behind the strict layer {} (replay with ECS_STRICT_SEED={}), Application Auto Scaling {}",
                 env.server_version,
                 env.kube_source,
                 env.ecs_direct_endpoint,
                 env.ecs_source,
                 env.ecs_endpoint,
-                env.strict_seed.map(|s| s.to_string()).unwrap_or_else(|| "<off>".into())
+                env.strict_seed.map(|s| s.to_string()).unwrap_or_else(|| "<off>".into()),
+                if env.aas_endpoint.is_empty() { "<none>" } else { env.aas_endpoint.as_str() }
             );
             Ok(env)
         })
@@ -258,7 +259,11 @@ impl TestContext {
             .arg("--metrics-addr")
             .arg(&metrics_addr)
             .args(extra_args)
-            .envs(testenv::operator_env(&env.kubeconfig, &env.ecs_endpoint))
+            .envs(testenv::operator_env(
+                &env.kubeconfig,
+                &env.ecs_endpoint,
+                &env.aas_endpoint,
+            ))
             .env("RUST_LOG", "info,ecs_operator=debug")
             .envs(envs.iter().copied())
             .stdin(std::process::Stdio::null())
