@@ -269,7 +269,8 @@ async fn connect_ecs(
     });
     let ecs = ecs::EcsApi::new(ecs::client(&sdk), limiter, metrics)
         .with_autoscaling(ecs::autoscaling_client(&sdk))
-        .with_scaling(ecs::scaling_client(&sdk));
+        .with_scaling(ecs::scaling_client(&sdk))
+        .with_cloudwatch(ecs::cloudwatch_client(&sdk));
     let region = sdk.region().map(|r| r.as_ref()).unwrap_or("<none>");
     let endpoint = sdk.endpoint_url().unwrap_or("<default>");
     let probe = ecs.client.list_clusters().max_results(1).send();

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("self.minCapacity <= self.maxCapacity").message("autoScaling.minCapacity must not be greater than maxCapacity"))]
 #[x_kube(validation = Rule::new("!has(self.targetTracking) || self.targetTracking.all(p, self.targetTracking.exists_one(q, q.name == p.name))").message("autoScaling.targetTracking: policy names must be unique"))]
 #[x_kube(validation = Rule::new("!has(self.scheduled) || self.scheduled.all(a, self.scheduled.exists_one(b, b.name == a.name))").message("autoScaling.scheduled: action names must be unique"))]
+#[x_kube(validation = Rule::new("!has(self.stepScaling) || self.stepScaling.all(p, self.stepScaling.exists_one(q, q.name == p.name))").message("autoScaling.stepScaling: policy names must be unique"))]
+#[x_kube(validation = Rule::new("!has(self.stepScaling) || !has(self.targetTracking) || !self.stepScaling.exists(p, self.targetTracking.exists(q, q.name == p.name))").message("autoScaling: a stepScaling policy and a targetTracking policy cannot share a name (they are policies of one scalable target)"))]
 pub struct AutoScaling {
     /// Fewest tasks the scaler may leave running. Application Auto Scaling raises the
     /// count to this when it is below.
@@ -29,6 +31,12 @@ pub struct AutoScaling {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub target_tracking: Vec<TargetTrackingPolicy>,
+
+    /// Step scaling policies, each run by a CloudWatch alarm you made: the operator
+    /// adds the policy to the alarm's actions (and removes it when the policy goes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub step_scaling: Vec<StepScalingPolicy>,
 
     /// Scheduled changes of minCapacity / maxCapacity (e.g. more tasks on weekdays).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -84,6 +92,101 @@ pub struct TargetTrackingPolicy {
     /// Only scale out; never remove tasks because of this policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_scale_in: Option<bool>,
+}
+
+/// One step scaling policy: when its alarm fires, change the count by the step the
+/// alarm's metric falls in.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.minAdjustmentMagnitude) || self.adjustmentType == 'PercentChangeInCapacity'").message("minAdjustmentMagnitude is only valid with adjustmentType PercentChangeInCapacity"))]
+pub struct StepScalingPolicy {
+    /// Name of the scaling policy, unique for the service.
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9_.\-]+$"))]
+    pub name: String,
+
+    /// The CloudWatch alarm (same account and region) that runs this policy. The
+    /// alarm is yours: the operator only adds this policy's ARN to its alarm actions.
+    /// While no alarm has the name, the service waits (WaitingForReference).
+    #[schemars(length(min = 1, max = 255))]
+    pub alarm_name: String,
+
+    /// How scalingAdjustment is read: ChangeInCapacity (tasks more or fewer),
+    /// PercentChangeInCapacity or ExactCapacity (the new count).
+    pub adjustment_type: AdjustmentType,
+
+    /// The steps, by how far the alarm's metric is from its threshold. Bounds are
+    /// relative to the threshold; one step may leave out the lower bound (minus
+    /// infinity), one the upper bound (plus infinity).
+    #[schemars(length(min = 1, max = 20))]
+    pub steps: Vec<StepAdjustment>,
+
+    /// Seconds to wait after a scaling activity before another one. Omitted: the
+    /// policy keeps what Application Auto Scaling has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub cooldown: Option<i32>,
+
+    /// Average (default), Minimum or Maximum: how the metric's data points are combined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_aggregation_type: Option<MetricAggregationType>,
+
+    /// With PercentChangeInCapacity: change the count by at least this many tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 5000))]
+    pub min_adjustment_magnitude: Option<i32>,
+}
+
+/// One step of a step scaling policy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.metricIntervalLowerBound) || has(self.metricIntervalUpperBound)").message("a step needs metricIntervalLowerBound, metricIntervalUpperBound or both"))]
+#[x_kube(validation = Rule::new("!has(self.metricIntervalLowerBound) || !has(self.metricIntervalUpperBound) || self.metricIntervalLowerBound < self.metricIntervalUpperBound").message("a step's metricIntervalLowerBound must be below its metricIntervalUpperBound"))]
+pub struct StepAdjustment {
+    /// Lower bound (inclusive) of the metric minus the threshold. Omitted: minus infinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_interval_lower_bound: Option<f64>,
+    /// Upper bound (exclusive) of the metric minus the threshold. Omitted: plus infinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_interval_upper_bound: Option<f64>,
+    /// The change, read as adjustmentType says (negative: scale in).
+    pub scaling_adjustment: i32,
+}
+
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum AdjustmentType {
+    #[default]
+    ChangeInCapacity,
+    PercentChangeInCapacity,
+    ExactCapacity,
+}
+
+impl AdjustmentType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AdjustmentType::ChangeInCapacity => "ChangeInCapacity",
+            AdjustmentType::PercentChangeInCapacity => "PercentChangeInCapacity",
+            AdjustmentType::ExactCapacity => "ExactCapacity",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum MetricAggregationType {
+    Average,
+    Minimum,
+    Maximum,
+}
+
+impl MetricAggregationType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MetricAggregationType::Average => "Average",
+            MetricAggregationType::Minimum => "Minimum",
+            MetricAggregationType::Maximum => "Maximum",
+        }
+    }
 }
 
 /// A metric ECS publishes for every service.

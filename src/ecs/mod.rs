@@ -2,6 +2,7 @@
 //! Every ECS call the operator makes goes through here (later: batching,
 //! rate limiting and call metrics).
 
+pub mod alarms;
 pub mod capacity_provider;
 pub mod cluster;
 pub mod limiter;
@@ -35,6 +36,8 @@ pub struct EcsApi {
     /// Application Auto Scaling, for EcsService.spec.autoScaling (same limiter and
     /// metrics; `scaling`).
     scaling: Option<aws_sdk_applicationautoscaling::Client>,
+    /// CloudWatch, for the alarms step scaling policies are attached to (`cloudwatch`).
+    cloudwatch: Option<aws_sdk_cloudwatch::Client>,
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
 }
@@ -45,6 +48,7 @@ impl EcsApi {
             client,
             autoscaling: None,
             scaling: None,
+            cloudwatch: None,
             limiter: Arc::new(limiter),
             metrics,
         }
@@ -57,6 +61,11 @@ impl EcsApi {
 
     pub fn with_scaling(mut self, client: aws_sdk_applicationautoscaling::Client) -> Self {
         self.scaling = Some(client);
+        self
+    }
+
+    pub fn with_cloudwatch(mut self, client: aws_sdk_cloudwatch::Client) -> Self {
+        self.cloudwatch = Some(client);
         self
     }
 
@@ -217,7 +226,8 @@ pub(crate) fn rfc3339(t: Option<&aws_sdk_ecs::primitives::DateTime>) -> Option<S
 /// Loads region, credentials and endpoint through the standard AWS chain
 /// (env, profile, IRSA / EKS Pod Identity, IMDS). `AWS_ENDPOINT_URL` redirects
 /// every client, `AWS_ENDPOINT_URL_ECS` / `AWS_ENDPOINT_URL_AUTO_SCALING` /
-/// `AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING` one each, e.g. to a local emulator.
+/// `AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING` / `AWS_ENDPOINT_URL_CLOUDWATCH` one
+/// each, e.g. to a local emulator.
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
 }
@@ -232,6 +242,10 @@ pub fn autoscaling_client(sdk: &aws_config::SdkConfig) -> aws_sdk_autoscaling::C
 
 pub fn scaling_client(sdk: &aws_config::SdkConfig) -> aws_sdk_applicationautoscaling::Client {
     aws_sdk_applicationautoscaling::Client::new(sdk)
+}
+
+pub fn cloudwatch_client(sdk: &aws_config::SdkConfig) -> aws_sdk_cloudwatch::Client {
+    aws_sdk_cloudwatch::Client::new(sdk)
 }
 
 /// AWS error codes that say "try again later". `ThrottlingException` is not
@@ -251,6 +265,10 @@ const RETRYABLE_CODES: &[&str] = &[
     "RequestTimeoutException",
     // Another update to the same resource is in flight.
     "UpdateInProgressException",
+    // Application Auto Scaling: another change to the same target is in flight, or
+    // its own transient failure.
+    "ConcurrentUpdateException",
+    "InternalServiceException",
 ];
 
 /// ClientException messages that are transient: RegisterTaskDefinition answers

@@ -6,18 +6,20 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_applicationautoscaling::types::{
-    CustomizedMetricSpecification, MetricDimension as SdkDimension, MetricStatistic, MetricType,
-    PolicyType, PredefinedMetricSpecification, ScalableDimension, ScalableTargetAction,
-    ScalingPolicy, ScheduledAction, ServiceNamespace, SuspendedState,
-    TargetTrackingScalingPolicyConfiguration,
+    AdjustmentType as SdkAdjustment, CustomizedMetricSpecification,
+    MetricAggregationType as SdkAggregation, MetricDimension as SdkDimension, MetricStatistic,
+    MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ScalableTargetAction,
+    ScalingPolicy, ScheduledAction, ServiceNamespace, StepAdjustment as SdkStep,
+    StepScalingPolicyConfiguration, SuspendedState, TargetTrackingScalingPolicyConfiguration,
 };
 
 use tokio::time::{Duration, Instant};
 
 use super::{Category, EcsApi};
 use crate::api::service_scaling::{
-    CustomizedMetric, MetricDimension, PredefinedMetric, ScalingActivityStatus, ScheduledScaling,
-    Suspended, TargetTrackingPolicy,
+    AdjustmentType, CustomizedMetric, MetricAggregationType, MetricDimension, PredefinedMetric,
+    ScalingActivityStatus, ScheduledScaling, StepAdjustment, StepScalingPolicy, Suspended,
+    TargetTrackingPolicy,
 };
 use crate::error::Error;
 
@@ -55,6 +57,9 @@ pub struct ObservedPolicy {
     pub alarms: Vec<String>,
     /// The target-tracking configuration in the spec's shape (None: another type).
     pub target_tracking: Option<TargetTrackingPolicy>,
+    /// The step scaling configuration in the spec's shape, `alarm_name` empty (the
+    /// alarm is CloudWatch's to say; see `ObservedScaling::alarm_actions`).
+    pub step: Option<StepScalingPolicy>,
 }
 
 /// Everything of one service's scaling (target None: not registered).
@@ -64,6 +69,9 @@ pub struct ObservedScaling {
     pub policies: Vec<ObservedPolicy>,
     pub actions: Vec<ScheduledScaling>,
     pub activities: Vec<ScalingActivityStatus>,
+    /// The alarm actions of the CloudWatch alarms step policies name (an alarm that
+    /// does not exist is absent).
+    pub alarm_actions: BTreeMap<String, Vec<String>>,
 }
 
 impl EcsApi {
@@ -194,6 +202,40 @@ fn policy_from_sdk(p: &ScalingPolicy) -> ObservedPolicy {
         target_tracking: p
             .target_tracking_scaling_policy_configuration()
             .map(|c| tracking_from_sdk(p.policy_name(), c)),
+        step: p
+            .step_scaling_policy_configuration()
+            .map(|c| step_from_sdk(p.policy_name(), c)),
+    }
+}
+
+fn step_from_sdk(name: &str, config: &StepScalingPolicyConfiguration) -> StepScalingPolicy {
+    let adjustment_type = match config.adjustment_type() {
+        Some(SdkAdjustment::PercentChangeInCapacity) => AdjustmentType::PercentChangeInCapacity,
+        Some(SdkAdjustment::ExactCapacity) => AdjustmentType::ExactCapacity,
+        _ => AdjustmentType::ChangeInCapacity,
+    };
+    let metric_aggregation_type = config.metric_aggregation_type().and_then(|a| match a {
+        SdkAggregation::Average => Some(MetricAggregationType::Average),
+        SdkAggregation::Minimum => Some(MetricAggregationType::Minimum),
+        SdkAggregation::Maximum => Some(MetricAggregationType::Maximum),
+        _ => None,
+    });
+    StepScalingPolicy {
+        name: name.to_string(),
+        alarm_name: String::new(),
+        adjustment_type,
+        steps: config
+            .step_adjustments()
+            .iter()
+            .map(|s| StepAdjustment {
+                metric_interval_lower_bound: s.metric_interval_lower_bound(),
+                metric_interval_upper_bound: s.metric_interval_upper_bound(),
+                scaling_adjustment: s.scaling_adjustment(),
+            })
+            .collect(),
+        cooldown: config.cooldown(),
+        metric_aggregation_type,
+        min_adjustment_magnitude: config.min_adjustment_magnitude(),
     }
 }
 
@@ -246,6 +288,7 @@ pub async fn describe_attached(
         policies,
         actions,
         activities,
+        alarm_actions: BTreeMap::new(),
     })
 }
 
@@ -318,6 +361,17 @@ pub enum ScalingWrite {
         tags: BTreeMap<String, String>,
     },
     PutPolicy(TargetTrackingPolicy),
+    PutStepPolicy(StepScalingPolicy),
+    /// Adds the policy's ARN to the alarm's actions.
+    AttachAlarm {
+        policy: String,
+        alarm: String,
+    },
+    /// Removes the policy's ARN from the alarm's actions.
+    DetachAlarm {
+        policy: String,
+        alarm: String,
+    },
     DeletePolicy(String),
     PutAction(ScheduledScaling),
     DeleteAction(String),
@@ -330,7 +384,8 @@ impl ScalingWrite {
     pub fn operation(&self) -> &'static str {
         match self {
             ScalingWrite::Register { .. } => "RegisterScalableTarget",
-            ScalingWrite::PutPolicy(_) => "PutScalingPolicy",
+            ScalingWrite::PutPolicy(_) | ScalingWrite::PutStepPolicy(_) => "PutScalingPolicy",
+            ScalingWrite::AttachAlarm { .. } | ScalingWrite::DetachAlarm { .. } => "PutMetricAlarm",
             ScalingWrite::DeletePolicy(_) => "DeleteScalingPolicy",
             ScalingWrite::PutAction(_) => "PutScheduledAction",
             ScalingWrite::DeleteAction(_) => "DeleteScheduledAction",
@@ -382,98 +437,221 @@ fn tracking_to_sdk(
         .map_err(invalid)
 }
 
-/// Sends one write for the target `id`.
-pub async fn write(api: &EcsApi, id: &str, write: &ScalingWrite) -> Result<(), Error> {
-    let client = api.scaling()?;
-    let (ns, dim) = (
-        ServiceNamespace::Ecs,
-        ScalableDimension::EcsServiceDesiredCount,
-    );
-    let op = write.operation();
+/// Sends one write for the target `id`. `policy_arn` is the ARN of the policy an
+/// Attach/DetachAlarm names; a put returns the ARN of its policy.
+pub async fn write(
+    api: &EcsApi,
+    id: &str,
+    write: &ScalingWrite,
+    policy_arn: Option<&str>,
+) -> Result<Option<String>, Error> {
     match write {
         ScalingWrite::Register {
             min_capacity,
             max_capacity,
             suspended,
             tags,
-        } => {
-            let state = SuspendedState::builder()
-                .dynamic_scaling_in_suspended(suspended.dynamic_scaling_in)
-                .dynamic_scaling_out_suspended(suspended.dynamic_scaling_out)
-                .scheduled_scaling_suspended(suspended.scheduled_scaling)
-                .build();
-            let tags = (!tags.is_empty()).then(|| tags.clone().into_iter().collect());
-            let send = client
-                .register_scalable_target()
-                .service_namespace(ns)
-                .resource_id(id)
-                .scalable_dimension(dim)
-                .min_capacity(*min_capacity)
-                .max_capacity(*max_capacity)
-                .suspended_state(state)
-                .set_tags(tags)
-                .send();
-            api.call(op, Category::AutoScaling, send).await.map(drop)
-        }
+        } => register(api, id, (*min_capacity, *max_capacity), suspended, tags)
+            .await
+            .map(|()| None),
         ScalingWrite::PutPolicy(policy) => {
-            let send = client
-                .put_scaling_policy()
-                .service_namespace(ns)
-                .resource_id(id)
-                .scalable_dimension(dim)
-                .policy_name(&policy.name)
-                .policy_type(PolicyType::TargetTrackingScaling)
-                .target_tracking_scaling_policy_configuration(tracking_to_sdk(policy)?)
-                .send();
-            api.call(op, Category::AutoScaling, send).await.map(drop)
+            let config = PolicyConfig::Tracking(tracking_to_sdk(policy)?);
+            put_policy(api, id, &policy.name, config).await.map(Some)
         }
+        ScalingWrite::PutStepPolicy(policy) => {
+            let config = PolicyConfig::Step(step_to_sdk(policy)?);
+            put_policy(api, id, &policy.name, config).await.map(Some)
+        }
+        ScalingWrite::AttachAlarm { alarm, .. } => alarm_action(api, alarm, policy_arn, true)
+            .await
+            .map(|()| None),
+        ScalingWrite::DetachAlarm { alarm, .. } => alarm_action(api, alarm, policy_arn, false)
+            .await
+            .map(|()| None),
+        ScalingWrite::PutAction(action) => put_action(api, id, action).await.map(|()| None),
+        ScalingWrite::DeletePolicy(_)
+        | ScalingWrite::DeleteAction(_)
+        | ScalingWrite::Deregister => delete(api, id, write).await.map(|()| None),
+    }
+}
+
+const NS: ServiceNamespace = ServiceNamespace::Ecs;
+const DIM: ScalableDimension = ScalableDimension::EcsServiceDesiredCount;
+
+async fn register(
+    api: &EcsApi,
+    id: &str,
+    (min, max): (i32, i32),
+    suspended: &Suspended,
+    tags: &BTreeMap<String, String>,
+) -> Result<(), Error> {
+    let state = SuspendedState::builder()
+        .dynamic_scaling_in_suspended(suspended.dynamic_scaling_in)
+        .dynamic_scaling_out_suspended(suspended.dynamic_scaling_out)
+        .scheduled_scaling_suspended(suspended.scheduled_scaling)
+        .build();
+    let tags = (!tags.is_empty()).then(|| tags.clone().into_iter().collect());
+    let send = api
+        .scaling()?
+        .register_scalable_target()
+        .service_namespace(NS)
+        .resource_id(id)
+        .scalable_dimension(DIM)
+        .min_capacity(min)
+        .max_capacity(max)
+        .suspended_state(state)
+        .set_tags(tags)
+        .send();
+    api.call("RegisterScalableTarget", Category::AutoScaling, send)
+        .await
+        .map(drop)
+}
+
+enum PolicyConfig {
+    Tracking(TargetTrackingScalingPolicyConfiguration),
+    Step(StepScalingPolicyConfiguration),
+}
+
+async fn put_policy(
+    api: &EcsApi,
+    id: &str,
+    name: &str,
+    config: PolicyConfig,
+) -> Result<String, Error> {
+    let request = api
+        .scaling()?
+        .put_scaling_policy()
+        .service_namespace(NS)
+        .resource_id(id)
+        .scalable_dimension(DIM)
+        .policy_name(name);
+    let request = match config {
+        PolicyConfig::Tracking(c) => request
+            .policy_type(PolicyType::TargetTrackingScaling)
+            .target_tracking_scaling_policy_configuration(c),
+        PolicyConfig::Step(c) => request
+            .policy_type(PolicyType::StepScaling)
+            .step_scaling_policy_configuration(c),
+    };
+    let resp = api
+        .call("PutScalingPolicy", Category::AutoScaling, request.send())
+        .await?;
+    Ok(resp.policy_arn().to_string())
+}
+
+async fn put_action(api: &EcsApi, id: &str, action: &ScheduledScaling) -> Result<(), Error> {
+    let range = ScalableTargetAction::builder()
+        .set_min_capacity(action.min_capacity)
+        .set_max_capacity(action.max_capacity)
+        .build();
+    let send = api
+        .scaling()?
+        .put_scheduled_action()
+        .service_namespace(NS)
+        .resource_id(id)
+        .scalable_dimension(DIM)
+        .scheduled_action_name(&action.name)
+        .schedule(&action.schedule)
+        .set_timezone(action.timezone.clone())
+        .scalable_target_action(range)
+        .send();
+    api.call("PutScheduledAction", Category::AutoScaling, send)
+        .await
+        .map(drop)
+}
+
+async fn delete(api: &EcsApi, id: &str, write: &ScalingWrite) -> Result<(), Error> {
+    let client = api.scaling()?;
+    let op = write.operation();
+    match write {
         ScalingWrite::DeletePolicy(name) => {
             let send = client
                 .delete_scaling_policy()
-                .service_namespace(ns)
+                .service_namespace(NS)
                 .resource_id(id)
-                .scalable_dimension(dim)
+                .scalable_dimension(DIM)
                 .policy_name(name)
-                .send();
-            api.call(op, Category::AutoScaling, send).await.map(drop)
-        }
-        ScalingWrite::PutAction(action) => {
-            let range = ScalableTargetAction::builder()
-                .set_min_capacity(action.min_capacity)
-                .set_max_capacity(action.max_capacity)
-                .build();
-            let send = client
-                .put_scheduled_action()
-                .service_namespace(ns)
-                .resource_id(id)
-                .scalable_dimension(dim)
-                .scheduled_action_name(&action.name)
-                .schedule(&action.schedule)
-                .set_timezone(action.timezone.clone())
-                .scalable_target_action(range)
                 .send();
             api.call(op, Category::AutoScaling, send).await.map(drop)
         }
         ScalingWrite::DeleteAction(name) => {
             let send = client
                 .delete_scheduled_action()
-                .service_namespace(ns)
+                .service_namespace(NS)
                 .resource_id(id)
-                .scalable_dimension(dim)
+                .scalable_dimension(DIM)
                 .scheduled_action_name(name)
                 .send();
             api.call(op, Category::AutoScaling, send).await.map(drop)
         }
-        ScalingWrite::Deregister => {
+        _ => {
             let send = client
                 .deregister_scalable_target()
-                .service_namespace(ns)
+                .service_namespace(NS)
                 .resource_id(id)
-                .scalable_dimension(dim)
+                .scalable_dimension(DIM)
                 .send();
             api.call(op, Category::AutoScaling, send).await.map(drop)
         }
     }
+}
+
+/// Adds (`attach`) or removes the policy's ARN in the alarm's actions, read fresh so
+/// actions someone else set meanwhile are kept. An alarm that is gone has nothing to
+/// detach; one missing for an attach is an error the caller reports.
+async fn alarm_action(
+    api: &EcsApi,
+    alarm: &str,
+    policy_arn: Option<&str>,
+    attach: bool,
+) -> Result<(), Error> {
+    let Some(arn) = policy_arn else {
+        return Err(Error::Internal(format!("no policy ARN for alarm {alarm}")));
+    };
+    let found = super::alarms::describe(api, &[alarm.to_string()]).await?;
+    let Some(current) = found.get(alarm) else {
+        return if attach {
+            Err(Error::Internal(format!(
+                "CloudWatch alarm {alarm} does not exist"
+            )))
+        } else {
+            Ok(())
+        };
+    };
+    let mut actions: Vec<String> = current.alarm_actions().to_vec();
+    let has = actions.iter().any(|a| a == arn);
+    match (attach, has) {
+        (true, false) => actions.push(arn.to_string()),
+        (false, true) => actions.retain(|a| a != arn),
+        _ => return Ok(()),
+    }
+    super::alarms::set_actions(api, current, actions).await
+}
+
+fn step_to_sdk(policy: &StepScalingPolicy) -> Result<StepScalingPolicyConfiguration, Error> {
+    let steps = policy
+        .steps
+        .iter()
+        .map(|s| {
+            SdkStep::builder()
+                .set_metric_interval_lower_bound(s.metric_interval_lower_bound)
+                .set_metric_interval_upper_bound(s.metric_interval_upper_bound)
+                .scaling_adjustment(s.scaling_adjustment)
+                .build()
+                .map_err(|e| Error::InvalidSpec(format!("stepScaling {}: {e}", policy.name)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(StepScalingPolicyConfiguration::builder()
+        .adjustment_type(SdkAdjustment::from(policy.adjustment_type.as_str()))
+        .set_step_adjustments(Some(steps))
+        .set_cooldown(policy.cooldown)
+        .set_metric_aggregation_type(
+            policy
+                .metric_aggregation_type
+                .map(|a| SdkAggregation::from(a.as_str())),
+        )
+        .set_min_adjustment_magnitude(policy.min_adjustment_magnitude)
+        .build())
 }
 
 /// The tags of a scalable target (ListTagsForResource on its ARN).

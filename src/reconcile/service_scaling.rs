@@ -20,6 +20,17 @@ use crate::error::Error;
 /// has just created.
 pub const VISIBILITY_POLL: Duration = Duration::from_secs(5);
 
+/// How soon to look again for a CloudWatch alarm a step policy names.
+pub const ALARM_POLL: Duration = Duration::from_secs(30);
+
+/// The writes of one pass, and the ARNs of the policies they name (from the read,
+/// and from each put).
+struct Sent {
+    writes: Vec<ScalingWrite>,
+    changed: Vec<String>,
+    arns: std::collections::BTreeMap<String, String>,
+}
+
 /// What one scaling pass found and did.
 #[derive(Debug, Default)]
 pub struct Scaled {
@@ -94,10 +105,14 @@ impl EcsService {
             .scaling_targets
             .observe(&ctx.ecs, id, max_age, peers)
             .await?;
-        match target {
-            Some(t) => scaling::describe_attached(&ctx.ecs, t).await,
-            None => Ok(ObservedScaling::default()),
-        }
+        let mut observed = match target {
+            Some(t) => scaling::describe_attached(&ctx.ecs, t).await?,
+            None => ObservedScaling::default(),
+        };
+        let previous = self.status.as_ref().and_then(|s| s.auto_scaling.as_ref());
+        let alarms = scaling_plan::alarms_to_read(self.spec.auto_scaling.as_ref(), previous);
+        observed.alarm_actions = crate::ecs::alarms::actions_of(&ctx.ecs, &alarms).await?;
+        Ok(observed)
     }
 
     /// Whether the target is this resource's: status says so, or (a crash between
@@ -162,10 +177,39 @@ impl EcsService {
                 })
             }
             ScalingPlan::Apply { writes, changed } => {
-                self.apply_scaling(ctx, cluster, &id, &desired, writes, changed)
-                    .await
+                let arns = observed
+                    .policies
+                    .iter()
+                    .map(|p| (p.name.clone(), p.arn.clone()))
+                    .collect();
+                let sent = Sent {
+                    writes,
+                    changed,
+                    arns,
+                };
+                self.apply_scaling(ctx, cluster, &id, &desired, sent).await
             }
         }
+        .map(|scaled| self.waiting_for_alarms(scaled, &observed))
+    }
+
+    /// A step policy whose CloudWatch alarm does not exist yet: the service says so
+    /// and looks again (the rest of the scaling is applied meanwhile).
+    fn waiting_for_alarms(&self, mut scaled: Scaled, observed: &ObservedScaling) -> Scaled {
+        let missing = scaling_plan::missing_alarms(self.spec.auto_scaling.as_ref(), observed);
+        if missing.is_empty() || scaled.health.is_some() {
+            return scaled;
+        }
+        let health = Health::progressing(
+            Reason::WaitingForReference,
+            format!(
+                "CloudWatch alarm {} (autoScaling.stepScaling alarmName) does not exist; \
+                 its step policy runs once the alarm does",
+                missing.join(", ")
+            ),
+        );
+        scaled.health = Some((health, ALARM_POLL));
+        scaled
     }
 
     async fn apply_scaling(
@@ -174,9 +218,13 @@ impl EcsService {
         cluster: &str,
         id: &str,
         desired: &ScalingDesired<'_>,
-        writes: Vec<ScalingWrite>,
-        changed: Vec<String>,
+        sent: Sent,
     ) -> Result<Scaled, Error> {
+        let Sent {
+            writes,
+            changed,
+            mut arns,
+        } = sent;
         let what = format!(
             "Application Auto Scaling of ECS service {}",
             self.ecs_name()
@@ -192,10 +240,22 @@ impl EcsService {
             });
         }
         for write in &writes {
-            let sent = scaling::write(&ctx.ecs, id, write).await;
+            let policy = match write {
+                ScalingWrite::AttachAlarm { policy, .. }
+                | ScalingWrite::DetachAlarm { policy, .. } => arns.get(policy).map(String::as_str),
+                _ => None,
+            };
+            let sent = scaling::write(&ctx.ecs, id, write, policy).await;
             ctx.scaling_targets.invalidate(id);
             match sent {
-                Ok(()) => {}
+                Ok(Some(arn)) => {
+                    if let ScalingWrite::PutPolicy(p) = write {
+                        arns.insert(p.name.clone(), arn);
+                    } else if let ScalingWrite::PutStepPolicy(p) = write {
+                        arns.insert(p.name.clone(), arn);
+                    }
+                }
+                Ok(None) => {}
                 Err(e) if scaling::is_service_not_visible(&e) && self.recently_created() => {
                     let health = Health::progressing(
                         Reason::WaitingForVisibility,
@@ -296,14 +356,11 @@ impl EcsService {
             return Ok(());
         }
         let id = scaling::resource_id(cluster, &self.ecs_name());
-        match scaling::write(&ctx.ecs, &id, &ScalingWrite::Deregister).await {
-            Ok(()) => Ok(()),
-            // Already gone: "No scalable target found for service namespace ...".
-            Err(Error::Ecs {
-                code: Some(c),
-                message,
-                ..
-            }) if c == "ValidationException" && message.contains("No scalable target") => Ok(()),
+        match scaling::write(&ctx.ecs, &id, &ScalingWrite::Deregister, None).await {
+            Ok(_) => Ok(()),
+            // Already gone: ObjectNotFoundException (ValidationException from older
+            // endpoints) "No scalable target found for service namespace ...".
+            Err(Error::Ecs { message, .. }) if message.contains("No scalable target") => Ok(()),
             Err(e) => Err(e),
         }
     }

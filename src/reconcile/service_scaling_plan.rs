@@ -9,7 +9,7 @@ use crate::api::reason::Reason;
 use crate::api::service::EcsServiceSpec;
 use crate::api::service_scaling::{
     AutoScaling, AutoScalingStatus, CountOwner, ScalingPolicyStatus, ScheduledActionStatus,
-    ScheduledScaling, TargetTrackingPolicy,
+    ScheduledScaling, StepScalingPolicy, TargetTrackingPolicy,
 };
 use crate::ecs::scaling::{ObservedPolicy, ObservedScaling, ScalingWrite};
 
@@ -106,7 +106,9 @@ pub fn plan(desired: &ScalingDesired, observed: &ObservedScaling) -> ScalingPlan
     let mut writes = Vec::new();
     let mut changed = Vec::new();
     target_writes(desired, spec, observed, &mut writes, &mut changed);
+    detach_writes(desired, spec, observed, &mut writes, &mut changed);
     policy_writes(desired, spec, &observed.policies, &mut writes, &mut changed);
+    step_writes(spec, observed, &mut writes, &mut changed);
     action_writes(desired, spec, &observed.actions, &mut writes, &mut changed);
     ScalingPlan::Apply { writes, changed }
 }
@@ -195,12 +197,139 @@ fn policy_writes(
         }
     }
     for name in made_policies(desired) {
-        let in_spec = spec.target_tracking.iter().any(|p| p.name == name);
+        let in_spec = spec.target_tracking.iter().any(|p| p.name == name)
+            || spec.step_scaling.iter().any(|p| p.name == name);
         if !in_spec && observed.iter().any(|p| p.name == name) {
             writes.push(ScalingWrite::DeletePolicy(name.to_string()));
             changed.push(format!("autoScaling.targetTracking[{name}] (removed)"));
         }
     }
+}
+
+/// Whether the step policy Application Auto Scaling has matches the spec's (the
+/// alarm is compared on CloudWatch's side). A cooldown or aggregation left out keeps
+/// what the policy has.
+fn step_matches(want: &StepScalingPolicy, have: &ObservedPolicy) -> bool {
+    let Some(have) = &have.step else {
+        return false;
+    };
+    let same_bound = |w: Option<f64>, h: Option<f64>| match (w, h) {
+        (Some(w), Some(h)) => (w - h).abs() <= 1e-9 * w.abs().max(1.0),
+        (w, h) => w.is_none() && h.is_none(),
+    };
+    let steps_match = want.steps.len() == have.steps.len()
+        && want.steps.iter().zip(&have.steps).all(|(w, h)| {
+            w.scaling_adjustment == h.scaling_adjustment
+                && same_bound(w.metric_interval_lower_bound, h.metric_interval_lower_bound)
+                && same_bound(w.metric_interval_upper_bound, h.metric_interval_upper_bound)
+        });
+    steps_match
+        && want.adjustment_type == have.adjustment_type
+        && (want.cooldown.is_none() || want.cooldown == have.cooldown)
+        && (want.metric_aggregation_type.is_none()
+            || want.metric_aggregation_type == have.metric_aggregation_type)
+        && (want.min_adjustment_magnitude.is_none()
+            || want.min_adjustment_magnitude == have.min_adjustment_magnitude)
+}
+
+/// Step policies: put what differs, then make sure each existing alarm runs it.
+fn step_writes(
+    spec: &AutoScaling,
+    observed: &ObservedScaling,
+    writes: &mut Vec<ScalingWrite>,
+    changed: &mut Vec<String>,
+) {
+    for want in &spec.step_scaling {
+        let have = observed.policies.iter().find(|p| p.name == want.name);
+        if !have.is_some_and(|h| step_matches(want, h)) {
+            writes.push(ScalingWrite::PutStepPolicy(want.clone()));
+            changed.push(format!("autoScaling.stepScaling[{}]", want.name));
+        }
+        let Some(actions) = observed.alarm_actions.get(&want.alarm_name) else {
+            continue; // `missing_alarms` reports it
+        };
+        if !have.is_some_and(|h| actions.contains(&h.arn)) {
+            writes.push(ScalingWrite::AttachAlarm {
+                policy: want.name.clone(),
+                alarm: want.alarm_name.clone(),
+            });
+            changed.push(format!(
+                "autoScaling.stepScaling[{}].alarmName ({})",
+                want.name, want.alarm_name
+            ));
+        }
+    }
+}
+
+/// The alarms the operator attached earlier that no longer run that policy by the
+/// spec (policy removed, or its alarmName changed): the policy's ARN leaves them,
+/// before the policy goes.
+fn detach_writes(
+    desired: &ScalingDesired,
+    spec: &AutoScaling,
+    observed: &ObservedScaling,
+    writes: &mut Vec<ScalingWrite>,
+    changed: &mut Vec<String>,
+) {
+    let earlier = desired.previous.into_iter().flat_map(|s| s.policies.iter());
+    for made in earlier.filter(|p| p.managed && p.type_ == STEP_SCALING) {
+        let Some(have) = observed.policies.iter().find(|p| p.name == made.name) else {
+            continue;
+        };
+        let wanted = spec.step_scaling.iter().find(|p| p.name == made.name);
+        for alarm in &made.alarms {
+            let kept = wanted.is_some_and(|w| &w.alarm_name == alarm);
+            let runs_it = observed
+                .alarm_actions
+                .get(alarm)
+                .is_some_and(|actions| actions.contains(&have.arn));
+            if !kept && runs_it {
+                writes.push(ScalingWrite::DetachAlarm {
+                    policy: made.name.clone(),
+                    alarm: alarm.clone(),
+                });
+                changed.push(format!(
+                    "autoScaling.stepScaling[{}] (alarm {alarm} released)",
+                    made.name
+                ));
+            }
+        }
+    }
+}
+
+/// Application Auto Scaling's name for a step scaling policy.
+pub const STEP_SCALING: &str = "StepScaling";
+
+/// The CloudWatch alarms step policies name that do not exist (the service waits for
+/// them; their policies are put and attached once they do).
+pub fn missing_alarms(spec: Option<&AutoScaling>, observed: &ObservedScaling) -> Vec<String> {
+    spec.into_iter()
+        .flat_map(|s| s.step_scaling.iter())
+        .map(|p| &p.alarm_name)
+        .filter(|a| !observed.alarm_actions.contains_key(*a))
+        .cloned()
+        .collect()
+}
+
+/// The alarms to read: those the spec's step policies name and those the operator
+/// attached earlier.
+pub fn alarms_to_read(
+    spec: Option<&AutoScaling>,
+    previous: Option<&AutoScalingStatus>,
+) -> Vec<String> {
+    let named = spec
+        .into_iter()
+        .flat_map(|s| s.step_scaling.iter())
+        .map(|p| p.alarm_name.clone());
+    let attached = previous
+        .into_iter()
+        .flat_map(|s| s.policies.iter())
+        .filter(|p| p.managed && p.type_ == STEP_SCALING)
+        .flat_map(|p| p.alarms.iter().cloned());
+    let mut all: Vec<String> = named.chain(attached).collect();
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// A spec field left out (timezone, one side of the range) keeps what the action has.
@@ -235,6 +364,20 @@ fn action_writes(
     }
 }
 
+/// A policy's alarms: those Application Auto Scaling lists (target tracking makes
+/// its own) and the CloudWatch alarms seen running it.
+fn policy_alarms(policy: &ObservedPolicy, observed: &ObservedScaling) -> Vec<String> {
+    let running = observed
+        .alarm_actions
+        .iter()
+        .filter(|(_, actions)| actions.contains(&policy.arn))
+        .map(|(name, _)| name.clone());
+    let mut alarms: Vec<String> = policy.alarms.iter().cloned().chain(running).collect();
+    alarms.sort();
+    alarms.dedup();
+    alarms
+}
+
 /// Status from what Application Auto Scaling has (None: no target). A policy or
 /// action is `managed` when the spec names it or the operator made it earlier.
 pub fn status(
@@ -246,8 +389,10 @@ pub fn status(
     let managed = desired.spec.is_some() && (desired.target_owned || desired.adopt);
     let spec = desired.spec;
     let policy_made = |name: &str| {
-        spec.is_some_and(|s| s.target_tracking.iter().any(|p| p.name == name))
-            || (managed && made_policies(desired).any(|n| n == name))
+        spec.is_some_and(|s| {
+            s.target_tracking.iter().any(|p| p.name == name)
+                || s.step_scaling.iter().any(|p| p.name == name)
+        }) || (managed && made_policies(desired).any(|n| n == name))
     };
     let action_made = |name: &str| {
         spec.is_some_and(|s| s.scheduled.iter().any(|a| a.name == name))
@@ -266,7 +411,7 @@ pub fn status(
                 name: p.name.clone(),
                 type_: p.type_.clone(),
                 arn: Some(p.arn.clone()),
-                alarms: p.alarms.clone(),
+                alarms: policy_alarms(p, observed),
                 managed: managed && policy_made(&p.name),
             })
             .collect(),
@@ -318,6 +463,7 @@ mod tests {
             min_capacity: 2,
             max_capacity: 10,
             target_tracking: vec![cpu(60.0)],
+            step_scaling: vec![],
             scheduled: vec![nightly()],
             suspended: None,
         }
@@ -346,6 +492,7 @@ mod tests {
             arn: format!("arn:policy/{}", p.name),
             alarms: vec![format!("TargetTracking-{ID}-AlarmHigh")],
             target_tracking: Some(have),
+            step: None,
         }
     }
 
@@ -356,6 +503,7 @@ mod tests {
             policies: spec.target_tracking.iter().map(stored).collect(),
             actions: spec.scheduled.clone(),
             activities: vec![],
+            alarm_actions: BTreeMap::new(),
         }
     }
 
@@ -599,6 +747,137 @@ mod tests {
             writes(plan(&adopting, &observed)).as_slice(),
             [ScalingWrite::Register { min_capacity: 2, max_capacity: 10, tags, .. }] if tags.is_empty()
         ));
+    }
+
+    fn step(alarm: &str) -> StepScalingPolicy {
+        use crate::api::service_scaling::{AdjustmentType, StepAdjustment};
+        StepScalingPolicy {
+            name: "queue".into(),
+            alarm_name: alarm.into(),
+            adjustment_type: AdjustmentType::ChangeInCapacity,
+            steps: vec![StepAdjustment {
+                metric_interval_lower_bound: Some(0.0),
+                metric_interval_upper_bound: None,
+                scaling_adjustment: 2,
+            }],
+            cooldown: Some(120),
+            ..Default::default()
+        }
+    }
+
+    fn stored_step(p: &StepScalingPolicy) -> ObservedPolicy {
+        let mut have = p.clone();
+        have.alarm_name = String::new();
+        ObservedPolicy {
+            name: p.name.clone(),
+            type_: STEP_SCALING.into(),
+            arn: format!("arn:policy/{}", p.name),
+            alarms: vec![],
+            target_tracking: None,
+            step: Some(have),
+        }
+    }
+
+    #[test]
+    fn a_step_policy_is_put_then_attached_to_its_alarm_once() {
+        let mut spec = scaling();
+        spec.step_scaling = vec![step("queue-deep")];
+        let previous = made(&scaling());
+        let none = BTreeMap::new();
+        let mut observed = in_sync(&scaling());
+        observed
+            .alarm_actions
+            .insert("queue-deep".into(), vec!["arn:sns:page-me".into()]);
+        let owned = desired(Some(&spec), true, &none, Some(&previous));
+        assert_eq!(
+            writes(plan(&owned, &observed)),
+            vec![
+                ScalingWrite::PutStepPolicy(step("queue-deep")),
+                ScalingWrite::AttachAlarm {
+                    policy: "queue".into(),
+                    alarm: "queue-deep".into()
+                },
+            ]
+        );
+        // Put and attached: nothing more, and status lists the alarm.
+        observed.policies.push(stored_step(&spec.step_scaling[0]));
+        observed.alarm_actions.insert(
+            "queue-deep".into(),
+            vec!["arn:sns:page-me".into(), "arn:policy/queue".into()],
+        );
+        assert!(writes(plan(&owned, &observed)).is_empty());
+        let status = status(&owned, ID, &observed).expect("a target");
+        let queue = status
+            .policies
+            .iter()
+            .find(|p| p.name == "queue")
+            .expect("listed");
+        assert_eq!(queue.alarms, vec!["queue-deep"]);
+        assert!(queue.managed);
+        // A changed step is one put; the alarm is not touched again.
+        let mut bigger = spec.clone();
+        bigger.step_scaling[0].steps[0].scaling_adjustment = 3;
+        let owned = desired(Some(&bigger), true, &none, Some(&previous));
+        assert!(matches!(
+            writes(plan(&owned, &observed)).as_slice(),
+            [ScalingWrite::PutStepPolicy(p)] if p.steps[0].scaling_adjustment == 3
+        ));
+    }
+
+    #[test]
+    fn a_missing_alarm_waits_and_a_dropped_step_policy_leaves_its_alarm_first() {
+        let mut spec = scaling();
+        spec.step_scaling = vec![step("queue-deep")];
+        let observed = in_sync(&scaling());
+        assert_eq!(missing_alarms(Some(&spec), &observed), vec!["queue-deep"]);
+        // The policy was made and attached; now the spec drops it.
+        let mut attached = in_sync(&scaling());
+        attached.policies.push(stored_step(&spec.step_scaling[0]));
+        attached.alarm_actions.insert(
+            "queue-deep".into(),
+            vec!["arn:sns:page-me".into(), "arn:policy/queue".into()],
+        );
+        let none = BTreeMap::new();
+        let previous =
+            status(&desired(Some(&spec), true, &none, None), ID, &attached).expect("a target");
+        assert_eq!(
+            alarms_to_read(Some(&scaling()), Some(&previous)),
+            vec!["queue-deep"]
+        );
+        let dropped = scaling();
+        assert_eq!(
+            writes(plan(
+                &desired(Some(&dropped), true, &none, Some(&previous)),
+                &attached
+            )),
+            vec![
+                ScalingWrite::DetachAlarm {
+                    policy: "queue".into(),
+                    alarm: "queue-deep".into()
+                },
+                ScalingWrite::DeletePolicy("queue".into()),
+            ]
+        );
+        // Moved to another alarm: released from the old, attached to the new.
+        let mut moved = spec.clone();
+        moved.step_scaling[0].alarm_name = "queue-deeper".into();
+        attached.alarm_actions.insert("queue-deeper".into(), vec![]);
+        assert_eq!(
+            writes(plan(
+                &desired(Some(&moved), true, &none, Some(&previous)),
+                &attached
+            )),
+            vec![
+                ScalingWrite::DetachAlarm {
+                    policy: "queue".into(),
+                    alarm: "queue-deep".into()
+                },
+                ScalingWrite::AttachAlarm {
+                    policy: "queue".into(),
+                    alarm: "queue-deeper".into()
+                },
+            ]
+        );
     }
 
     #[test]

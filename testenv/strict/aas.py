@@ -63,6 +63,7 @@ RULES: dict[str, str] = {
     "object-not-found": "deregistering or deleting what does not exist is ObjectNotFoundException",
     "describe-filters": "Describe* filters match exactly; PolicyNames filters; a dimension needs a resource ID",
     "describe-paging": "Describe* return pages of at most --page-size items with opaque NextTokens",
+    "policy-arn-stable": "PutScalingPolicy on an existing policy updates it in place: same ARN, its alarms replaced",
 }
 
 API = "https://docs.aws.amazon.com/autoscaling/application/APIReference"
@@ -117,6 +118,9 @@ RULE_SOURCES: dict[str, list[str]] = {
     ],
     "describe-paging": [
         f"{API}/API_DescribeScalableTargets.html (MaxResults, NextToken)",
+    ],
+    "policy-arn-stable": [
+        f"{API}/API_PutScalingPolicy.html (\"Creates or updates a scaling policy\"; the ARN a CloudWatch alarm action names stays valid)",
     ],
 }
 
@@ -433,6 +437,30 @@ def install(config: Config) -> Callable[..., Any]:
                     f"{r_id} {dimension}: deleted {n_pol} scaling policies and {n_act} scheduled actions")
 
     Backend.deregister_scalable_target = deregister_scalable_target
+
+    # ---- policy-arn-stable ----------------------------------------------------------
+    # moto makes a new policy object (new ARN, new target-tracking alarms, the old ones
+    # left behind) on every PutScalingPolicy; AWS updates the policy in place, so an
+    # alarm action naming a step policy's ARN keeps working.
+
+    orig_put_policy = Backend.put_scaling_policy
+
+    def put_scaling_policy(self: Any, policy_name: str, service_namespace: str, resource_id: str,
+                           scalable_dimension: str, policy_body: dict[str, Any], policy_type: Optional[str]) -> Any:
+        key = aas_models.FakeApplicationAutoscalingPolicy.formulate_key(
+            service_namespace, resource_id, scalable_dimension, policy_name)
+        old = self.policies.get(key)
+        policy = orig_put_policy(self, policy_name, service_namespace, resource_id, scalable_dimension,
+                                 policy_body, policy_type)
+        if on("policy-arn-stable") and old is not None and old is not policy:
+            old.delete_alarms(self.account_id, self.region_name)
+            policy._guid = old._guid
+            policy.policy_arn = old.policy_arn
+            policy.creation_time = old.creation_time
+            log("policy-arn-stable", f"{resource_id} {policy_name}: updated in place ({policy.policy_arn})")
+        return policy
+
+    Backend.put_scaling_policy = put_scaling_policy
 
     orig_delete_policy = Backend.delete_scaling_policy
 

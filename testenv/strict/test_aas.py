@@ -248,6 +248,30 @@ class AasTest(unittest.TestCase):
         self.assertEqual(len(self.aas.describe_scheduled_actions(
             ServiceNamespace="ecs", ResourceId=other)["ScheduledActions"]), 1)
 
+    # ---- policy-arn-stable ------------------------------------------------------------
+
+    def test_updating_a_policy_keeps_its_arn_and_replaces_its_alarms(self) -> None:
+        rid = self.service()
+        self.register(rid, MinCapacity=1, MaxCapacity=3)
+
+        def put(target: float) -> str:
+            config = dict(CPU_POLICY, TargetValue=target)
+            return self.aas.put_scaling_policy(PolicyName="cpu", ServiceNamespace="ecs", ResourceId=rid,
+                                               ScalableDimension=DIM, PolicyType="TargetTrackingScaling",
+                                               TargetTrackingScalingPolicyConfiguration=config)["PolicyARN"]
+
+        def alarms() -> list[str]:
+            return [a["AlarmName"] for a in self.cloudwatch.describe_alarms()["MetricAlarms"] if rid in a["AlarmName"]]
+
+        first = put(60.0)
+        before = alarms()
+        second = put(70.0)
+        self.assertEqual(first, second)
+        self.assertEqual(len(alarms()), len(before), "the old policy's alarms do not linger")
+        policies = self.aas.describe_scaling_policies(ServiceNamespace="ecs", ResourceId=rid)["ScalingPolicies"]
+        self.assertEqual([p["PolicyARN"] for p in policies], [first])
+        self.assertEqual(policies[0]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"], 70.0)
+
     # ---- service-deletion-deregisters ------------------------------------------------
 
     def test_deleting_the_service_deregisters_its_target(self) -> None:

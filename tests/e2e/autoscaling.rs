@@ -393,3 +393,148 @@ async fn a_target_registered_elsewhere_owns_the_count_and_deletion_deregisters_o
     );
     op.stop().await;
 }
+
+fn cloudwatch() -> aws_sdk_cloudwatch::Client {
+    use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_cloudwatch::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(testenv::REGION))
+        .endpoint_url(&env().ecs_endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "e2e"))
+        .build();
+    aws_sdk_cloudwatch::Client::from_conf(conf)
+}
+
+async fn alarm(name: &str) -> Option<aws_sdk_cloudwatch::types::MetricAlarm> {
+    cloudwatch()
+        .describe_alarms()
+        .alarm_names(name)
+        .send()
+        .await
+        .unwrap()
+        .metric_alarms()
+        .first()
+        .cloned()
+}
+
+fn step_manifest(name: &str, cluster: &str, td: &str, alarm: Option<&str>) -> String {
+    let step = alarm
+        .map(|a| {
+            format!(
+                "    stepScaling:\n      - name: queue\n        alarmName: {a}\n        adjustmentType: ChangeInCapacity\n        cooldown: 120\n        steps:\n          - {{metricIntervalLowerBound: 0, metricIntervalUpperBound: 100, scalingAdjustment: 1}}\n          - {{metricIntervalLowerBound: 100, scalingAdjustment: 3}}\n"
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "apiVersion: ecs.operator.dev/v1alpha1\nkind: EcsService\nmetadata:\n  name: {name}\nspec:\n  cluster: {cluster}\n  taskDefinition: {td}\n  autoScaling:\n    minCapacity: 1\n    maxCapacity: 6\n{step}"
+    )
+}
+
+#[tokio::test]
+async fn a_step_policy_waits_for_its_alarm_then_runs_from_it_and_leaves_it_when_dropped() {
+    let ctx = TestContext::new("svc-step-scaling").await;
+    let op = ctx.start_operator(&[]).await;
+    let (cluster, td) = ecs_cluster_and_td(&ctx, "cluster", "worker").await;
+    let name = ctx.name("worker");
+    let alarm_name = ctx.name("queue-deep");
+    ctx.apply(&step_manifest(&name, &cluster, &td, Some(&alarm_name)))
+        .await;
+    let waiting = wait_for::<EcsService>(&ctx, &name, 120, "waiting for the alarm", |o| {
+        o.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "Ready"
+                    && c.reason == "WaitingForReference"
+                    && c.message.contains(&alarm_name)
+            })
+        })
+    })
+    .await;
+    assert!(!ready(&waiting));
+
+    // The user's alarm, with an action of its own.
+    let page_me = "arn:aws:sns:us-east-1:000000000000:page-me";
+    cloudwatch()
+        .put_metric_alarm()
+        .alarm_name(&alarm_name)
+        .namespace("AWS/SQS")
+        .metric_name("ApproximateNumberOfMessagesVisible")
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Average)
+        .period(60)
+        .evaluation_periods(3)
+        .threshold(500.0)
+        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
+        .alarm_actions(page_me)
+        .send()
+        .await
+        .unwrap();
+    let svc = wait_for::<EcsService>(
+        &ctx,
+        &name,
+        90,
+        "Ready with the step policy on its alarm",
+        |o| {
+            ready(o)
+                && o.status.as_ref().is_some_and(|s| {
+                    s.auto_scaling.as_ref().is_some_and(|a| {
+                        a.policies
+                            .iter()
+                            .any(|p| p.name == "queue" && p.alarms == [alarm_name.clone()])
+                    })
+                })
+        },
+    )
+    .await;
+    let found = policies(&cluster, &name).await;
+    let queue = found
+        .iter()
+        .find(|p| p.policy_name() == "queue")
+        .expect("the step policy");
+    let config = queue
+        .step_scaling_policy_configuration()
+        .expect("a step policy");
+    assert_eq!(config.cooldown(), Some(120));
+    let steps: Vec<(Option<f64>, Option<f64>, i32)> = config
+        .step_adjustments()
+        .iter()
+        .map(|s| {
+            (
+                s.metric_interval_lower_bound(),
+                s.metric_interval_upper_bound(),
+                s.scaling_adjustment(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![(Some(0.0), Some(100.0), 1), (Some(100.0), None, 3)]
+    );
+    let attached = alarm(&alarm_name).await.expect("the alarm");
+    assert_eq!(
+        attached.alarm_actions(),
+        [page_me.to_string(), queue.policy_arn().to_string()],
+        "the policy is added, the user's action kept"
+    );
+    assert_eq!(
+        (
+            attached.threshold(),
+            attached.period(),
+            attached.evaluation_periods()
+        ),
+        (Some(500.0), Some(60), Some(3))
+    );
+    assert!(svc.status.is_some());
+
+    // Dropped from the spec: the alarm runs only the user's action again.
+    ctx.apply(&step_manifest(&name, &cluster, &td, None)).await;
+    eventually(60, "the alarm released and the policy deleted", || async {
+        let actions = alarm(&alarm_name).await?.alarm_actions().to_vec();
+        let gone = policies(&cluster, &name)
+            .await
+            .iter()
+            .all(|p| p.policy_name() != "queue");
+        (actions == [page_me.to_string()] && gone).then_some(())
+    })
+    .await;
+    wait_for::<EcsService>(&ctx, &name, 60, "Ready without the step policy", ready).await;
+    op.stop().await;
+}
