@@ -396,16 +396,23 @@ where
 mod tests {
     use super::*;
 
-    /// `AWS_ENDPOINT_URL_AUTO_SCALING` sends EC2 Auto Scaling calls to its own
-    /// endpoint, ahead of the generic `AWS_ENDPOINT_URL` (which points nowhere here).
-    #[tokio::test]
-    async fn the_auto_scaling_endpoint_override_is_read() {
+    /// An SDK config whose only working endpoint is `env_var`'s (the generic
+    /// `AWS_ENDPOINT_URL` points nowhere), and the task that answers one request there
+    /// with `body` and returns the request it got.
+    async fn one_endpoint(
+        env_var: &str,
+        content_type: &'static str,
+        body: &'static str,
+    ) -> (
+        aws_config::SdkConfig,
+        tokio::task::JoinHandle<std::io::Result<String>>,
+    ) {
         use aws_types::os_shim_internal::{Env, Fs};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let env = Env::from_slice(&[
-            ("AWS_ENDPOINT_URL_AUTO_SCALING", url.as_str()),
+            (env_var, url.as_str()),
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
             ("AWS_REGION", "eu-west-1"),
             ("AWS_ACCESS_KEY_ID", "test"),
@@ -420,17 +427,25 @@ mod tests {
             let (mut conn, _) = listener.accept().await?;
             let mut request = vec![0u8; 16 * 1024];
             let n = conn.read(&mut request).await?;
-            let body = "<DescribeAutoScalingGroupsResponse><DescribeAutoScalingGroupsResult>\
-                        <AutoScalingGroups/></DescribeAutoScalingGroupsResult>\
-                        </DescribeAutoScalingGroupsResponse>";
             let reply = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
                  Connection: close\r\n\r\n{body}",
                 body.len()
             );
             conn.write_all(reply.as_bytes()).await?;
-            Ok::<_, std::io::Error>(String::from_utf8_lossy(&request[..n]).into_owned())
+            Ok(String::from_utf8_lossy(&request[..n]).into_owned())
         });
+        (sdk, served)
+    }
+
+    /// `AWS_ENDPOINT_URL_AUTO_SCALING` sends EC2 Auto Scaling calls to its own
+    /// endpoint, ahead of the generic `AWS_ENDPOINT_URL`.
+    #[tokio::test]
+    async fn the_auto_scaling_endpoint_override_is_read() {
+        let body = "<DescribeAutoScalingGroupsResponse><DescribeAutoScalingGroupsResult>\
+                    <AutoScalingGroups/></DescribeAutoScalingGroupsResult>\
+                    </DescribeAutoScalingGroupsResponse>";
+        let (sdk, served) = one_endpoint("AWS_ENDPOINT_URL_AUTO_SCALING", "text/xml", body).await;
         let answer = autoscaling_client(&sdk)
             .describe_auto_scaling_groups()
             .auto_scaling_group_names("pool")
@@ -441,46 +456,22 @@ mod tests {
         assert!(answer.unwrap().auto_scaling_groups().is_empty());
     }
 
-    /// `AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING` sends Application Auto Scaling
-    /// calls to their own endpoint, ahead of the generic `AWS_ENDPOINT_URL`.
+    /// `AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING` does the same for Application Auto
+    /// Scaling.
     #[tokio::test]
     async fn the_application_auto_scaling_endpoint_override_is_read() {
-        use aws_types::os_shim_internal::{Env, Fs};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let env = Env::from_slice(&[
-            ("AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING", url.as_str()),
-            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
-            ("AWS_REGION", "eu-west-1"),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-        ]);
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .env(env)
-            .fs(Fs::from_slice(&[]))
-            .load()
-            .await;
-        let served = tokio::spawn(async move {
-            let (mut conn, _) = listener.accept().await?;
-            let mut request = vec![0u8; 16 * 1024];
-            let n = conn.read(&mut request).await?;
-            let body = r#"{"ScalableTargets":[]}"#;
-            let reply = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            conn.write_all(reply.as_bytes()).await?;
-            Ok::<_, std::io::Error>(String::from_utf8_lossy(&request[..n]).into_owned())
-        });
+        let (sdk, served) = one_endpoint(
+            "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING",
+            "application/x-amz-json-1.1",
+            r#"{"ScalableTargets":[]}"#,
+        )
+        .await;
         let answer = scaling_client(&sdk)
             .describe_scalable_targets()
             .service_namespace(aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs)
             .send()
             .await;
         let request = served.await.unwrap().unwrap();
-        assert!(request.starts_with("POST / HTTP/1.1"), "{request}");
         assert!(
             request.contains("AnyScaleFrontendService.DescribeScalableTargets"),
             "{request}"

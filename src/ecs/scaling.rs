@@ -734,3 +734,41 @@ impl TargetCache {
         self.copies().remove(id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorClass;
+
+    fn err(code: &str, message: &str) -> Error {
+        Error::Ecs {
+            operation: "RegisterScalableTarget",
+            code: Some(code.into()),
+            message: message.into(),
+            class: ErrorClass::Terminal,
+        }
+    }
+
+    #[test]
+    fn an_ecs_service_not_visible_yet_is_told_from_other_refusals() {
+        let lag = "ECS service doesn't exist: service/prod/web";
+        assert!(is_service_not_visible(&err("ValidationException", lag)));
+        assert!(!is_service_not_visible(&err(
+            "ValidationException",
+            "Minimum capacity cannot be greater than maximum capacity"
+        )));
+        assert!(!is_service_not_visible(&err(
+            "ObjectNotFoundException",
+            lag
+        )));
+    }
+
+    #[test]
+    fn resource_ids_name_the_cluster_by_name() {
+        assert_eq!(resource_id("prod", "web"), "service/prod/web");
+        assert_eq!(
+            resource_id("arn:aws:ecs:eu-west-1:1:cluster/prod", "web"),
+            "service/prod/web"
+        );
+    }
+}
