@@ -538,3 +538,75 @@ async fn a_step_policy_waits_for_its_alarm_then_runs_from_it_and_leaves_it_when_
     wait_for::<EcsService>(&ctx, &name, 60, "Ready without the step policy", ready).await;
     op.stop().await;
 }
+
+#[tokio::test]
+async fn invalid_auto_scaling_is_refused_at_admission_with_clear_messages() {
+    let ctx = TestContext::new("svc-autoscaling-admission").await;
+    crate::support::install_crds(&ctx.kube).await;
+    let name = ctx.name("bad");
+    let tracking = |extra: &str| {
+        format!(
+            "    targetTracking:\n      - name: cpu\n        predefinedMetric: ECSServiceAverageCPUUtilization\n        targetValue: 60\n{extra}"
+        )
+    };
+    let cases = [
+        ("    minCapacity: 5\n    maxCapacity: 2\n".to_string(), "minCapacity must not be greater than maxCapacity"),
+        (
+            format!("    minCapacity: 1\n    maxCapacity: 2\n{}", tracking("      - name: cpu\n        predefinedMetric: ECSServiceAverageMemoryUtilization\n        targetValue: 70\n")),
+            "policy names must be unique",
+        ),
+        (
+            "    minCapacity: 1\n    maxCapacity: 2\n    targetTracking:\n      - name: cpu\n        predefinedMetric: ECSServiceAverageCPUUtilization\n        resourceLabel: app/lb/1/targetgroup/tg/2\n        targetValue: 60\n".to_string(),
+            "resourceLabel",
+        ),
+        (
+            "    minCapacity: 1\n    maxCapacity: 2\n    targetTracking:\n      - name: rps\n        predefinedMetric: ALBRequestCountPerTarget\n        targetValue: 100\n".to_string(),
+            "required with predefinedMetric ALBRequestCountPerTarget",
+        ),
+        (
+            "    minCapacity: 1\n    maxCapacity: 2\n    targetTracking:\n      - name: cpu\n        targetValue: 60\n".to_string(),
+            "exactly one of predefinedMetric and customizedMetric",
+        ),
+        (
+            "    minCapacity: 1\n    maxCapacity: 2\n    targetTracking:\n      - name: cpu\n        predefinedMetric: ECSServiceAverageCPUUtilization\n        targetValue: 0\n".to_string(),
+            "targetValue must be greater than 0",
+        ),
+        (
+            "    minCapacity: 1\n    maxCapacity: 2\n    scheduled:\n      - name: nightly\n        schedule: cron(0 22 * * *)\n        minCapacity: 1\n".to_string(),
+            "schedule",
+        ),
+        (
+            "    minCapacity: 1\n    maxCapacity: 2\n    scheduled:\n      - name: nightly\n        schedule: cron(0 22 * * ? *)\n".to_string(),
+            "sets minCapacity, maxCapacity or both",
+        ),
+        (
+            "    minCapacity: 1\n    maxCapacity: 6000\n".to_string(),
+            "maxCapacity",
+        ),
+        (
+            format!("    minCapacity: 1\n    maxCapacity: 2\n{}    stepScaling:\n      - name: cpu\n        alarmName: a\n        adjustmentType: ChangeInCapacity\n        steps: [{{metricIntervalLowerBound: 0, scalingAdjustment: 1}}]\n", tracking("")),
+            "cannot share a name",
+        ),
+        (
+            "    minCapacity: 1\n    maxCapacity: 2\n    stepScaling:\n      - name: q\n        alarmName: a\n        adjustmentType: ChangeInCapacity\n        minAdjustmentMagnitude: 2\n        steps: [{metricIntervalLowerBound: 0, scalingAdjustment: 1}]\n".to_string(),
+            "minAdjustmentMagnitude is only valid with adjustmentType PercentChangeInCapacity",
+        ),
+        (
+            "    minCapacity: 1\n    maxCapacity: 2\n    stepScaling:\n      - name: q\n        alarmName: a\n        adjustmentType: ChangeInCapacity\n        steps: [{scalingAdjustment: 1}]\n".to_string(),
+            "a step needs metricIntervalLowerBound, metricIntervalUpperBound or both",
+        ),
+    ];
+    for (scaling, want) in &cases {
+        let manifest = format!(
+            "apiVersion: ecs.operator.dev/v1alpha1\nkind: EcsService\nmetadata:\n  name: {name}\nspec:\n  cluster: a\n  taskDefinition: f:1\n  autoScaling:\n{scaling}"
+        );
+        let (ok, out) = ctx.kubectl(&["apply", "-f", "-"], Some(&manifest)).await;
+        assert!(!ok, "accepted:\n{manifest}");
+        assert!(out.contains(want), "want {want:?} in: {out}");
+    }
+    let daemon = format!(
+        "apiVersion: ecs.operator.dev/v1alpha1\nkind: EcsService\nmetadata:\n  name: {name}\nspec:\n  cluster: a\n  taskDefinition: f:1\n  schedulingStrategy: DAEMON\n  autoScaling:\n    minCapacity: 1\n    maxCapacity: 2\n"
+    );
+    let (ok, out) = ctx.kubectl(&["apply", "-f", "-"], Some(&daemon)).await;
+    assert!(!ok && out.contains("cannot use autoScaling"), "{out}");
+}
