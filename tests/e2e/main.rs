@@ -3,6 +3,7 @@
 //! all on 127.0.0.1 (see `support` and the `testenv` crate).
 
 mod autoscaling;
+mod bad_input;
 mod capacity_provider;
 mod cluster;
 mod deploy;
