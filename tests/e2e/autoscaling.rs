@@ -318,17 +318,21 @@ async fn a_target_registered_elsewhere_owns_the_count_and_deletion_deregisters_o
     ))
     .await;
     wait_for::<EcsService>(&ctx, &plain, 120, "Ready", ready).await;
-    // Someone registers a target for it outside the operator and scales it to 3.
-    aas()
-        .register_scalable_target()
-        .service_namespace(ServiceNamespace::Ecs)
-        .resource_id(format!("service/{cluster}/{plain}"))
-        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-        .min_capacity(1)
-        .max_capacity(6)
-        .send()
-        .await
-        .unwrap();
+    // Someone registers a target for it outside the operator (once Application Auto
+    // Scaling sees the new service) and scales it to 3.
+    eventually(30, "a target registered by hand", || async {
+        aas()
+            .register_scalable_target()
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_id(format!("service/{cluster}/{plain}"))
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .min_capacity(1)
+            .max_capacity(6)
+            .send()
+            .await
+            .ok()
+    })
+    .await;
     ctx.ecs_direct
         .update_service()
         .cluster(&cluster)
@@ -367,6 +371,63 @@ async fn a_target_registered_elsewhere_owns_the_count_and_deletion_deregisters_o
         ready(o) && o.status.as_ref().is_some_and(|s| s.auto_scaling.is_some())
     })
     .await;
+    // Drift: someone widens the range by hand; the resync puts the spec's back and
+    // says what it corrected.
+    aas()
+        .register_scalable_target()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(format!("service/{cluster}/{scaled}"))
+        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .min_capacity(2)
+        .max_capacity(30)
+        .send()
+        .await
+        .unwrap();
+    eventually(60, "the range corrected", || async {
+        (target_range(&cluster, &scaled).await == Some((2, 10))).then_some(())
+    })
+    .await;
+    let events = eventually(30, "a DriftCorrected Event", || async {
+        let events = events_for(&ctx, &scaled).await;
+        events.contains("DriftCorrected").then_some(events)
+    })
+    .await;
+    assert!(events.contains("autoScaling.maxCapacity"), "{events}");
+
+    // deletionPolicy Orphan leaves the target (and the service) as they are.
+    let kept = ctx.name("kept");
+    ctx.apply(&format!(
+        "{}  deletionPolicy: Orphan\n",
+        manifest(&kept, &cluster, &td, 50)
+    ))
+    .await;
+    wait_for::<EcsService>(&ctx, &kept, 120, "Ready with its target", |o| {
+        ready(o)
+            && o.status
+                .as_ref()
+                .is_some_and(|s| s.auto_scaling.as_ref().is_some_and(|a| a.managed))
+    })
+    .await;
+    Api::<EcsService>::namespaced(ctx.kube.clone(), &ctx.namespace)
+        .delete(&kept, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(120, "the orphaned EcsService gone", || async {
+        let api = Api::<EcsService>::namespaced(ctx.kube.clone(), &ctx.namespace);
+        api.get_opt(&kept)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        target_range(&cluster, &kept).await,
+        Some((2, 10)),
+        "Orphan keeps the target"
+    );
+
     Api::<EcsService>::namespaced(ctx.kube.clone(), &ctx.namespace)
         .delete(&scaled, &DeleteParams::default())
         .await
