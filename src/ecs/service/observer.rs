@@ -234,25 +234,29 @@ impl ServiceObserver {
     ) -> Result<Option<ObservedService>, Error> {
         let mut wanted = vec![name.to_string()];
         wanted.extend(others);
-        let result = self
-            .read(ecs, cluster, &wanted)
-            .await?
-            .remove(name)
-            .flatten();
+        let mut result = None;
+        self.read(ecs, cluster, &wanted, |n, obs| {
+            if n == name {
+                result = obs.cloned();
+            }
+        })
+        .await?;
         self.delivered(cluster, name, result.as_ref());
         Ok(result)
     }
 
-    /// Reads `names` (10 a call) into the cache; what ECS answered for each.
-    /// The caller holds the cluster's fetch gate.
+    /// Reads `names` (10 a call) into the cache and shows `answered` what ECS
+    /// answered for each, a call at a time: a sweep over 5,000 services then holds
+    /// digests, not a second copy of every service. The caller holds the cluster's
+    /// fetch gate.
     async fn read(
         &self,
         ecs: &EcsApi,
         cluster: &str,
         names: &[String],
-    ) -> Result<HashMap<String, Option<ObservedService>>, Error> {
+        mut answered: impl FnMut(&str, Option<&ObservedService>),
+    ) -> Result<(), Error> {
         let key = cluster_name(cluster).to_string();
-        let mut out = HashMap::new();
         tracing::debug!(cluster = %key, services = names.len(), "reading services");
         for chunk in names.chunks(DESCRIBE_BATCH) {
             // Age counts from the request, not the answer.
@@ -268,18 +272,22 @@ impl ServiceObserver {
                     })
                     .collect()
             };
-            let mut found = describe(ecs, cluster, chunk).await?;
-            let mut all = self.lock();
-            let c = all.entry(key.clone()).or_default();
-            for (n, epoch) in chunk.iter().zip(epochs) {
-                let obs = found.remove(n);
-                if c.epoch.get(n).copied().unwrap_or(0) == epoch {
-                    c.seen.insert(n.clone(), (sent, obs.clone()));
+            let found = describe(ecs, cluster, chunk).await?;
+            {
+                let mut all = self.lock();
+                let c = all.entry(key.clone()).or_default();
+                for (n, epoch) in chunk.iter().zip(epochs) {
+                    if c.epoch.get(n).copied().unwrap_or(0) == epoch {
+                        c.seen.insert(n.clone(), (sent, found.get(n).cloned()));
+                    }
                 }
-                out.insert(n.clone(), obs);
+            }
+            // Outside the lock: `answered` may look at the cache.
+            for n in chunk {
+                answered(n, found.get(n));
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Records what a reconcile of `name` was given, for `sweep` to compare with.
@@ -311,20 +319,17 @@ impl ServiceObserver {
             };
             names.iter().filter(|n| !fresh(n)).cloned().collect()
         };
-        let read = self.read(ecs, cluster, &due).await?;
-        let all = self.lock();
-        let Some(c) = all.get(cluster_name(cluster)) else {
-            return Ok(vec![]);
-        };
-        let changed = read
-            .iter()
-            .filter(|(n, obs)| {
-                c.delivered
-                    .get(*n)
-                    .is_some_and(|was| *was != digest(obs.as_ref()))
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
+        let mut changed = Vec::new();
+        self.read(ecs, cluster, &due, |n, obs| {
+            let all = self.lock();
+            let was = all
+                .get(cluster_name(cluster))
+                .and_then(|c| c.delivered.get(n).copied());
+            if was.is_some_and(|was| was != digest(obs)) {
+                changed.push(n.to_string());
+            }
+        })
+        .await?;
         Ok(changed)
     }
 
