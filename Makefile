@@ -56,10 +56,11 @@ lint: ## rustfmt check + clippy (warnings are errors)
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 .PHONY: test
-test: tools lint docker-lint ## Everything CI runs: lint, unit + e2e tests, drift, make run, release build
+test: tools lint docker-lint ## Everything CI runs: lint, unit + e2e tests, resilience scenarios, drift, make run, release build
 	@$(MAKE) --no-print-directory strict-test
 	@echo "== cargo test (unit + e2e against a real kube-apiserver and ECS endpoint behind the strict layer)"
 	time $(CARGO) test --workspace --locked
+	@$(MAKE) --no-print-directory resilience
 	@$(MAKE) --no-print-directory crds-check OPERATOR_BIN=$(OPERATOR)
 	@echo "== make run, until the samples are Ready"
 	@$(MAKE) --no-print-directory run-check
@@ -67,6 +68,11 @@ test: tools lint docker-lint ## Everything CI runs: lint, unit + e2e tests, drif
 	@$(MAKE) --no-print-directory release
 	@echo "== make bench at a small N, to keep it working (numbers are not checked)"
 	@$(MAKE) --no-print-directory bench N=20 BENCH_ARGS="--resync 10s"
+
+.PHONY: resilience
+resilience: tools ## Resilience scenarios on the real environment: fault mix, lost answers, ECS down, SIGKILL, SIGTERM, hot-loop guard
+	@echo "== resilience scenarios (tests/resilience, all at once: they mostly wait)"
+	time $(CARGO) test --locked -p ecs-operator --test resilience -- --test-threads 8
 
 .PHONY: strict-test
 strict-test: venv ## Test the strict ECS layer and the Application Auto Scaling launcher (testenv/strict) against a real ministack

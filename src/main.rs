@@ -224,6 +224,7 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
         .with_selector(args.selector.clone()),
     );
     ctx.start_shared_watches();
+    let prober = tokio::spawn(ctx.ecs.clone().probe_while_down());
     let controllers: Vec<_> = kinds::all()
         .iter()
         .map(|k| {
@@ -241,6 +242,7 @@ async fn run(args: RunArgs) -> Result<(), ecs_operator::Error> {
     }
     info!("shutting down: finishing in-flight reconciles");
     let _ = stop_tx.send(true);
+    prober.abort();
     drain(controllers, server).await;
     if let Some(leader) = leadership {
         leader.release().await;
@@ -459,32 +461,40 @@ async fn lease_lost(
 ) {
     use k8s_openapi::api::coordination::v1::Lease;
     let api: kube::Api<Lease> = kube::Api::namespaced(client, &namespace);
-    // Renewals come every half duration; stop once none came for three quarters,
-    // still before the Lease expires for the standbys.
+    // Renewals come every half duration; stop once the last renewal seen is three
+    // quarters old, still before the Lease expires for the standbys. The deadline
+    // counts from the renewal, not from when we read it: while the apiserver is
+    // unreachable the Lease runs out from its last renewTime.
     let limit = duration * 3 / 4;
-    let mut confirmed = std::time::Instant::now();
+    let mut deadline = std::time::Instant::now() + limit;
     loop {
-        tokio::time::sleep(duration / 6).await;
-        match api.get(&name).await {
+        // Looked at every 1/16 of the duration (a read that hangs gives up as soon),
+        // so the stop comes at most 1/8 after the deadline: before the expiry.
+        tokio::time::sleep(duration / 16).await;
+        let read = match tokio::time::timeout(duration / 16, api.get(&name)).await {
+            Ok(answer) => answer.map_err(|e| e.to_string()),
+            Err(_) => Err("no answer in time".to_string()),
+        };
+        match read {
             Ok(lease) => {
                 let spec = lease.spec.unwrap_or_default();
                 if spec.holder_identity.as_deref() != Some(identity.as_str()) {
                     return;
                 }
                 // renewTime is written by the holder (us), so our clock reads it.
-                let renewed = spec
+                let age = spec
                     .renew_time
                     .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0))
                     .and_then(|d| Duration::try_from(d).ok())
                     .unwrap_or_default();
-                if renewed > limit {
+                if age > limit {
                     return;
                 }
-                confirmed = std::time::Instant::now();
+                deadline = std::time::Instant::now() + (limit - age);
             }
-            Err(e) => {
-                if confirmed.elapsed() > limit {
-                    error!(error = %e, "cannot confirm the leader Lease");
+            Err(error) => {
+                if std::time::Instant::now() > deadline {
+                    error!(%error, "cannot confirm the leader Lease");
                     return;
                 }
             }

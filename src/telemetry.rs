@@ -58,6 +58,8 @@ pub struct KindLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AwsLabels {
+    /// The kind whose reconcile made the call (`operator`: the process's own).
+    pub kind: String,
     pub operation: String,
     /// `success`, or the AWS error code (`ThrottlingException`, ...), or `transport`.
     pub outcome: String,
@@ -82,6 +84,8 @@ pub struct Metrics {
     pub reconcile_total: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: HistogramFamily,
     pub aws_requests_total: Family<AwsLabels, Counter>,
+    /// Every attempt the SDK made, retries included (see `ecs::attempts`).
+    pub aws_attempts_total: Family<AwsLabels, Counter>,
     resources: Family<ResourceLabels, Gauge>,
     /// Resync sweeps of EcsServices, and the services they found changed in ECS.
     pub sweeps_total: Counter,
@@ -103,6 +107,7 @@ impl Default for Metrics {
         let reconcile_duration: HistogramFamily =
             Family::new_with_constructor(reconcile_histogram as fn() -> Histogram);
         let aws_requests_total = Family::<AwsLabels, Counter>::default();
+        let aws_attempts_total = Family::<AwsLabels, Counter>::default();
         let resources = Family::<ResourceLabels, Gauge>::default();
         let sweeps_total = Counter::default();
         let sweep_changed_total = Counter::default();
@@ -128,8 +133,14 @@ impl Default for Metrics {
         );
         registry.register(
             "aws_requests",
-            "ECS API requests by operation and outcome",
+            "ECS API requests by kind, operation and outcome",
             aws_requests_total.clone(),
+        );
+        registry.register(
+            "aws_attempts",
+            "ECS API attempts by kind, operation and outcome, the SDK's retries included \
+             (a throttled attempt the SDK retried shows here, not in aws_requests)",
+            aws_attempts_total.clone(),
         );
         registry.register(
             "resources",
@@ -141,6 +152,7 @@ impl Default for Metrics {
             reconcile_total,
             reconcile_duration,
             aws_requests_total,
+            aws_attempts_total,
             resources,
             sweeps_total,
             sweep_changed_total,
@@ -150,9 +162,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn aws_request(&self, operation: &str, outcome: &str) {
-        self.aws_requests_total
+    pub fn aws_request(&self, kind: &str, operation: &str, outcome: &str) {
+        Self::count(&self.aws_requests_total, kind, operation, outcome);
+    }
+
+    pub fn aws_attempt(&self, kind: &str, operation: &str, outcome: &str) {
+        Self::count(&self.aws_attempts_total, kind, operation, outcome);
+    }
+
+    fn count(family: &Family<AwsLabels, Counter>, kind: &str, operation: &str, outcome: &str) {
+        family
             .get_or_create(&AwsLabels {
+                kind: kind.to_string(),
                 operation: operation.to_string(),
                 outcome: outcome.to_string(),
             })
@@ -262,8 +283,9 @@ mod tests {
     #[test]
     fn metrics_are_exposed_with_prefix_and_labels() {
         let m = Metrics::default();
-        m.aws_request("DescribeClusters", "success");
-        m.aws_request("CreateCluster", "ThrottlingException");
+        m.aws_request("EcsCluster", "DescribeClusters", "success");
+        m.aws_request("EcsCluster", "CreateCluster", "ThrottlingException");
+        m.aws_attempt("EcsCluster", "CreateCluster", "ThrottlingException");
         m.reconciled("EcsCluster", "success", 0.02);
         m.set_ready("EcsCluster", "ns/a", Some(true));
         m.set_ready("EcsCluster", "ns/b", Some(false));
@@ -271,11 +293,14 @@ mod tests {
         let text = m.encode();
         assert!(
             text.contains(
-                r#"ecs_operator_aws_requests_total{operation="DescribeClusters",outcome="success"} 1"#
+                r#"ecs_operator_aws_requests_total{kind="EcsCluster",operation="DescribeClusters",outcome="success"} 1"#
             ),
             "{text}"
         );
         assert!(text.contains(r#"outcome="ThrottlingException""#));
+        assert!(text.contains(
+            r#"ecs_operator_aws_attempts_total{kind="EcsCluster",operation="CreateCluster",outcome="ThrottlingException"} 1"#
+        ));
         assert!(
             text.contains(r#"ecs_operator_reconcile_total{kind="EcsCluster",outcome="success"} 1"#)
         );

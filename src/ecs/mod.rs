@@ -3,9 +3,11 @@
 //! rate limiting and call metrics).
 
 pub mod alarms;
+pub mod attempts;
 pub mod capacity_provider;
 pub mod cluster;
 pub mod limiter;
+pub mod reachability;
 pub mod scaling;
 pub mod service;
 pub mod task;
@@ -26,7 +28,7 @@ use crate::telemetry::Metrics;
 pub use limiter::{Category, Limiter};
 
 /// The one door to ECS: every call is rate-limited per quota category, counted in
-/// `ecs_operator_aws_requests_total{operation,outcome}` and classified on failure.
+/// `ecs_operator_aws_requests_total{kind,operation,outcome}` and classified on failure.
 #[derive(Debug, Clone)]
 pub struct EcsApi {
     pub client: aws_sdk_ecs::Client,
@@ -40,32 +42,65 @@ pub struct EcsApi {
     cloudwatch: Option<aws_sdk_cloudwatch::Client>,
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
+    /// Whether ECS answers (see `reachability`), shared by every clone.
+    pub reach: Arc<reachability::Reachability>,
+}
+
+/// `client` (of the SDK crate `sdk`) with every attempt counted
+/// (`ecs_operator_aws_attempts_total`).
+macro_rules! counted {
+    ($sdk:ident, $client:expr, $metrics:expr) => {
+        $sdk::Client::from_conf(
+            $client
+                .config()
+                .to_builder()
+                .interceptor(attempts::AttemptCounter::new($metrics.clone()))
+                .build(),
+        )
+    };
 }
 
 impl EcsApi {
     pub fn new(client: aws_sdk_ecs::Client, limiter: Limiter, metrics: Arc<Metrics>) -> Self {
         EcsApi {
-            client,
+            client: counted!(aws_sdk_ecs, client, metrics),
             autoscaling: None,
             scaling: None,
             cloudwatch: None,
             limiter: Arc::new(limiter),
             metrics,
+            reach: Default::default(),
+        }
+    }
+
+    /// While ECS does not answer, one ListClusters every `PROBE_EVERY`: the answer
+    /// that ends the outage wakes what failed during it. Runs until the process ends.
+    pub async fn probe_while_down(self) {
+        loop {
+            tokio::time::sleep(reachability::PROBE_EVERY).await;
+            if self.reach.is_down() {
+                let probe = self.client.list_clusters().max_results(1).send();
+                let _ = self.call("ListClusters", Category::Read, probe).await;
+            }
         }
     }
 
     pub fn with_autoscaling(mut self, client: aws_sdk_autoscaling::Client) -> Self {
-        self.autoscaling = Some(client);
+        self.autoscaling = Some(counted!(aws_sdk_autoscaling, client, self.metrics));
         self
     }
 
     pub fn with_scaling(mut self, client: aws_sdk_applicationautoscaling::Client) -> Self {
-        self.scaling = Some(client);
+        self.scaling = Some(counted!(
+            aws_sdk_applicationautoscaling,
+            client,
+            self.metrics
+        ));
         self
     }
 
     pub fn with_cloudwatch(mut self, client: aws_sdk_cloudwatch::Client) -> Self {
-        self.cloudwatch = Some(client);
+        self.cloudwatch = Some(counted!(aws_sdk_cloudwatch, client, self.metrics));
         self
     }
 
@@ -87,9 +122,11 @@ impl EcsApi {
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         self.limiter.acquire(category).await;
+        let kind = acting_for();
         match send.await {
             Ok(v) => {
-                self.metrics.aws_request(operation, "success");
+                self.metrics.aws_request(kind, operation, "success");
+                self.reach.saw(Ok(()));
                 Ok(v)
             }
             Err(e) => {
@@ -98,12 +135,30 @@ impl EcsApi {
                     Error::Ecs { code: Some(c), .. } => c.clone(),
                     _ => "transport".to_string(),
                 };
-                self.metrics.aws_request(operation, &outcome);
+                self.metrics.aws_request(kind, operation, &outcome);
+                self.reach.saw(Err(&err));
                 tracing::debug!(operation, %err, "ECS request failed");
                 Err(err)
             }
         }
     }
+}
+
+tokio::task_local! {
+    /// The kind whose reconcile (or sweep) is making ECS calls, for the `kind` label.
+    static KIND: &'static str;
+}
+
+/// Runs `work` with its ECS calls counted for `kind`: with one failing resource of
+/// a kind, `ecs_operator_aws_requests_total{kind}` is what that resource costs.
+pub async fn acting_as<F: std::future::Future>(kind: &'static str, work: F) -> F::Output {
+    KIND.scope(kind, work).await
+}
+
+/// The kind set by `acting_as`; `operator` for the process's own calls (the
+/// start-up probe).
+pub fn acting_for() -> &'static str {
+    KIND.try_with(|k| *k).unwrap_or("operator")
 }
 
 /// Tags as the SDK returns them, as a map.

@@ -329,7 +329,16 @@ pub async fn register(
         .call(
             "RegisterTaskDefinition",
             Category::TaskDefinitionModify,
-            req.send(),
+            // Not retried by the SDK: RegisterTaskDefinition has no client token, so
+            // resending after a lost answer registers a second revision. The
+            // reconcile's retry first looks for the revision the lost call made
+            // (see `reconcile::task_definition::register`).
+            req.customize()
+                .config_override(
+                    aws_sdk_ecs::config::Builder::default()
+                        .retry_config(aws_sdk_ecs::config::retry::RetryConfig::disabled()),
+                )
+                .send(),
         )
         .await?;
     let td = out.task_definition().ok_or_else(|| {
@@ -510,7 +519,7 @@ mod tests {
         assert_eq!(page1.num_calls(), 1);
         assert_eq!(page2.num_calls(), 1);
         assert!(metrics.encode().contains(
-            r#"ecs_operator_aws_requests_total{operation="ListTaskDefinitions",outcome="success"} 2"#
+            r#"ecs_operator_aws_requests_total{kind="operator",operation="ListTaskDefinitions",outcome="success"} 2"#
         ));
     }
 

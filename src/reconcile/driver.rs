@@ -309,24 +309,27 @@ pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         return Err(Error::Internal(format!("{key} has no namespace")));
     };
     let api: Api<K> = Api::namespaced(ctx.kube.clone(), &ns);
-    let result = match add_finalizer(&api, obj.clone()).await {
-        Ok(obj) => {
-            finalizer(&api, FINALIZER, obj, |event| async {
-                match event {
-                    FinalizerEvent::Apply(o) => apply_and_report(&api, o.as_ref(), &ctx).await,
-                    FinalizerEvent::Cleanup(o) => {
-                        let notes = o.cleanup(&ctx).await?;
-                        publish(&ctx, o.as_ref(), &notes).await;
-                        ctx.metrics.set_ready(K::KIND, &key, None);
-                        ctx.updates.forget(&key);
-                        Ok(Action::await_change())
+    let pass = async {
+        match add_finalizer(&api, obj.clone()).await {
+            Ok(obj) => {
+                finalizer(&api, FINALIZER, obj, |event| async {
+                    match event {
+                        FinalizerEvent::Apply(o) => apply_and_report(&api, o.as_ref(), &ctx).await,
+                        FinalizerEvent::Cleanup(o) => {
+                            let notes = o.cleanup(&ctx).await?;
+                            publish(&ctx, o.as_ref(), &notes).await;
+                            ctx.metrics.set_ready(K::KIND, &key, None);
+                            ctx.updates.forget(&key);
+                            Ok(Action::await_change())
+                        }
                     }
-                }
-            })
-            .await
+                })
+                .await
+            }
+            Err(e) => Err(finalizer::Error::AddFinalizer(e)),
         }
-        Err(e) => Err(finalizer::Error::AddFinalizer(e)),
     };
+    let result = crate::ecs::acting_as(K::KIND, pass).await;
     let elapsed = started.elapsed().as_secs_f64();
     settle(&api, obj.as_ref(), &ctx, &key, elapsed, result).await
 }
@@ -375,6 +378,14 @@ async fn settle<K: Managed>(
     elapsed: f64,
     result: Result<Action, finalizer::Error<Error>>,
 ) -> Result<Action, Error> {
+    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let outage = match &result {
+        Err(finalizer::Error::ApplyFailed(err)) | Err(finalizer::Error::CleanupFailed(err)) => {
+            crate::ecs::reachability::is_outage(err)
+        }
+        _ => false,
+    };
+    ctx.outage_failures.note(K::KIND, &ns, &name, outage);
     match result {
         Ok(action) => {
             ctx.clear_failures(key);
@@ -462,6 +473,32 @@ fn intent<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+/// The objects of `K` whose last pass failed because ECS did not answer, each time
+/// an outage ends: they run at once instead of at the end of their backoff.
+fn recovery_wakes<K: Managed>(
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = reflector::ObjectRef<K>> + Send + 'static {
+    let recoveries = ctx.ecs.reach.recoveries();
+    futures::stream::unfold((ctx, recoveries), |(ctx, mut recoveries)| async move {
+        recoveries.changed().await.ok()?;
+        let woken: Vec<reflector::ObjectRef<K>> = ctx
+            .outage_failures
+            .take(K::KIND)
+            .into_iter()
+            .map(|(ns, name)| reflector::ObjectRef::new(&name).within(&ns))
+            .collect();
+        if !woken.is_empty() {
+            info!(
+                kind = K::KIND,
+                objects = woken.len(),
+                "ECS answers again: retrying now"
+            );
+        }
+        Some((futures::stream::iter(woken), (ctx, recoveries)))
+    })
+    .flatten()
+}
+
 /// Runs the controller for kind `K` until `shutdown` resolves.
 pub async fn run<K: Managed>(
     ctx: Arc<Context>,
@@ -488,7 +525,8 @@ pub async fn run<K: Managed>(
         .applied_objects()
         .predicate_filter(intent, PredicateConfig::default());
     let controller = Controller::for_stream(trigger, reader)
-        .with_config(ControllerConfig::default().concurrency(concurrency));
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .reconcile_on(recovery_wakes::<K>(ctx.clone()));
     K::watch_related(controller, &ctx, namespace)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<K>, error_policy::<K>, ctx)

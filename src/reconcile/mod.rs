@@ -70,6 +70,8 @@ pub struct Context {
     /// Copies of the services' Application Auto Scaling targets (batched reads).
     pub scaling_targets: crate::ecs::scaling::TargetCache,
     failures: Mutex<HashMap<String, u32>>,
+    /// The objects to wake when ECS answers again (`driver::recovery_wakes`).
+    outage_failures: OutageFailures,
 }
 
 impl Context {
@@ -100,6 +102,7 @@ impl Context {
             capacity_providers: shared::Shared::new(refs::what_referrers_read_of_provider),
             scaling_targets: Default::default(),
             failures: Mutex::new(HashMap::new()),
+            outage_failures: OutageFailures::default(),
         }
     }
 
@@ -143,6 +146,48 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+}
+
+/// (namespace, name) by kind of the objects whose last pass failed because ECS did
+/// not answer, and whether their wake for the end of the outage was spent: once per
+/// run of such failures (with one operation broken and the others answering, a wake
+/// per answer would be a hot loop).
+#[derive(Default)]
+struct OutageFailures(Mutex<HashMap<&'static str, BTreeMap<NamespacedName, bool>>>);
+
+/// (namespace, name).
+type NamespacedName = (String, String);
+
+impl OutageFailures {
+    /// Notes whether the last pass of `kind` `ns`/`name` failed because ECS did not
+    /// answer (any other outcome ends its run of such failures).
+    fn note(&self, kind: &'static str, ns: &str, name: &str, failed: bool) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let of_kind = all.entry(kind).or_default();
+        let id = (ns.to_string(), name.to_string());
+        if failed {
+            of_kind.entry(id).or_insert(false);
+        } else {
+            of_kind.remove(&id);
+        }
+    }
+
+    /// The objects of `kind` that failed because ECS did not answer and were not
+    /// woken for it yet; each is woken once until a pass of it ends otherwise.
+    fn take(&self, kind: &'static str) -> Vec<NamespacedName> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(of_kind) = all.get_mut(kind) else {
+            return vec![];
+        };
+        of_kind
+            .iter_mut()
+            .filter(|(_, woken)| !**woken)
+            .map(|(id, woken)| {
+                *woken = true;
+                id.clone()
+            })
+            .collect()
     }
 }
 
@@ -304,5 +349,25 @@ mod tests {
         assert_eq!(copied.len(), 1);
         assert_eq!(copied["ecs.operator.dev/shard"], "a");
         assert!(shard_labels(None, &labels).is_empty());
+    }
+
+    #[test]
+    fn an_outage_failure_is_woken_once_per_run_of_failures() {
+        let failures = OutageFailures::default();
+        failures.note("EcsService", "ns", "a", true);
+        failures.note("EcsService", "ns", "b", true);
+        failures.note("EcsTask", "ns", "a", true);
+        let id = |n: &str| ("ns".to_string(), n.to_string());
+        assert_eq!(failures.take("EcsService"), [id("a"), id("b")]);
+        // Failing again in the same run: no second wake (one broken operation
+        // with the others answering must not wake it at every answer).
+        failures.note("EcsService", "ns", "a", true);
+        assert!(failures.take("EcsService").is_empty());
+        // A pass that ends otherwise ends the run; the next outage wakes it again.
+        failures.note("EcsService", "ns", "a", false);
+        failures.note("EcsService", "ns", "a", true);
+        assert_eq!(failures.take("EcsService"), [id("a")]);
+        assert_eq!(failures.take("EcsTask"), [id("a")]);
+        assert!(failures.take("EcsCluster").is_empty());
     }
 }

@@ -74,7 +74,7 @@ fn sweeps(
             prime(&ctx, &store).await;
         }
         tokio::time::sleep(until_aligned(ctx.resync, SystemTime::now())).await;
-        let changed = sweep(&ctx, &store).await;
+        let changed = crate::ecs::acting_as(EcsService::KIND, sweep(&ctx, &store)).await;
         Some((futures::stream::iter(changed), (ctx, store, false)))
     })
     .flatten()
@@ -613,7 +613,14 @@ impl Managed for EcsService {
             Err(Error::Ecs { code: Some(c), .. }) if c == "ClusterNotFoundException" => None,
             Err(e) => return Err(e),
         };
-        match service_plan::plan_cleanup(&uid, self.spec.deletion_policy, observed.as_ref()) {
+        let created = self
+            .status
+            .as_ref()
+            .and_then(|s| s.last_create_time.as_deref());
+        let recently_created =
+            service_plan::recently_created(created, k8s_openapi::jiff::Timestamp::now());
+        let policy = self.spec.deletion_policy;
+        match service_plan::plan_cleanup(&uid, policy, observed.as_ref(), recently_created) {
             Cleanup::Done(why) => {
                 ctx.services.forget(&cluster, &name);
                 Ok(match why {
@@ -644,6 +651,12 @@ impl Managed for EcsService {
                     ),
                 )])
             }
+            Cleanup::NotSeenYet => Err(Error::DeleteInProgress {
+                reason: Reason::WaitingForVisibility,
+                message: format!(
+                    "created ECS service {name} moments ago; waiting for DescribeServices to report it before deleting it"
+                ),
+            }),
             Cleanup::Draining => Err(Error::DeleteInProgress {
                 reason: Reason::Draining,
                 message: format!("ECS service {name} is DRAINING; waiting until it is INACTIVE"),

@@ -870,13 +870,24 @@ pub enum Cleanup {
     Delete { scale_down: bool },
     /// DeleteService was accepted; ECS is draining it.
     Draining,
+    /// Created moments ago and not reported by DescribeServices yet (ECS reads are
+    /// eventually consistent): deleting it needs to see it first.
+    NotSeenYet,
 }
 
+/// What deleting the resource does in ECS. `recently_created`: CreateService
+/// succeeded within `NOT_SEEN_GRACE`, so a service ECS does not report (not even
+/// INACTIVE) may just not be visible yet; taking that for "gone" would leave it
+/// running.
 pub fn plan_cleanup(
     uid: &str,
     policy: DeletionPolicy,
     observed: Option<&ObservedService>,
+    recently_created: bool,
 ) -> Cleanup {
+    if observed.is_none() && recently_created && policy == DeletionPolicy::Delete {
+        return Cleanup::NotSeenYet;
+    }
     let obs = observed.filter(|o| !o.is_gone());
     match (owned::release(obs.map(|o| &o.tags), uid, policy), obs) {
         (Release::Gone, _) | (_, None) => Cleanup::Done(Release::Gone),
@@ -1833,7 +1844,7 @@ mod tests {
         let mut o = observed();
         o.scheduling_strategy = Some("DAEMON".into());
         assert_eq!(
-            plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&o)),
+            plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&o), false),
             Cleanup::Delete { scale_down: false }
         );
     }
@@ -1853,31 +1864,52 @@ mod tests {
     fn cleanup_follows_policy_and_ownership() {
         let o = observed();
         assert_eq!(
-            plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&o)),
+            plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&o), false),
             Cleanup::Delete { scale_down: true }
         );
         assert_eq!(
-            plan_cleanup("uid-1", DeletionPolicy::Orphan, Some(&o)),
+            plan_cleanup("uid-1", DeletionPolicy::Orphan, Some(&o), false),
             Cleanup::Untag
         );
         assert_eq!(
-            plan_cleanup("uid-2", DeletionPolicy::Delete, Some(&o)),
+            plan_cleanup("uid-2", DeletionPolicy::Delete, Some(&o), false),
             Cleanup::Done(Release::NotOwned)
         );
         let mut draining = o.clone();
         draining.status = "DRAINING".into();
         assert_eq!(
-            plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&draining)),
+            plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&draining), false),
             Cleanup::Draining
         );
         let mut gone = o;
         gone.status = "INACTIVE".into();
         assert_eq!(
-            plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&gone)),
+            plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&gone), false),
             Cleanup::Done(Release::Gone)
         );
         assert_eq!(
-            plan_cleanup("uid-1", DeletionPolicy::Delete, None),
+            plan_cleanup("uid-1", DeletionPolicy::Delete, None, false),
+            Cleanup::Done(Release::Gone)
+        );
+    }
+
+    #[test]
+    fn a_service_created_moments_ago_is_seen_before_it_is_taken_for_gone() {
+        // MISSING right after CreateService: not visible yet, not gone.
+        assert_eq!(
+            plan_cleanup("uid-1", DeletionPolicy::Delete, None, true),
+            Cleanup::NotSeenYet
+        );
+        // Seen (even INACTIVE): ECS's answer counts.
+        let mut gone = observed();
+        gone.status = "INACTIVE".into();
+        assert_eq!(
+            plan_cleanup("uid-1", DeletionPolicy::Delete, Some(&gone), true),
+            Cleanup::Done(Release::Gone)
+        );
+        // Orphan leaves it either way; nothing to wait for.
+        assert_eq!(
+            plan_cleanup("uid-1", DeletionPolicy::Orphan, None, true),
             Cleanup::Done(Release::Gone)
         );
     }

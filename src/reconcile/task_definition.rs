@@ -14,6 +14,7 @@ use crate::api::scheduled_task::EcsScheduledTask;
 use crate::api::service::EcsService;
 use crate::api::task::{EcsTask, Phase};
 use crate::api::task_definition::{EcsTaskDefinition, EcsTaskDefinitionStatus, RevisionRecord};
+use crate::ecs::service::ServiceObserver;
 use crate::ecs::task_definition::{self as td, td_short};
 use crate::ecs::{EcsApi, set_tags};
 use crate::error::Error;
@@ -214,11 +215,17 @@ fn prune_notes(
     notes
 }
 
+/// How long a deleted EcsTaskDefinition waits for the services and tasks still
+/// using its revisions to be deleted as well, before it keeps those revisions.
+const USERS_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Who refers to which task definition (an ARN or `family:revision`), across every
-/// namespace the operator watches: ECS services of ours as last read, EcsServices (what they run, roll to, or ran in
-/// a deployment still listed), unfinished EcsTasks (recorded or pinned in the spec:
-/// a retry needs its revision), EcsScheduledTasks (the template's pinned revision).
-/// Objects being deleted never count: they are going away with their revisions.
+/// namespace the operator watches: ECS services of ours as last read, EcsServices
+/// (what they run, roll to, or ran in a deployment still listed), unfinished EcsTasks
+/// (recorded or pinned in the spec: a retry needs its revision), EcsScheduledTasks
+/// (the template's pinned revision). Objects being deleted never count, nor the ECS
+/// services of EcsServices being deleted: they are going away with their revisions
+/// (`kubectl delete -f app.yaml` leaves no revision behind).
 async fn references(ctx: &Context) -> Result<Vec<(String, String)>, Error> {
     let scope = ctx.namespace.as_deref();
     let key = |kind: &str, m: &kube::api::ObjectMeta| {
@@ -228,11 +235,16 @@ async fn references(ctx: &Context) -> Result<Vec<(String, String)>, Error> {
             m.name.as_deref().unwrap_or_default()
         )
     };
-    // What ECS last reported the services of the operator's EcsServices running.
-    let mut refs = ctx.services.task_definitions_in_use();
+    // What ECS last reported the services of the operator's EcsServices running
+    // (but not of those being deleted: their services go too).
+    let mut refs = Vec::new();
+    let mut leaving = BTreeSet::new();
     let services: Api<EcsService> = super::scoped_api(&ctx.kube, scope);
     for svc in services.list(&ListParams::default()).await?.items {
         if svc.metadata.deletion_timestamp.is_some() {
+            if let Some(cluster) = svc.status.as_ref().and_then(|s| s.cluster.as_deref()) {
+                leaving.insert(ServiceObserver::user(cluster, &svc.ecs_name()));
+            }
             continue;
         }
         let who = key("EcsService", &svc.metadata);
@@ -245,6 +257,8 @@ async fn references(ctx: &Context) -> Result<Vec<(String, String)>, Error> {
             .chain(svc.spec.placement.task_definition);
         refs.extend(tds.map(|td| (td, who.clone())));
     }
+    let cached = ctx.services.task_definitions_in_use();
+    refs.extend(cached.into_iter().filter(|(_, who)| !leaving.contains(who)));
     let tasks: Api<EcsTask> = super::scoped_api(&ctx.kube, scope);
     for task in tasks.list(&ListParams::default()).await?.items {
         let st = task.status.unwrap_or_default();
@@ -381,6 +395,16 @@ impl EcsTaskDefinition {
             "TagResource",
             message,
         )])
+    }
+
+    /// How long ago this resource was deleted (zero if it is not).
+    fn deleted_for(&self) -> std::time::Duration {
+        let since = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
+            let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+            std::time::Duration::try_from(elapsed).ok()
+        };
+        let deleted = self.metadata.deletion_timestamp.as_ref();
+        deleted.and_then(since).unwrap_or_default()
     }
 
     /// Registers a revision with `hash`, unless one whose status write was lost is
@@ -554,29 +578,36 @@ impl Managed for EcsTaskDefinition {
             .map(|r| r.revision)
             .collect();
         let who: BTreeSet<&String> = users.values().flatten().collect();
-        let who: Vec<&str> = who.into_iter().map(String::as_str).collect();
+        let who = who
+            .into_iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
         let kept_note = || {
-            Note::normal(
-                Reason::Kept,
-                "DeregisterTaskDefinition",
-                format!(
-                    "revisions {kept:?} of {family} left registered: still used by {}",
-                    who.join(", ")
-                ),
-            )
+            let message =
+                format!("revisions {kept:?} of {family} left registered: still used by {who}");
+            Note::normal(Reason::Kept, "DeregisterTaskDefinition", message)
         };
+        let deleting = self.spec.deletion_policy == DeletionPolicy::Delete;
+        if !kept.is_empty() && deleting && self.deleted_for() < USERS_GRACE {
+            // `kubectl delete -f app.yaml` deletes the task definition a moment before
+            // the services and tasks that use it: give them time to be deleted too
+            // (then they no longer count) before keeping the revisions for good.
+            return Err(Error::DeleteInProgress {
+                reason: Reason::Deleting,
+                message: format!(
+                    "revisions {kept:?} of {family} are still used by {who}; waiting up to {} s for them to be deleted too",
+                    USERS_GRACE.as_secs()
+                ),
+            });
+        }
         if doomed.is_empty() {
-            return Ok(vec![
-                if kept.is_empty() || self.spec.deletion_policy == DeletionPolicy::Orphan {
-                    Note::normal(
-                        Reason::Released,
-                        "Delete",
-                        format!("revisions of {family} left in place"),
-                    )
-                } else {
-                    kept_note()
-                },
-            ]);
+            return Ok(vec![if kept.is_empty() || !deleting {
+                let message = format!("revisions of {family} left in place");
+                Note::normal(Reason::Released, "Delete", message)
+            } else {
+                kept_note()
+            }]);
         }
         let failures = prune(&ctx.ecs, &doomed).await?;
         if !failures.is_empty() {

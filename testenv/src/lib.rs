@@ -13,6 +13,7 @@
 //! Everything this starts dies with the process that started it (see [`process`]).
 
 pub mod aas;
+pub mod faults;
 pub mod pki;
 pub mod process;
 pub mod strict;
@@ -113,6 +114,9 @@ pub struct Environment {
     /// `gitVersion` reported by the apiserver's /version.
     pub server_version: String,
     children: Vec<(String, Child)>,
+    /// The kube-apiserver's command line, for `restart_apiserver`.
+    apiserver_args: Vec<String>,
+    restarts: u32,
 }
 
 impl std::fmt::Debug for Environment {
@@ -291,6 +295,8 @@ impl Environment {
             run_dir,
             server_version: String::new(),
             children: Vec::new(),
+            apiserver_args: Vec::new(),
+            restarts: 0,
         };
         // On error, `env` is dropped here and stops whatever already started.
         env.start_ecs().await?;
@@ -418,14 +424,7 @@ impl Environment {
             let log = self.run_dir.join("kube-apiserver.log");
             let c = client.clone();
             self.wait_ready("kube-apiserver", &log, Duration::from_secs(90), move || {
-                let c = c.clone();
-                async move {
-                    let req = http::Request::get("/readyz").body(Vec::new());
-                    match req {
-                        Ok(req) => c.request_text(req).await.is_ok_and(|b| b.trim() == "ok"),
-                        Err(_) => false,
-                    }
-                }
+                apiserver_ready(c.clone())
             })
             .await?;
         }
@@ -469,9 +468,7 @@ impl Environment {
             .map_err(|e| Error::io("write", &tokens, e))?;
 
         let port = free_port()?;
-        let (log, log_path) = log_file(&self.run_dir, "kube-apiserver")?;
-        let mut api = Command::new(bins.join("kube-apiserver"));
-        api.args([
+        let args = vec![
             format!("--etcd-servers={etcd_url}"),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
@@ -494,15 +491,9 @@ impl Environment {
             "--endpoint-reconciler-type=none".into(),
             "--disable-admission-plugins=ServiceAccount".into(),
             "--allow-privileged=true".into(),
-        ])
-        .env("ECS_OPERATOR_TESTENV_RUN", &self.run_dir)
-        .stdin(Stdio::null())
-        .stdout(
-            log.try_clone()
-                .map_err(|e| Error::io("dup", &log_path, e))?,
-        )
-        .stderr(log);
-        let child = process::spawn(api, &self.run_dir).map_err(|e| Error::io("start", bins, e))?;
+        ];
+        self.apiserver_args = args;
+        let child = self.spawn_apiserver(bins, "kube-apiserver")?;
         self.children.push(("kube-apiserver".into(), child));
 
         let kubeconfig = self.run_dir.join("kubeconfig");
@@ -513,6 +504,48 @@ impl Environment {
         std::fs::write(&kubeconfig, text).map_err(|e| Error::io("write", &kubeconfig, e))?;
         self.kubeconfig = kubeconfig;
         Ok(())
+    }
+
+    fn spawn_apiserver(&self, bins: &Path, log_name: &str) -> Result<Child, Error> {
+        let (log, log_path) = log_file(&self.run_dir, log_name)?;
+        let mut api = Command::new(bins.join("kube-apiserver"));
+        api.args(&self.apiserver_args)
+            .env("ECS_OPERATOR_TESTENV_RUN", &self.run_dir)
+            .stdin(Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| Error::io("dup", &log_path, e))?,
+            )
+            .stderr(log);
+        process::spawn(api, &self.run_dir).map_err(|e| Error::io("start", bins, e))
+    }
+
+    /// Stops the kube-apiserver this environment started, waits `down_for`, and
+    /// starts it again on the same port and etcd (its data kept): an apiserver
+    /// restart, or an outage of `down_for`. Returns once it is ready again.
+    pub async fn restart_apiserver(&mut self, down_for: Duration) -> Result<(), Error> {
+        let KubeSource::Started { binaries } = &self.kube_source else {
+            return Err(Error::Missing(
+                "restart_apiserver needs an apiserver this environment started".into(),
+            ));
+        };
+        let bins = binaries.clone();
+        let at = self
+            .children
+            .iter()
+            .position(|(name, _)| name == "kube-apiserver")
+            .ok_or_else(|| Error::Missing("no kube-apiserver child".into()))?;
+        process::stop(&mut self.children[at].1);
+        tokio::time::sleep(down_for).await;
+        self.restarts += 1;
+        let log_name = format!("kube-apiserver-{}", self.restarts);
+        self.children[at].1 = self.spawn_apiserver(&bins, &log_name)?;
+        let client = kube::Client::try_from(self.kube_config.clone())?;
+        let log = self.run_dir.join(format!("{log_name}.log"));
+        self.wait_ready("kube-apiserver", &log, Duration::from_secs(90), move || {
+            apiserver_ready(client.clone())
+        })
+        .await
     }
 
     /// Polls `check` until it passes; fails early, with the log, if the process exited.
@@ -622,6 +655,17 @@ impl Environment {
 impl Drop for Environment {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Whether the apiserver behind `client` answers `/readyz` with `ok`.
+async fn apiserver_ready(client: kube::Client) -> bool {
+    match http::Request::get("/readyz").body(Vec::new()) {
+        Ok(req) => client
+            .request_text(req)
+            .await
+            .is_ok_and(|b| b.trim() == "ok"),
+        Err(_) => false,
     }
 }
 

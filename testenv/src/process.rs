@@ -60,9 +60,19 @@ extern "C" fn kill_everything_at_exit() {
     }
     if let Ok(dirs) = DIRS.try_lock() {
         for d in dirs.iter() {
-            let _ = std::fs::remove_dir_all(d);
+            remove_unless_kept(d);
         }
     }
+}
+
+/// Removes a run directory, unless ECS_OPERATOR_TEST_KEEP_LOGS=1 keeps the logs of
+/// every process for a post-mortem.
+fn remove_unless_kept(dir: &Path) {
+    if std::env::var_os("ECS_OPERATOR_TEST_KEEP_LOGS").is_some() {
+        eprintln!("testenv: logs kept in {}", dir.display());
+        return;
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn install_atexit() {
@@ -92,12 +102,7 @@ pub fn release_run_dir(dir: &Path) {
     DIRS.lock()
         .unwrap_or_else(|e| e.into_inner())
         .retain(|d| d != dir);
-    // ECS_OPERATOR_TEST_KEEP_LOGS=1 keeps the logs of every process for a post-mortem.
-    if std::env::var_os("ECS_OPERATOR_TEST_KEEP_LOGS").is_some() {
-        eprintln!("testenv: logs kept in {}", dir.display());
-        return;
-    }
-    let _ = std::fs::remove_dir_all(dir);
+    remove_unless_kept(dir);
 }
 
 /// Spawns `cmd` so that it dies with this process, and records it in `run_dir`.

@@ -6,10 +6,10 @@
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
 use ecs_operator::api::service::EcsService;
 use ecs_operator::api::service_scaling::CountOwner;
-use kube::api::{Api, DeleteParams};
 
 use crate::support::{
-    TestContext, ecs_cluster_and_td, env, events_for, eventually, sum_metric, wait_for,
+    TestContext, delete_and_wait_gone, ecs_cluster_and_td, env, events_for, eventually, sum_metric,
+    wait_for,
 };
 
 fn aas() -> aws_sdk_applicationautoscaling::Client {
@@ -408,40 +408,14 @@ async fn a_target_registered_elsewhere_owns_the_count_and_deletion_deregisters_o
                 .is_some_and(|s| s.auto_scaling.as_ref().is_some_and(|a| a.managed))
     })
     .await;
-    Api::<EcsService>::namespaced(ctx.kube.clone(), &ctx.namespace)
-        .delete(&kept, &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually(120, "the orphaned EcsService gone", || async {
-        let api = Api::<EcsService>::namespaced(ctx.kube.clone(), &ctx.namespace);
-        api.get_opt(&kept)
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    delete_and_wait_gone::<EcsService>(&ctx, &kept, 120).await;
     assert_eq!(
         target_range(&cluster, &kept).await,
         Some((2, 10)),
         "Orphan keeps the target"
     );
 
-    Api::<EcsService>::namespaced(ctx.kube.clone(), &ctx.namespace)
-        .delete(&scaled, &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually(120, "the EcsService gone", || async {
-        let api = Api::<EcsService>::namespaced(ctx.kube.clone(), &ctx.namespace);
-        api.get_opt(&scaled)
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    delete_and_wait_gone::<EcsService>(&ctx, &scaled, 120).await;
     assert_eq!(
         target_range(&cluster, &scaled).await,
         None,

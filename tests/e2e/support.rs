@@ -65,12 +65,25 @@ pub struct TestContext {
     pub ecs: aws_sdk_ecs::Client,
     /// ECS behind the strict layer: audits of what ECS holds, without its delays.
     pub ecs_direct: aws_sdk_ecs::Client,
+    /// What kubectl and operators started by this context talk to, and where their
+    /// logs go.
+    kubeconfig: PathBuf,
+    run_dir: PathBuf,
+    operator_env: Vec<(&'static str, std::ffi::OsString)>,
+    /// In an environment of the test's own (not the binary's shared one).
+    isolated: bool,
 }
 
 impl TestContext {
+    /// A context in the binary's shared environment.
     pub async fn new(test_name: &str) -> TestContext {
+        Self::in_env(test_name, env(), false).await
+    }
+
+    /// A context in `env`, an environment the test started for itself (one whose
+    /// apiserver it restarts, say); `isolated` installs the CRDs there too.
+    pub async fn in_env(test_name: &str, env: &Environment, isolated: bool) -> TestContext {
         static SEQ: AtomicU32 = AtomicU32::new(0);
-        let env = env();
         let kube = env.kube_client().expect("kube client");
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let mut slug: String = test_name
@@ -101,6 +114,14 @@ impl TestContext {
             kube,
             ecs: env.ecs_client(),
             ecs_direct: env.ecs_direct_client(),
+            kubeconfig: env.kubeconfig.clone(),
+            run_dir: env.run_dir.clone(),
+            operator_env: testenv::operator_env(
+                &env.kubeconfig,
+                &env.ecs_endpoint,
+                &env.aas_endpoint,
+            ),
+            isolated,
         }
     }
 
@@ -122,27 +143,29 @@ use tokio::sync::OnceCell;
 /// once per test binary and waits until they are served.
 pub async fn install_crds(client: &kube::Client) {
     static DONE: OnceCell<()> = OnceCell::const_new();
-    DONE.get_or_init(|| async {
-        let api = Api::<CustomResourceDefinition>::all(client.clone());
-        for crd in ecs_operator::api::crds() {
-            let name = crd.metadata.name.clone().expect("CRD name");
-            api.patch(
-                &name,
-                &PatchParams::apply("ecs-operator-e2e").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("install CRD {name}: {e}"));
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                await_condition(api.clone(), &name, conditions::is_crd_established()),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("CRD {name} not established in 30s"))
-            .unwrap();
-        }
-    })
-    .await;
+    DONE.get_or_init(|| install_crds_into(client)).await;
+}
+
+/// Installs the CRDs through `client` (every time) and waits until they are served.
+pub async fn install_crds_into(client: &kube::Client) {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    for crd in ecs_operator::api::crds() {
+        let name = crd.metadata.name.clone().expect("CRD name");
+        api.patch(
+            &name,
+            &PatchParams::apply("ecs-operator-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("install CRD {name}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not established in 30s"))
+        .unwrap();
+    }
 }
 
 /// A running `ecs-operator run` process watching one namespace; killed on drop.
@@ -208,6 +231,29 @@ impl Operator {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// The exit status, if the process has exited.
+    #[allow(dead_code)] // for tests/resilience, which shares this file
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Sends SIGTERM, as the kubelet does, and waits for the process to exit (at
+    /// most 60 s).
+    #[allow(dead_code)] // for tests/resilience, which shares this file
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("the operator is running");
+        let sent = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("the operator exits within 60 s of SIGTERM")
+            .expect("wait for the operator")
+    }
 }
 
 pub fn sum_metric(text: &str, name: &str, filter: impl Fn(&str) -> bool) -> u64 {
@@ -241,14 +287,17 @@ impl TestContext {
 
     /// Same, with extra environment (e.g. another KUBECONFIG).
     pub async fn start_operator_env(&self, extra_args: &[&str], envs: &[(&str, &str)]) -> Operator {
-        install_crds(&self.kube).await;
-        let env = env();
+        if self.isolated {
+            install_crds_into(&self.kube).await;
+        } else {
+            install_crds(&self.kube).await;
+        }
         let port = free_port();
         let metrics_addr = format!("127.0.0.1:{port}");
         // One log per process: a test may run several operators in one namespace.
         static OPERATORS: AtomicU32 = AtomicU32::new(0);
         let n = OPERATORS.fetch_add(1, Ordering::Relaxed);
-        let log = env
+        let log = self
             .run_dir
             .join(format!("operator-{}-{n}.log", self.namespace));
         let file = std::fs::File::create(&log).unwrap();
@@ -259,11 +308,7 @@ impl TestContext {
             .arg("--metrics-addr")
             .arg(&metrics_addr)
             .args(extra_args)
-            .envs(testenv::operator_env(
-                &env.kubeconfig,
-                &env.ecs_endpoint,
-                &env.aas_endpoint,
-            ))
+            .envs(self.operator_env.iter().cloned())
             .env("RUST_LOG", "info,ecs_operator=debug")
             .envs(envs.iter().copied())
             .stdin(std::process::Stdio::null())
@@ -292,7 +337,7 @@ impl TestContext {
         let mut cmd = tokio::process::Command::new("kubectl");
         cmd.args(["--namespace", &self.namespace])
             .args(args)
-            .env("KUBECONFIG", &env().kubeconfig)
+            .env("KUBECONFIG", &self.kubeconfig)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -366,6 +411,23 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Deletes the object `name` of kind `K` in the test's namespace and waits up to
+/// `secs` until it is gone (its finalizer done).
+pub async fn delete_and_wait_gone<K>(ctx: &TestContext, name: &str, secs: u64)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(ctx.kube.clone(), &ctx.namespace);
+    api.delete(name, &Default::default()).await.unwrap();
+    eventually(secs, &format!("{name} gone"), || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
 }
 
 /// An ECS cluster and a one-container task definition made directly in ECS (not

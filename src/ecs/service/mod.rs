@@ -388,7 +388,7 @@ mod tests {
         );
         assert_eq!(page1.num_calls() + page2.num_calls(), 2);
         assert!(metrics.encode().contains(
-            r#"ecs_operator_aws_requests_total{operation="ListServices",outcome="success"} 2"#
+            r#"ecs_operator_aws_requests_total{kind="operator",operation="ListServices",outcome="success"} 2"#
         ));
     }
 
@@ -415,7 +415,7 @@ mod tests {
             .unwrap();
         assert_eq!(first.as_ref().map(|o| o.status.as_str()), Some("DRAINING"));
         assert_eq!(
-            plan_cleanup("uid-1", DeletionPolicy::Delete, first.as_ref()),
+            plan_cleanup("uid-1", DeletionPolicy::Delete, first.as_ref(), false),
             Cleanup::Draining
         );
         let second = observer
@@ -423,7 +423,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            plan_cleanup("uid-1", DeletionPolicy::Delete, second.as_ref()),
+            plan_cleanup("uid-1", DeletionPolicy::Delete, second.as_ref(), false),
             Cleanup::Done(Release::Gone)
         );
     }

@@ -378,6 +378,12 @@ impl ServiceObserver {
         *c.epoch.entry(name.to_string()).or_insert(0) += 1;
     }
 
+    /// How `task_definitions_in_use` names the ECS service `name` of `cluster` (a
+    /// name or an ARN).
+    pub fn user(cluster: &str, name: &str) -> String {
+        format!("ECS service {}/{name}", cluster_name(cluster))
+    }
+
     /// (task definition, "ECS service <cluster>/<name>") for every revision the
     /// services last read run or deploy (deployments and task sets): ECS's own view
     /// of what is in use, which may be newer than any status.
@@ -389,7 +395,7 @@ impl ServiceObserver {
                 let Some(obs) = obs.as_ref().filter(|o| o.status == ServiceState::Active) else {
                     continue;
                 };
-                let who = format!("ECS service {cluster}/{name}");
+                let who = Self::user(cluster, name);
                 let tds = std::iter::once(&obs.task_definition)
                     .chain(obs.deployments.iter().map(|d| &d.task_definition))
                     .chain(obs.task_sets.iter().map(|t| &t.task_definition))
