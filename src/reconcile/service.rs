@@ -608,17 +608,20 @@ impl Managed for EcsService {
             .services
             .observe(&ctx.ecs, &cluster, &name, Duration::ZERO)
             .await;
-        let observed = match observed {
-            Ok(o) => o,
-            Err(Error::Ecs { code: Some(c), .. }) if c == "ClusterNotFoundException" => None,
+        // No cluster, no service: not one that is merely not visible yet.
+        let (observed, cluster_gone) = match observed {
+            Ok(o) => (o, false),
+            Err(Error::Ecs { code: Some(c), .. }) if c == "ClusterNotFoundException" => {
+                (None, true)
+            }
             Err(e) => return Err(e),
         };
         let created = self
             .status
             .as_ref()
             .and_then(|s| s.last_create_time.as_deref());
-        let recently_created =
-            service_plan::recently_created(created, k8s_openapi::jiff::Timestamp::now());
+        let recently_created = !cluster_gone
+            && service_plan::recently_created(created, k8s_openapi::jiff::Timestamp::now());
         let policy = self.spec.deletion_policy;
         match service_plan::plan_cleanup(&uid, policy, observed.as_ref(), recently_created) {
             Cleanup::Done(why) => {

@@ -135,8 +135,18 @@ spec:
             self.settled()
         );
         eventually(secs, &what, || async {
+            // The task definition registered its current spec (not an older one).
             let td = tds.get(&self.task_definition).await.ok()?;
-            let latest = td.status?.latest_arn?;
+            let td_status = td.status?;
+            let td_ready = td_status.observed_generation == td.metadata.generation
+                && td_status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+            if !td_ready {
+                return None;
+            }
+            let latest = td_status.latest_arn?;
             let all = services.list(&Default::default()).await.ok()?.items;
             let names: BTreeSet<&String> = all
                 .iter()
