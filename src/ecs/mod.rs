@@ -312,10 +312,6 @@ const RETRYABLE_CODES: &[&str] = &[
     "Throttling",
     "TooManyRequestsException",
     "RequestLimitExceeded",
-    "ServerException",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "InternalFailure",
     "RequestTimeout",
     "RequestTimeoutException",
     // Another update to the same resource is in flight.
@@ -326,6 +322,15 @@ const RETRYABLE_CODES: &[&str] = &[
     "InternalServiceException",
 ];
 
+/// AWS error codes that say ECS itself is failing, not the request: retried, and
+/// an outage for `reachability`.
+pub(crate) const SERVER_FAULT_CODES: &[&str] = &[
+    "ServerException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InternalFailure",
+];
+
 /// ClientException messages that are transient: RegisterTaskDefinition answers
 /// "Too many concurrent attempts to create a new revision of the specified family."
 /// while another registration of the family runs.
@@ -334,7 +339,9 @@ const RETRYABLE_CLIENT_MESSAGES: &[&str] = &["too many concurrent attempts"];
 pub fn classify(code: Option<&str>, message: &str) -> ErrorClass {
     let lower = message.to_ascii_lowercase();
     match code {
-        Some(c) if RETRYABLE_CODES.contains(&c) => ErrorClass::Retryable,
+        Some(c) if RETRYABLE_CODES.contains(&c) || SERVER_FAULT_CODES.contains(&c) => {
+            ErrorClass::Retryable
+        }
         Some("ClientException") if RETRYABLE_CLIENT_MESSAGES.iter().any(|m| lower.contains(m)) => {
             ErrorClass::Retryable
         }

@@ -14,14 +14,6 @@ use crate::error::{Error, ErrorClass};
 /// How often ECS is probed while it does not answer (one ListClusters).
 pub const PROBE_EVERY: Duration = Duration::from_secs(10);
 
-/// AWS codes that mean ECS itself is failing, not the request.
-const SERVER_FAULTS: [&str; 4] = [
-    "ServerException",
-    "ServiceUnavailableException",
-    "ServiceUnavailable",
-    "InternalFailure",
-];
-
 /// An error that says ECS is not there (nothing reached it, nothing readable came
 /// back, or ECS answered it is failing): not one about the request.
 pub fn is_outage(err: &Error) -> bool {
@@ -31,7 +23,7 @@ pub fn is_outage(err: &Error) -> bool {
             class: ErrorClass::Retryable,
             ..
         } => true,
-        Error::Ecs { code: Some(c), .. } => SERVER_FAULTS.contains(&c.as_str()),
+        Error::Ecs { code: Some(c), .. } => super::SERVER_FAULT_CODES.contains(&c.as_str()),
         _ => false,
     }
 }
